@@ -1,0 +1,1 @@
+//! Pure-Rust nfnetlink client for Linux ipsets.

@@ -1,0 +1,1 @@
+//! Generic-netlink client for the Linux IPVS family.

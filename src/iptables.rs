@@ -1,0 +1,1 @@
+//! Minimal iptables rules on chains ipvs-proxy owns, installed with iptables-restore.

@@ -1,0 +1,7 @@
+//! The ipvs-proxy node agent as a library: configuration, the desired-state model,
+//! the diff against kernel state, and the adapters that apply it.
+//!
+//! The binary (`src/main.rs`) is a thin command line over these modules.
+
+pub mod iptables;
+pub mod netif;

@@ -1,0 +1,1 @@
+//! The `kube-ipvs0` dummy interface and the service addresses bound on it (rtnetlink).

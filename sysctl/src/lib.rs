@@ -1,0 +1,1 @@
+//! Read, set and verify the kernel settings a service proxy node needs.
