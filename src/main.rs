@@ -1,4 +1,11 @@
 //! ipvs-proxy: a kube-proxy replacement node agent that programs kernel IPVS.
+//!
+//! This binary is a thin command line over the `ipvs_proxy` library and the
+//! workspace crates; each subcommand lives in its own `cmd_*` module.
+
+mod cmd_check;
+mod cmd_list;
+mod cmd_run;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -14,14 +21,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the node agent.
-    Run,
-    /// List the kernel's IPVS table, like `ipvsadm -Ln`.
-    List,
+    Run(cmd_run::RunArgs),
+    /// Remove the kernel state ipvs-proxy owns (and, with a flag, kube-proxy's leftovers).
+    Cleanup(cmd_run::CleanupArgs),
+    /// List the kernel's IPVS table, like `ipvsadm -L`.
+    List(cmd_list::ListArgs),
+    /// Check that this node is ready for IPVS mode.
+    Check(cmd_check::CheckArgs),
     /// Print the version.
     Version,
 }
 
-fn main() -> Result<()> {
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -29,13 +40,19 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn main() -> Result<()> {
+    init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
             println!("ipvs-proxy {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Run => anyhow::bail!("`run` is not implemented yet"),
-        Command::List => anyhow::bail!("`list` is not implemented yet"),
+        Command::Run(args) => cmd_run::run(args),
+        Command::Cleanup(args) => cmd_run::cleanup(args),
+        Command::List(args) => cmd_list::run(args),
+        Command::Check(args) => cmd_check::run(args),
     }
 }
