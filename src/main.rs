@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 
 /// Command line of the `ipvs-proxy` binary.
 #[derive(Debug, Parser)]
-#[command(name = "ipvs-proxy", version, about = "Kubernetes service proxy on kernel IPVS")]
+#[command(
+    name = "ipvs-proxy",
+    version,
+    about = "Kubernetes service proxy on kernel IPVS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

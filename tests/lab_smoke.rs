@@ -1,7 +1,8 @@
 //! Proves the kernel lab: dummy links, IPVS and a real data path inside a
 //! fresh network namespace per test. Run with `scripts/vm-test` (or `scripts/test`).
 
-use netns_lab::{Netns, veth};
+use netns_lab::{Netns, veth, wait_until};
+use std::time::Duration;
 
 #[test]
 #[ignore = "needs the kernel lab"]
@@ -33,8 +34,22 @@ fn client_reaches_backend_through_ipvs_vip() {
     let client = Netns::new("client");
     let node = Netns::new("node");
     let backend = Netns::new("backend");
-    veth(&client, "eth0", "192.168.50.2/24", &node, "to-client", "192.168.50.1/24");
-    veth(&node, "to-pod", "10.244.0.1/24", &backend, "eth0", "10.244.0.10/24");
+    veth(
+        &client,
+        "eth0",
+        "192.168.50.2/24",
+        &node,
+        "to-client",
+        "192.168.50.1/24",
+    );
+    veth(
+        &node,
+        "to-pod",
+        "10.244.0.1/24",
+        &backend,
+        "eth0",
+        "10.244.0.10/24",
+    );
     client.sh("ip route add default via 192.168.50.1");
     backend.sh("ip route add default via 10.244.0.1");
     node.sh("sysctl -qw net.ipv4.ip_forward=1");
@@ -49,13 +64,21 @@ fn client_reaches_backend_through_ipvs_vip() {
     let reply = client.sh("curl -sS --max-time 5 http://10.96.0.20/");
     assert_eq!(reply.trim(), "backend-says-hello");
 
-    // IPVS really carried it: the real server saw a connection.
-    let stats = node.sh("ipvsadm -Ln --stats -t 10.96.0.20:80");
-    let conns: u64 = stats
-        .lines()
-        .find(|l| l.contains("10.244.0.10:8080"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no real server line: {stats}"));
-    assert!(conns >= 1, "{stats}");
+    // IPVS really carried it: the real server's connection counter moves. The kernel
+    // folds per-CPU counters into what it reports from its 2-second estimator timer,
+    // so poll for a few seconds.
+    let counted = wait_until(Duration::from_secs(8), || {
+        let stats = node.sh("ipvsadm -Ln --stats -t 10.96.0.20:80");
+        stats
+            .lines()
+            .find(|l| l.contains("10.244.0.10:8080"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|conns| conns >= 1)
+    });
+    assert!(
+        counted,
+        "IPVS never counted the connection:\n{}",
+        node.sh("ipvsadm -Ln --stats")
+    );
 }

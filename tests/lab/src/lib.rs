@@ -73,8 +73,8 @@ impl Netns {
         let path = Path::new("/run/netns").join(&self.name);
         std::thread::scope(|scope| {
             let handle = scope.spawn(move || {
-                let file = File::open(&path)
-                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                let file =
+                    File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
                 setns(&file, CloneFlags::CLONE_NEWNET)
                     .unwrap_or_else(|e| panic!("setns into {}: {e}", path.display()));
                 f()
@@ -114,7 +114,14 @@ impl Netns {
     /// The process is killed when the returned guard is dropped.
     pub fn spawn(&self, cmd: &str) -> Background {
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "sh", "-c", &format!("exec {cmd}")])
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "sh",
+                "-c",
+                &format!("exec {cmd}"),
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -139,7 +146,11 @@ impl Netns {
                 .status
                 .success()
         });
-        assert!(listening, "http server on port {port} in {} never listened", self.name);
+        assert!(
+            listening,
+            "http server on port {port} in {} never listened",
+            self.name
+        );
         server
     }
 }
