@@ -3,5 +3,9 @@
 //!
 //! The binary (`src/main.rs`) is a thin command line over these modules.
 
+pub mod config;
+pub mod diff;
 pub mod iptables;
+pub mod model;
 pub mod netif;
+pub mod source;

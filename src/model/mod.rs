@@ -1,0 +1,507 @@
+//! The desired state: what IPVS, kube-ipvs0 and the ipsets should hold on this node,
+//! computed purely from Services, EndpointSlices, this Node and the configuration.
+//!
+//! Each Service is computed on its own into a [`ServiceContribution`]
+//! ([`service::contribution`]); [`Model`] keeps the inputs and the contributions keyed by
+//! Service, so a changed Service or EndpointSlice recomputes only that Service, and
+//! [`Model::desired`] merges the contributions into one [`DesiredState`]. A malformed
+//! Service yields a [`ServiceError`] for that Service alone; the others are unaffected.
+//!
+//! The types here are plain data; the kernel adapters map them onto `ipvs-netlink`,
+//! rtnetlink and `ipset-netlink`.
+
+mod endpoints;
+pub mod ipset;
+pub mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::config::Config;
+pub use ipset::IpsetMembers;
+pub use service::{ServiceContribution, ServiceOutcome, Skipped};
+
+/// The label on an EndpointSlice naming its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Services carrying this label belong to another proxy and are ignored.
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// Services and EndpointSlices carrying this label are headless and ignored.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// The Node label naming its zone, matched against EndpointSlice zone hints.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// A transport protocol a Service port may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// Parses the Kubernetes spelling (`TCP`, `UDP`, `SCTP`); `None` means TCP.
+    pub fn from_kubernetes(value: Option<&str>) -> Option<Self> {
+        match value {
+            None | Some("TCP") => Some(Self::Tcp),
+            Some("UDP") => Some(Self::Udp),
+            Some("SCTP") => Some(Self::Sctp),
+            Some(_) => None,
+        }
+    }
+
+    /// The lower-case name ipset and ipvsadm use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Sctp => "sctp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An IP family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(addr: IpAddr) -> Self {
+        if addr.is_ipv4() { Self::V4 } else { Self::V6 }
+    }
+}
+
+/// A Service's identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    /// The namespace.
+    pub namespace: String,
+    /// The name.
+    pub name: String,
+}
+
+impl ServiceKey {
+    /// A key from namespace and name.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The key of a Service object (namespace defaults to `default`).
+    pub fn of_service(service: &Service) -> Self {
+        Self::new(
+            service.metadata.namespace.as_deref().unwrap_or("default"),
+            service.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// The Service an EndpointSlice belongs to, from its `kubernetes.io/service-name`
+    /// label; `None` for slices not managed for a Service.
+    pub fn of_slice(slice: &EndpointSlice) -> Option<Self> {
+        let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+        Some(Self::new(
+            slice.metadata.namespace.as_deref().unwrap_or("default"),
+            name.clone(),
+        ))
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The identity of a virtual server in IPVS: address, port and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VirtualServerKey {
+    /// The virtual address.
+    pub addr: IpAddr,
+    /// The virtual port.
+    pub port: u16,
+    /// The protocol.
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for VirtualServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            IpAddr::V4(addr) => write!(f, "{}:{}/{}", addr, self.port, self.protocol),
+            IpAddr::V6(addr) => write!(f, "[{}]:{}/{}", addr, self.port, self.protocol),
+        }
+    }
+}
+
+/// Which kind of Service address a virtual server serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VipKind {
+    /// A ClusterIP (bound on kube-ipvs0).
+    ClusterIp,
+    /// A node address serving a NodePort (not bound).
+    NodePort,
+    /// An `externalIPs` entry (bound on kube-ipvs0).
+    ExternalIp,
+    /// A load-balancer ingress IP (bound on kube-ipvs0).
+    LoadBalancer,
+}
+
+/// A backend of a virtual server. Forwarding is always masquerading (NAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RealServer {
+    /// The endpoint address.
+    pub addr: IpAddr,
+    /// The endpoint port.
+    pub port: u16,
+    /// The IPVS weight; desired real servers have weight 1.
+    pub weight: u32,
+}
+
+/// A virtual server as it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualServer {
+    /// Address, port and protocol.
+    pub key: VirtualServerKey,
+    /// The IPVS scheduler name, e.g. `rr`.
+    pub scheduler: String,
+    /// With sessionAffinity ClientIP: the persistence timeout in seconds.
+    pub persistence_timeout: Option<u32>,
+    /// The kind of Service address.
+    pub kind: VipKind,
+    /// The Service that owns it.
+    pub service: ServiceKey,
+    /// The Service port's name ("" when unnamed).
+    pub port_name: String,
+    /// The backends.
+    pub real_servers: BTreeSet<RealServer>,
+}
+
+/// A health-check NodePort of an `externalTrafficPolicy: Local` Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The Service it reports on.
+    pub service: ServiceKey,
+    /// How many ready endpoints run on this node (the probe succeeds when > 0).
+    pub local_endpoints: usize,
+}
+
+/// This node as the model needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The Node name, matched against `endpoints[].nodeName`.
+    pub name: String,
+    /// The `topology.kubernetes.io/zone` label, matched against zone hints.
+    pub zone: Option<String>,
+    /// The host's addresses that may serve NodePorts: every address not on kube-ipvs0.
+    /// Loopback and IPv6 link-local addresses are dropped by the model.
+    pub addresses: Vec<IpAddr>,
+    /// The Node object's primary IPs (InternalIP per family), for `nodePortAddresses:
+    /// [primary]`.
+    pub primary_addresses: Vec<IpAddr>,
+}
+
+impl NodeInfo {
+    /// The name and zone from a Node object; addresses come from the host.
+    pub fn from_node(node: &k8s_openapi::api::core::v1::Node, addresses: Vec<IpAddr>) -> Self {
+        let zone = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(ZONE_LABEL))
+            .cloned();
+        let mut primary_addresses = Vec::new();
+        let mut families = BTreeSet::new();
+        for address in node
+            .status
+            .as_ref()
+            .and_then(|status| status.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|address| address.type_ == "InternalIP")
+        {
+            if let Ok(ip) = address.address.parse::<IpAddr>()
+                && families.insert(Family::of(ip))
+            {
+                primary_addresses.push(ip);
+            }
+        }
+        Self {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            zone,
+            addresses,
+            primary_addresses,
+        }
+    }
+}
+
+/// Why a Service could not be programmed; other Services are unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Service {service} skipped: {reason}")]
+pub struct ServiceError {
+    /// The Service.
+    pub service: ServiceKey,
+    /// What is wrong and where, e.g. `spec.clusterIPs[0] "10.0.0.999" is not an IP address`.
+    pub reason: String,
+}
+
+/// Everything the node should hold, merged over all Services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Virtual servers by identity.
+    pub virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
+    /// Addresses to bind on kube-ipvs0 (ClusterIPs, external IPs, load-balancer IPs).
+    pub addresses: BTreeSet<IpAddr>,
+    /// Members of the kube-proxy ipsets, by set name.
+    pub ipsets: IpsetMembers,
+    /// Health-check NodePorts.
+    pub health_check_node_ports: BTreeMap<u16, HealthCheck>,
+    /// The node addresses serving NodePorts.
+    pub node_port_addresses: BTreeSet<IpAddr>,
+    /// Services that were skipped because they are invalid or conflict with another.
+    pub errors: Vec<ServiceError>,
+}
+
+/// The inputs and per-Service results, updated incrementally.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: Config,
+    node: NodeInfo,
+    services: BTreeMap<ServiceKey, Service>,
+    slices: BTreeMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+    slice_owner: BTreeMap<(String, String), ServiceKey>,
+    outcomes: BTreeMap<ServiceKey, Result<ServiceOutcome, ServiceError>>,
+    recomputed: u64,
+}
+
+impl Model {
+    /// An empty model for this node and configuration.
+    pub fn new(config: Config, node: NodeInfo) -> Self {
+        Self {
+            config,
+            node,
+            services: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            slice_owner: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            recomputed: 0,
+        }
+    }
+
+    /// Replaces the node information (addresses, zone); every Service is recomputed.
+    pub fn set_node(&mut self, node: NodeInfo) {
+        if node != self.node {
+            self.node = node;
+            let keys: Vec<_> = self.services.keys().cloned().collect();
+            for key in keys {
+                self.recompute(&key);
+            }
+        }
+    }
+
+    /// Adds or replaces a Service.
+    pub fn apply_service(&mut self, service: Service) {
+        let key = ServiceKey::of_service(&service);
+        self.services.insert(key.clone(), service);
+        self.recompute(&key);
+    }
+
+    /// Removes a Service.
+    pub fn remove_service(&mut self, key: &ServiceKey) {
+        self.services.remove(key);
+        self.outcomes.remove(key);
+    }
+
+    /// Adds or replaces an EndpointSlice. Slices without a Service label are ignored.
+    pub fn apply_slice(&mut self, slice: EndpointSlice) {
+        let id = slice_id(&slice);
+        let previous_owner = self.slice_owner.remove(&id);
+        if let Some(previous) = &previous_owner {
+            if let Some(slices) = self.slices.get_mut(previous) {
+                slices.remove(&id.1);
+            }
+        }
+        let owner = ServiceKey::of_slice(&slice);
+        if let Some(owner) = &owner {
+            self.slice_owner.insert(id.clone(), owner.clone());
+            self.slices
+                .entry(owner.clone())
+                .or_default()
+                .insert(id.1.clone(), slice);
+            self.recompute(owner);
+        }
+        if let Some(previous) = previous_owner
+            && owner.as_ref() != Some(&previous)
+        {
+            self.recompute(&previous);
+        }
+    }
+
+    /// Removes an EndpointSlice by namespace and name.
+    pub fn remove_slice(&mut self, namespace: &str, name: &str) {
+        let id = (namespace.to_string(), name.to_string());
+        if let Some(owner) = self.slice_owner.remove(&id) {
+            if let Some(slices) = self.slices.get_mut(&owner) {
+                slices.remove(name);
+                if slices.is_empty() {
+                    self.slices.remove(&owner);
+                }
+            }
+            self.recompute(&owner);
+        }
+    }
+
+    /// Replaces every Service and EndpointSlice at once (after a relist).
+    pub fn replace_all(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
+        self.services.clear();
+        self.slices.clear();
+        self.slice_owner.clear();
+        self.outcomes.clear();
+        for slice in slices {
+            let id = slice_id(&slice);
+            if let Some(owner) = ServiceKey::of_slice(&slice) {
+                self.slice_owner.insert(id.clone(), owner.clone());
+                self.slices.entry(owner).or_default().insert(id.1, slice);
+            }
+        }
+        for service in services {
+            let key = ServiceKey::of_service(&service);
+            self.services.insert(key, service);
+        }
+        let keys: Vec<_> = self.services.keys().cloned().collect();
+        for key in keys {
+            self.recompute(&key);
+        }
+    }
+
+    /// The result for one Service, if it is known.
+    pub fn outcome(&self, key: &ServiceKey) -> Option<&Result<ServiceOutcome, ServiceError>> {
+        self.outcomes.get(key)
+    }
+
+    /// How many per-Service computations have run since the model was created; lets
+    /// callers (and tests) check that updates stay incremental.
+    pub fn recomputations(&self) -> u64 {
+        self.recomputed
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn recompute(&mut self, key: &ServiceKey) {
+        let Some(service) = self.services.get(key) else {
+            return;
+        };
+        let slices: Vec<&EndpointSlice> = self
+            .slices
+            .get(key)
+            .map(|slices| slices.values().collect())
+            .unwrap_or_default();
+        let outcome = service::contribution(service, &slices, &self.node, &self.config);
+        self.recomputed += 1;
+        self.outcomes.insert(key.clone(), outcome);
+    }
+
+    /// Merges the per-Service contributions. Where two Services claim the same virtual
+    /// server or health-check port, the older Service (then the lower namespace/name)
+    /// keeps it and the other is skipped whole with an error naming both.
+    pub fn desired(&self) -> DesiredState {
+        let mut state = DesiredState {
+            node_port_addresses: service::node_port_addresses(&self.node, &self.config)
+                .into_iter()
+                .collect(),
+            ..DesiredState::default()
+        };
+        let mut programmed: Vec<&ServiceContribution> = Vec::new();
+        for outcome in self.outcomes.values() {
+            match outcome {
+                Ok(ServiceOutcome::Programmed(contribution)) => programmed.push(contribution),
+                Ok(ServiceOutcome::Skipped(_)) => {}
+                Err(error) => state.errors.push(error.clone()),
+            }
+        }
+        programmed.sort_by(|a, b| (&a.created, &a.service).cmp(&(&b.created, &b.service)));
+        for contribution in programmed {
+            let taken = contribution
+                .virtual_servers
+                .iter()
+                .find_map(|vs| {
+                    state
+                        .virtual_servers
+                        .get(&vs.key)
+                        .map(|other| format!("{} is already served for {}", vs.key, other.service))
+                })
+                .or_else(|| {
+                    contribution.health_check_node_port.and_then(|(port, _)| {
+                        state.health_check_node_ports.get(&port).map(|other| {
+                            format!(
+                                "healthCheckNodePort {port} is already used by {}",
+                                other.service
+                            )
+                        })
+                    })
+                });
+            if let Some(reason) = taken {
+                state.errors.push(ServiceError {
+                    service: contribution.service.clone(),
+                    reason,
+                });
+                continue;
+            }
+            for vs in &contribution.virtual_servers {
+                state.virtual_servers.insert(vs.key, vs.clone());
+            }
+            state
+                .addresses
+                .extend(contribution.addresses.iter().copied());
+            state.ipsets.extend(&contribution.ipsets);
+            if let Some((port, local_endpoints)) = contribution.health_check_node_port {
+                state.health_check_node_ports.insert(
+                    port,
+                    HealthCheck {
+                        service: contribution.service.clone(),
+                        local_endpoints,
+                    },
+                );
+            }
+        }
+        state.ipsets.add_all(
+            ipset::IPVS_IPS,
+            state
+                .addresses
+                .iter()
+                .map(|addr| (Family::of(*addr), addr.to_string())),
+        );
+        state
+    }
+}
+
+fn slice_id(slice: &EndpointSlice) -> (String, String) {
+    (
+        slice
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        slice.metadata.name.clone().unwrap_or_default(),
+    )
+}

@@ -1,0 +1,488 @@
+//! One Service's share of the desired state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
+
+use super::endpoints::{self, Endpoint};
+use super::ipset::{self, IpsetMembers};
+use super::{
+    Family, HEADLESS_LABEL, NodeInfo, Protocol, RealServer, SERVICE_PROXY_NAME_LABEL, ServiceError,
+    ServiceKey, VipKind, VirtualServer, VirtualServerKey,
+};
+use crate::config::Config;
+
+/// The session-affinity timeout when a ClientIP Service sets none (3 hours, as the API).
+pub const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
+/// The largest session-affinity timeout the API allows (one day).
+pub const MAX_AFFINITY_SECONDS: u32 = 86400;
+
+/// Why a Service is deliberately not programmed (not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// `type: ExternalName` is DNS only.
+    ExternalName,
+    /// `clusterIP: None`: headless, DNS only.
+    Headless,
+    /// Labelled `service.kubernetes.io/service-proxy-name`: another proxy serves it.
+    OtherProxy(String),
+    /// No ClusterIP allocated yet.
+    NoClusterIp,
+}
+
+/// What computing one Service gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceOutcome {
+    /// The Service is served; here is its share.
+    Programmed(ServiceContribution),
+    /// The Service is deliberately not served.
+    Skipped(Skipped),
+}
+
+/// One Service's virtual servers, addresses, ipset entries and health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceContribution {
+    /// The Service.
+    pub service: ServiceKey,
+    /// Its creation time; the older Service wins a conflict.
+    pub created: Option<Timestamp>,
+    /// Virtual servers.
+    pub virtual_servers: Vec<VirtualServer>,
+    /// Addresses to bind on kube-ipvs0.
+    pub addresses: BTreeSet<IpAddr>,
+    /// ipset members.
+    pub ipsets: IpsetMembers,
+    /// `(healthCheckNodePort, ready local endpoints)` for externalTrafficPolicy Local.
+    pub health_check_node_port: Option<(u16, usize)>,
+    /// Parts of the Service that were left out, with the reason (e.g. an external IP of
+    /// a family the Service has no ClusterIP for).
+    pub warnings: Vec<String>,
+}
+
+/// The node addresses that serve NodePorts: the host's addresses minus loopback and
+/// IPv6 link-local, filtered by `nodePortAddresses`.
+pub fn node_port_addresses(node: &NodeInfo, config: &Config) -> Vec<IpAddr> {
+    let mut addresses: Vec<IpAddr> = node
+        .addresses
+        .iter()
+        .copied()
+        .filter(|addr| !addr.is_loopback() && !addr.is_unspecified())
+        .filter(|addr| match addr {
+            IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+            IpAddr::V4(_) => true,
+        })
+        .filter(|addr| {
+            config
+                .node_port_addresses
+                .matches(*addr, &node.primary_addresses)
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
+struct PortSpec {
+    name: String,
+    port: u16,
+    protocol: Protocol,
+    node_port: Option<u16>,
+}
+
+/// Computes one Service's share of the desired state from the Service, its
+/// EndpointSlices, the node and the configuration.
+pub fn contribution(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    node: &NodeInfo,
+    config: &Config,
+) -> Result<ServiceOutcome, ServiceError> {
+    let key = ServiceKey::of_service(service);
+    let error = |reason: String| ServiceError {
+        service: key.clone(),
+        reason,
+    };
+    let labels = service.metadata.labels.clone().unwrap_or_default();
+    if let Some(proxy) = labels.get(SERVICE_PROXY_NAME_LABEL) {
+        return Ok(ServiceOutcome::Skipped(Skipped::OtherProxy(proxy.clone())));
+    }
+    if labels.contains_key(HEADLESS_LABEL) {
+        return Ok(ServiceOutcome::Skipped(Skipped::Headless));
+    }
+    let Some(spec) = service.spec.as_ref() else {
+        return Ok(ServiceOutcome::Skipped(Skipped::NoClusterIp));
+    };
+    let service_type = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if service_type == "ExternalName" {
+        return Ok(ServiceOutcome::Skipped(Skipped::ExternalName));
+    }
+    if !matches!(service_type, "ClusterIP" | "NodePort" | "LoadBalancer") {
+        return Err(error(format!(
+            "spec.type {service_type:?} is not one of ClusterIP, NodePort, LoadBalancer, ExternalName"
+        )));
+    }
+
+    // ClusterIPs: spec.clusterIPs, falling back to spec.clusterIP; at most one per family.
+    let cluster_ip_texts: Vec<String> = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips.clone(),
+        (_, Some(ip)) if !ip.is_empty() => vec![ip.clone()],
+        _ => Vec::new(),
+    };
+    if cluster_ip_texts.iter().any(|ip| ip == "None") {
+        return Ok(ServiceOutcome::Skipped(Skipped::Headless));
+    }
+    if cluster_ip_texts.is_empty() {
+        return Ok(ServiceOutcome::Skipped(Skipped::NoClusterIp));
+    }
+    let mut cluster_ips: BTreeMap<Family, IpAddr> = BTreeMap::new();
+    for (index, text) in cluster_ip_texts.iter().enumerate() {
+        let addr: IpAddr = text.parse().map_err(|_| {
+            error(format!(
+                "spec.clusterIPs[{index}] {text:?} is not an IP address"
+            ))
+        })?;
+        if cluster_ips.insert(Family::of(addr), addr).is_some() {
+            return Err(error(format!(
+                "spec.clusterIPs has two addresses of the same family ({text:?} is the second)"
+            )));
+        }
+        if let Some(declared) = spec
+            .ip_families
+            .as_ref()
+            .and_then(|families| families.get(index))
+        {
+            let expected = match Family::of(addr) {
+                Family::V4 => "IPv4",
+                Family::V6 => "IPv6",
+            };
+            if declared != expected {
+                return Err(error(format!(
+                    "spec.clusterIPs[{index}] {text:?} is {expected} but spec.ipFamilies[{index}] is {declared:?}"
+                )));
+            }
+        }
+    }
+
+    // Ports.
+    let mut ports = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (index, port) in spec.ports.iter().flatten().enumerate() {
+        let protocol = Protocol::from_kubernetes(port.protocol.as_deref()).ok_or_else(|| {
+            error(format!(
+                "spec.ports[{index}].protocol {:?} is not one of TCP, UDP, SCTP",
+                port.protocol.as_deref().unwrap_or_default()
+            ))
+        })?;
+        let number = u16::try_from(port.port)
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| {
+                error(format!(
+                    "spec.ports[{index}].port {} is not in 1-65535",
+                    port.port
+                ))
+            })?;
+        if !seen.insert((number, protocol)) {
+            return Err(error(format!(
+                "spec.ports[{index}] repeats port {number}/{protocol}; each port and protocol may appear once"
+            )));
+        }
+        let node_port = match port.node_port {
+            None | Some(0) => None,
+            Some(value) => Some(u16::try_from(value).ok().ok_or_else(|| {
+                error(format!(
+                    "spec.ports[{index}].nodePort {value} is not in 1-65535"
+                ))
+            })?),
+        };
+        ports.push(PortSpec {
+            name: port.name.clone().unwrap_or_default(),
+            port: number,
+            protocol,
+            node_port: if service_type == "ClusterIP" {
+                None
+            } else {
+                node_port
+            },
+        });
+    }
+
+    let mut warnings = Vec::new();
+    let external_local = service_type != "ClusterIP"
+        || spec
+            .external_ips
+            .as_ref()
+            .is_some_and(|ips| !ips.is_empty());
+    let external_local = external_local && spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+
+    // External IPs and load-balancer IPs, only of the Service's families.
+    let mut external_ips = Vec::new();
+    for (index, text) in spec.external_ips.iter().flatten().enumerate() {
+        let addr: IpAddr = text.parse().map_err(|_| {
+            error(format!(
+                "spec.externalIPs[{index}] {text:?} is not an IP address"
+            ))
+        })?;
+        if cluster_ips.contains_key(&Family::of(addr)) {
+            external_ips.push(addr);
+        } else {
+            warnings.push(format!(
+                "spec.externalIPs[{index}] {addr} ignored: the Service has no ClusterIP of its family"
+            ));
+        }
+    }
+    let mut load_balancer_ips = Vec::new();
+    if service_type == "LoadBalancer" {
+        for (index, ingress) in service
+            .status
+            .as_ref()
+            .and_then(|status| status.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let Some(text) = ingress.ip.as_deref().filter(|ip| !ip.is_empty()) else {
+                continue;
+            };
+            let addr: IpAddr = text.parse().map_err(|_| {
+                error(format!(
+                    "status.loadBalancer.ingress[{index}].ip {text:?} is not an IP address"
+                ))
+            })?;
+            if ingress.ip_mode.as_deref() == Some("Proxy") {
+                // The load balancer proxies to the NodePorts itself; the IP is not ours.
+                continue;
+            }
+            if cluster_ips.contains_key(&Family::of(addr)) {
+                load_balancer_ips.push(addr);
+            } else {
+                warnings.push(format!(
+                    "status.loadBalancer.ingress[{index}].ip {addr} ignored: the Service has no ClusterIP of its family"
+                ));
+            }
+        }
+    }
+    let source_ranges: Vec<IpNet> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(index, text)| {
+            text.trim().parse::<IpNet>().map_err(|_| {
+                error(format!(
+                    "spec.loadBalancerSourceRanges[{index}] {text:?} is not a CIDR"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+
+    let persistence_timeout = match spec.session_affinity.as_deref() {
+        Some("ClientIP") => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|config| config.client_ip.as_ref())
+                .and_then(|client_ip| client_ip.timeout_seconds);
+            match timeout {
+                None => Some(DEFAULT_AFFINITY_SECONDS),
+                Some(seconds) if (1..=MAX_AFFINITY_SECONDS as i32).contains(&seconds) => {
+                    Some(seconds as u32)
+                }
+                Some(seconds) => {
+                    return Err(error(format!(
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds {seconds} is not in 1-{MAX_AFFINITY_SECONDS}"
+                    )));
+                }
+            }
+        }
+        None | Some("None") | Some("") => None,
+        Some(other) => {
+            return Err(error(format!(
+                "spec.sessionAffinity {other:?} is not one of None, ClientIP"
+            )));
+        }
+    };
+
+    let node_addresses = node_port_addresses(node, config);
+    let mut contribution = ServiceContribution {
+        service: key.clone(),
+        created: service
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|time| time.0),
+        virtual_servers: Vec::new(),
+        addresses: BTreeSet::new(),
+        ipsets: IpsetMembers::default(),
+        health_check_node_port: None,
+        warnings,
+    };
+    let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
+
+    for (&family, &cluster_ip) in &cluster_ips {
+        for port in &ports {
+            let all =
+                endpoints::endpoints_for_port(slices, &port.name, port.protocol, family, node);
+            let categorized = endpoints::categorize(&all, node);
+            local_ready.extend(all.iter().filter(|e| e.local && e.ready).map(|e| e.addr));
+            let internal = if internal_local {
+                &categorized.local
+            } else {
+                &categorized.cluster
+            };
+            let external = if external_local {
+                &categorized.local
+            } else {
+                &categorized.cluster
+            };
+            let proto_port = format!("{}:{}", port.protocol, port.port);
+            let mut add = |addr: IpAddr, vport: u16, kind: VipKind, endpoints: &[Endpoint]| {
+                contribution.virtual_servers.push(VirtualServer {
+                    key: VirtualServerKey {
+                        addr,
+                        port: vport,
+                        protocol: port.protocol,
+                    },
+                    scheduler: config.ipvs.scheduler.clone(),
+                    persistence_timeout,
+                    kind,
+                    service: key.clone(),
+                    port_name: port.name.clone(),
+                    real_servers: endpoints
+                        .iter()
+                        .map(|endpoint| RealServer {
+                            addr: endpoint.addr,
+                            port: endpoint.port,
+                            weight: 1,
+                        })
+                        .collect(),
+                });
+            };
+
+            add(cluster_ip, port.port, VipKind::ClusterIp, internal);
+            contribution.addresses.insert(cluster_ip);
+            contribution.ipsets.add(
+                ipset::CLUSTER_IP,
+                family,
+                format!("{cluster_ip},{proto_port}"),
+            );
+
+            for &addr in external_ips.iter().filter(|a| Family::of(**a) == family) {
+                add(addr, port.port, VipKind::ExternalIp, external);
+                contribution.addresses.insert(addr);
+                let set = if external_local {
+                    ipset::EXTERNAL_IP_LOCAL
+                } else {
+                    ipset::EXTERNAL_IP
+                };
+                contribution
+                    .ipsets
+                    .add(set, family, format!("{addr},{proto_port}"));
+            }
+
+            for &addr in load_balancer_ips
+                .iter()
+                .filter(|a| Family::of(**a) == family)
+            {
+                add(addr, port.port, VipKind::LoadBalancer, external);
+                contribution.addresses.insert(addr);
+                let entry = format!("{addr},{proto_port}");
+                contribution
+                    .ipsets
+                    .add(ipset::LOAD_BALANCER, family, entry.clone());
+                if external_local {
+                    contribution
+                        .ipsets
+                        .add(ipset::LOAD_BALANCER_LOCAL, family, entry.clone());
+                }
+                let ranges: Vec<&IpNet> = source_ranges
+                    .iter()
+                    .filter(|range| Family::of(range.addr()) == family)
+                    .collect();
+                if !ranges.is_empty() {
+                    contribution
+                        .ipsets
+                        .add(ipset::LOAD_BALANCER_FW, family, entry.clone());
+                    for range in &ranges {
+                        contribution.ipsets.add(
+                            ipset::LOAD_BALANCER_SOURCE_CIDR,
+                            family,
+                            format!("{entry},{range}"),
+                        );
+                    }
+                    if node_addresses
+                        .iter()
+                        .any(|node_ip| ranges.iter().any(|range| range.contains(node_ip)))
+                    {
+                        contribution.ipsets.add(
+                            ipset::LOAD_BALANCER_SOURCE_IP,
+                            family,
+                            format!("{entry},{addr}"),
+                        );
+                    }
+                }
+            }
+
+            if let Some(node_port) = port.node_port {
+                for &addr in node_addresses.iter().filter(|a| Family::of(**a) == family) {
+                    add(addr, node_port, VipKind::NodePort, external);
+                }
+                let (set, local_set) = match port.protocol {
+                    Protocol::Tcp => (ipset::NODE_PORT_TCP, ipset::NODE_PORT_LOCAL_TCP),
+                    Protocol::Udp => (ipset::NODE_PORT_UDP, ipset::NODE_PORT_LOCAL_UDP),
+                    Protocol::Sctp => {
+                        (ipset::NODE_PORT_SCTP_HASH, ipset::NODE_PORT_LOCAL_SCTP_HASH)
+                    }
+                };
+                let entries: Vec<String> = if port.protocol == Protocol::Sctp {
+                    node_addresses
+                        .iter()
+                        .filter(|a| Family::of(**a) == family)
+                        .map(|addr| format!("{addr},sctp:{node_port}"))
+                        .collect()
+                } else {
+                    vec![node_port.to_string()]
+                };
+                for entry in entries {
+                    if external_local {
+                        contribution.ipsets.add(local_set, family, entry.clone());
+                    }
+                    contribution.ipsets.add(set, family, entry);
+                }
+            }
+
+            // Hairpin: a local endpoint reaching itself through the Service is masqueraded.
+            for endpoint in all.iter().filter(|endpoint| endpoint.local) {
+                contribution.ipsets.add(
+                    ipset::LOOP_BACK,
+                    family,
+                    format!(
+                        "{},{}:{},{}",
+                        endpoint.addr, port.protocol, endpoint.port, endpoint.addr
+                    ),
+                );
+            }
+        }
+    }
+
+    if service_type == "LoadBalancer" && external_local {
+        if let Some(port) = spec.health_check_node_port.filter(|port| *port != 0) {
+            let port = u16::try_from(port)
+                .map_err(|_| error(format!("spec.healthCheckNodePort {port} is not in 1-65535")))?;
+            contribution.health_check_node_port = Some((port, local_ready.len()));
+            for family in cluster_ips.keys() {
+                contribution
+                    .ipsets
+                    .add(ipset::HEALTH_CHECK_NODE_PORT, *family, port.to_string());
+            }
+        }
+    }
+
+    Ok(ServiceOutcome::Programmed(contribution))
+}

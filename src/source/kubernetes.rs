@@ -1,0 +1,278 @@
+//! Services, EndpointSlices and this Node from the Kubernetes API, through kube-rs
+//! watchers: an initial list, then a watch from its resourceVersion, resumed from the
+//! last event or bookmark after a disconnect, and relisted after `410 Gone`. Errors
+//! are retried with kube-runtime's default backoff; the last good state stays in force
+//! meanwhile.
+//!
+//! Like kube-proxy, Services labelled `service.kubernetes.io/service-proxy-name` and
+//! headless Services and EndpointSlices are filtered out by the API server (label
+//! selectors), so they never reach the node.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use futures_util::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::{SourceError, SourceEvent};
+use crate::model::ServiceKey;
+
+/// The Service label selector kube-proxy uses.
+pub const SERVICE_SELECTOR: &str =
+    "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+/// The EndpointSlice label selector kube-proxy uses.
+pub const SLICE_SELECTOR: &str = "!service.kubernetes.io/headless";
+
+/// A client from a kubeconfig file, or the in-cluster configuration (service account)
+/// when `kubeconfig` is `None` (falling back to `$KUBECONFIG`/`~/.kube/config`).
+pub async fn client(kubeconfig: Option<PathBuf>) -> Result<Client, SourceError> {
+    let (what, config) = match kubeconfig {
+        Some(path) => {
+            let what = format!("kubeconfig {}", path.display());
+            let file = kube::config::Kubeconfig::read_from(&path).map_err(|error| {
+                SourceError::Client {
+                    what: what.clone(),
+                    message: error.to_string(),
+                }
+            })?;
+            let config = kube::Config::from_custom_kubeconfig(
+                file,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|error| SourceError::Client {
+                what: what.clone(),
+                message: error.to_string(),
+            })?;
+            (what, config)
+        }
+        None => {
+            let what = "in-cluster service account or default kubeconfig".to_string();
+            let config = kube::Config::infer()
+                .await
+                .map_err(|error| SourceError::Client {
+                    what: what.clone(),
+                    message: error.to_string(),
+                })?;
+            (what, config)
+        }
+    };
+    info!(server = %config.cluster_url, "Kubernetes API");
+    Client::try_from(config).map_err(|error| SourceError::Client {
+        what,
+        message: error.to_string(),
+    })
+}
+
+/// Connects (see [`client`]) and watches Services and EndpointSlices, sending events
+/// until the receiver is dropped. `node` is this node's name, logged for context; use
+/// [`spawn_node_watch`] for the Node object itself.
+pub async fn spawn_kubernetes(
+    kubeconfig: Option<PathBuf>,
+    node: String,
+    events: mpsc::Sender<SourceEvent>,
+) -> Result<JoinHandle<()>, SourceError> {
+    let client = client(kubeconfig).await?;
+    debug!(node = %node, "watching Services and EndpointSlices");
+    Ok(spawn_with_client(client, events))
+}
+
+enum Update {
+    Service(Event<Service>),
+    Slice(Event<EndpointSlice>),
+}
+
+type ObjectId = (String, String);
+
+fn object_id<K: Resource>(object: &K) -> ObjectId {
+    (
+        object.namespace().unwrap_or_else(|| "default".into()),
+        object.name_any(),
+    )
+}
+
+/// One resource's cache: the live objects, a relist being collected, and whether a
+/// complete list has been seen.
+struct Cache<K> {
+    objects: BTreeMap<ObjectId, K>,
+    relisting: Option<BTreeMap<ObjectId, K>>,
+    listed: bool,
+}
+
+impl<K: Resource + Clone> Cache<K> {
+    fn new() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            relisting: None,
+            listed: false,
+        }
+    }
+
+    /// Applies a watcher event; returns the incremental change, or `Relisted` when a
+    /// full list completed.
+    fn apply(&mut self, event: Event<K>) -> Change<K> {
+        match event {
+            Event::Init => {
+                self.relisting = Some(BTreeMap::new());
+                Change::None
+            }
+            Event::InitApply(object) => {
+                self.relisting
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(object_id(&object), object);
+                Change::None
+            }
+            Event::InitDone => {
+                self.objects = self.relisting.take().unwrap_or_default();
+                self.listed = true;
+                Change::Relisted
+            }
+            Event::Apply(object) => {
+                self.objects.insert(object_id(&object), object.clone());
+                Change::Applied(object)
+            }
+            Event::Delete(object) => {
+                self.objects.remove(&object_id(&object));
+                Change::Deleted(object_id(&object))
+            }
+        }
+    }
+}
+
+enum Change<K> {
+    None,
+    Relisted,
+    Applied(K),
+    Deleted(ObjectId),
+}
+
+/// Watches Services and EndpointSlices with an existing client. The first event is a
+/// snapshot sent once both lists are complete; a relist of either sends a new
+/// snapshot; everything else is sent as it happens.
+pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> JoinHandle<()> {
+    let services = watcher::watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default().labels(SERVICE_SELECTOR),
+    )
+    .default_backoff()
+    .map(|event| event.map(Update::Service));
+    let slices = watcher::watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default().labels(SLICE_SELECTOR),
+    )
+    .default_backoff()
+    .map(|event| event.map(Update::Slice));
+
+    tokio::spawn(async move {
+        let mut updates = std::pin::pin!(stream::select(services, slices));
+        let mut service_cache = Cache::<Service>::new();
+        let mut slice_cache = Cache::<EndpointSlice>::new();
+        let mut snapshot_sent = false;
+        while let Some(update) = updates.next().await {
+            let update = match update {
+                Ok(update) => update,
+                Err(error) => {
+                    warn!("Kubernetes watch failed, retrying: {error}");
+                    continue;
+                }
+            };
+            let mut outgoing = Vec::new();
+            let relisted = match update {
+                Update::Service(event) => match service_cache.apply(event) {
+                    Change::None => false,
+                    Change::Relisted => true,
+                    Change::Applied(service) => {
+                        outgoing.push(SourceEvent::ServiceApplied(service));
+                        false
+                    }
+                    Change::Deleted((namespace, name)) => {
+                        outgoing.push(SourceEvent::ServiceDeleted(ServiceKey::new(
+                            namespace, name,
+                        )));
+                        false
+                    }
+                },
+                Update::Slice(event) => match slice_cache.apply(event) {
+                    Change::None => false,
+                    Change::Relisted => true,
+                    Change::Applied(slice) => {
+                        outgoing.push(SourceEvent::SliceApplied(slice));
+                        false
+                    }
+                    Change::Deleted((namespace, name)) => {
+                        outgoing.push(SourceEvent::SliceDeleted { namespace, name });
+                        false
+                    }
+                },
+            };
+            if !(service_cache.listed && slice_cache.listed) {
+                // Until both lists are in, changes only update the caches.
+                continue;
+            }
+            if relisted || !snapshot_sent {
+                snapshot_sent = true;
+                info!(
+                    services = service_cache.objects.len(),
+                    slices = slice_cache.objects.len(),
+                    "Services and EndpointSlices listed"
+                );
+                outgoing = vec![SourceEvent::Snapshot {
+                    services: service_cache.objects.values().cloned().collect(),
+                    slices: slice_cache.objects.values().cloned().collect(),
+                }];
+            }
+            for event in outgoing {
+                if events.send(event).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Watches this node's Node object (for its zone label and primary addresses),
+/// publishing the latest version; `None` until it is seen or after it is deleted.
+pub fn spawn_node_watch(
+    client: Client,
+    name: String,
+    node: watch::Sender<Option<Node>>,
+) -> JoinHandle<()> {
+    let nodes = watcher::watcher(
+        Api::<Node>::all(client),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .default_backoff();
+    tokio::spawn(async move {
+        let mut nodes = std::pin::pin!(nodes);
+        let mut listed: Option<Node> = None;
+        while let Some(event) = nodes.next().await {
+            match event {
+                Ok(Event::Init) => listed = None,
+                Ok(Event::InitApply(object)) => listed = Some(object),
+                Ok(Event::InitDone) => {
+                    if listed.is_none() {
+                        warn!(node = %name, "this node's Node object does not exist");
+                    }
+                    node.send_replace(listed.take());
+                }
+                Ok(Event::Apply(object)) => {
+                    node.send_replace(Some(object));
+                }
+                Ok(Event::Delete(_)) => {
+                    node.send_replace(None);
+                }
+                Err(error) => warn!(node = %name, "Node watch failed, retrying: {error}"),
+            }
+            if node.is_closed() {
+                return;
+            }
+        }
+    })
+}

@@ -1,0 +1,75 @@
+//! Where Services and EndpointSlices come from: a directory of manifests
+//! ([`static_dir`]) or the Kubernetes API ([`kubernetes`]). Both deliver
+//! [`SourceEvent`]s on a channel: first a full [`SourceEvent::Snapshot`], then
+//! changes, and a new snapshot whenever the full view is re-read (a changed directory,
+//! a relist after `410 Gone`).
+
+pub mod kubernetes;
+pub mod static_dir;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::model::ServiceKey;
+
+pub use kubernetes::spawn_kubernetes;
+pub use static_dir::spawn_static;
+
+/// A change in the Services and EndpointSlices the node must serve.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceEvent {
+    /// The complete current view; replaces everything known before.
+    Snapshot {
+        /// Every Service.
+        services: Vec<Service>,
+        /// Every EndpointSlice.
+        slices: Vec<EndpointSlice>,
+    },
+    /// A Service was added or changed.
+    ServiceApplied(Service),
+    /// A Service was deleted.
+    ServiceDeleted(ServiceKey),
+    /// An EndpointSlice was added or changed.
+    SliceApplied(EndpointSlice),
+    /// An EndpointSlice was deleted.
+    SliceDeleted {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+}
+
+/// Why a source could not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A manifest file or directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A manifest file is not valid YAML/JSON or holds an invalid object.
+    #[error("{path}: document {document}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based index of the YAML document in the file.
+        document: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The Kubernetes client could not be configured.
+    #[error(
+        "cannot configure the Kubernetes client ({what}): {message}; pass --kubeconfig or run in a Pod with a service account"
+    )]
+    Client {
+        /// Which configuration was tried.
+        what: String,
+        /// The client's message.
+        message: String,
+    },
+}
