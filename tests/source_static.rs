@@ -1,0 +1,195 @@
+//! The static source: a directory of manifests, multi-document YAML, List kinds,
+//! reloaded when files change.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ipvs_proxy::source::SourceEvent;
+use ipvs_proxy::source::static_dir::{load_dir, parse_manifests, spawn_static_every};
+use tokio::sync::mpsc;
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/k8s/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+const MULTI_DOC: &str = r#"
+# kubectl get svc,endpointslices -o yaml, trimmed
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo
+  namespace: demo
+spec:
+  clusterIP: 10.96.33.3
+  clusterIPs: [10.96.33.3]
+  ports:
+  - name: http
+    port: 80
+    protocol: TCP
+    targetPort: 8080
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: not-a-service
+data: {}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSliceList
+metadata:
+  resourceVersion: "812"
+items:
+- addressType: IPv4
+  metadata:
+    name: echo-abcde
+    namespace: demo
+    labels:
+      kubernetes.io/service-name: echo
+  endpoints:
+  - addresses: [10.244.1.7]
+    conditions: {ready: true}
+    nodeName: node-a
+  ports:
+  - name: http
+    port: 8080
+    protocol: TCP
+---
+"#;
+
+#[test]
+fn multi_document_yaml_with_typed_list() {
+    let parsed = parse_manifests("demo.yaml", MULTI_DOC).unwrap();
+    assert_eq!(parsed.services.len(), 1);
+    assert_eq!(parsed.services[0].metadata.name.as_deref(), Some("echo"));
+    assert_eq!(parsed.slices.len(), 1);
+    assert_eq!(
+        parsed.slices[0].endpoints.as_ref().unwrap()[0].addresses,
+        vec!["10.244.1.7"]
+    );
+    assert_eq!(
+        parsed.warnings,
+        vec![
+            "demo.yaml: document 2: ConfigMap \"not-a-service\" ignored: only Service and EndpointSlice are read"
+        ]
+    );
+}
+
+#[test]
+fn generic_list_json() {
+    let list = format!(
+        r#"{{"apiVersion":"v1","kind":"List","metadata":{{"resourceVersion":""}},"items":[{},{}]}}"#,
+        fixture("svc-web.json"),
+        fixture("eps-web.json")
+    );
+    let parsed = parse_manifests("web.json", &list).unwrap();
+    assert_eq!(parsed.services.len(), 1);
+    assert_eq!(parsed.slices.len(), 1);
+}
+
+#[test]
+fn bad_documents_name_file_document_and_object() {
+    let bad_field = "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: y}\nspec:\n  ports: 80\n";
+    let error = parse_manifests("bad.yaml", bad_field)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("bad.yaml: document 2: Service \"y\": "),
+        "{error}"
+    );
+    let error = parse_manifests("bad.yaml", "a: [1,\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.starts_with("bad.yaml: document 1: "), "{error}");
+    let error = parse_manifests("bad.yaml", "metadata: {name: z}\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(error, "bad.yaml: document 1: the object has no kind");
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn load_dir_reads_manifest_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "web.json", &fixture("svc-web.json"));
+    write(dir.path(), "web-eps.json", &fixture("eps-web.json"));
+    write(dir.path(), "demo.yml", MULTI_DOC);
+    write(dir.path(), "README.md", "not yaml: [");
+    // A ConfigMap volume's hidden data directory is skipped.
+    std::fs::create_dir(dir.path().join("..data")).unwrap();
+    write(
+        &dir.path().join("..data"),
+        "web.json",
+        &fixture("svc-web.json"),
+    );
+    let loaded = load_dir(dir.path()).unwrap();
+    assert_eq!(loaded.services.len(), 2);
+    assert_eq!(loaded.slices.len(), 2);
+    let error = load_dir(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.starts_with("cannot read "), "{error}");
+}
+
+async fn next(events: &mut mpsc::Receiver<SourceEvent>) -> SourceEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("no event within 10 s")
+        .expect("source ended")
+}
+
+fn counts(event: &SourceEvent) -> (usize, usize) {
+    match event {
+        SourceEvent::Snapshot { services, slices } => (services.len(), slices.len()),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reloads_on_change_and_keeps_the_last_good_view() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "web.json", &fixture("svc-web.json"));
+    let (tx, mut events) = mpsc::channel(16);
+    let task = spawn_static_every(dir.path().to_path_buf(), Duration::from_millis(50), tx);
+
+    assert_eq!(counts(&next(&mut events).await), (1, 0));
+
+    write(dir.path(), "web-eps.json", &fixture("eps-web.json"));
+    assert_eq!(counts(&next(&mut events).await), (1, 1));
+
+    // Unchanged files produce no event.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), events.recv())
+            .await
+            .is_err()
+    );
+
+    // A broken file: nothing is sent, the previous view stays.
+    write(
+        dir.path(),
+        "broken.yaml",
+        "apiVersion: v1\nkind: Service\nspec: [\n",
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(400), events.recv())
+            .await
+            .is_err()
+    );
+    // Fixed: the full view again, with the new Service.
+    write(dir.path(), "broken.yaml", MULTI_DOC);
+    assert_eq!(counts(&next(&mut events).await), (2, 2));
+
+    std::fs::remove_file(dir.path().join("web.json")).unwrap();
+    let SourceEvent::Snapshot { services, .. } = next(&mut events).await else {
+        panic!("expected a snapshot");
+    };
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].metadata.name.as_deref(), Some("echo"));
+    task.abort();
+}
