@@ -316,7 +316,11 @@ async fn list_watch_bookmark_disconnect_and_gone() {
     let SourceEvent::Snapshot { services, slices } = &relisted else {
         panic!("expected a snapshot after 410, got {relisted:?}");
     };
-    assert_eq!(names(services), vec!["web", "kube-dns"], "ordered by namespace/name");
+    assert_eq!(
+        names(services),
+        vec!["web", "kube-dns"],
+        "ordered by namespace/name"
+    );
     assert_eq!(names(slices), vec!["web-7xk2p"]);
     apply(&mut model, &relisted);
     assert!(

@@ -84,6 +84,8 @@ pub async fn spawn_kubernetes(
     Ok(spawn_with_client(client, events))
 }
 
+// Short-lived: each update is consumed as soon as it is produced.
+#[allow(clippy::large_enum_variant)]
 enum Update {
     Service(Event<Service>),
     Slice(Event<EndpointSlice>),

@@ -16,6 +16,9 @@ pub use kubernetes::spawn_kubernetes;
 pub use static_dir::spawn_static;
 
 /// A change in the Services and EndpointSlices the node must serve.
+// Each event is moved once through a channel; boxing the objects would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceEvent {
     /// The complete current view; replaces everything known before.
