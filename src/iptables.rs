@@ -1,1 +1,0 @@
-//! Minimal iptables rules on chains ipvs-proxy owns, installed with iptables-restore.

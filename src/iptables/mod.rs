@@ -1,0 +1,533 @@
+//! Minimal iptables rules on chains ipvs-proxy owns, installed with iptables-restore.
+//!
+//! IPVS does the load balancing; iptables only adds what IPVS cannot do on its own:
+//! masquerading (marked traffic, `masqueradeAll`, traffic from outside the cluster CIDR,
+//! hairpin), loadBalancerSourceRanges, and refusing new connections to service
+//! addresses on ports that have no service. Every rule matches an ipset (see
+//! [`KubeSet`]), so the rule set has a fixed size whatever the number of services.
+//!
+//! The chains carry kube-proxy's names (`KUBE-SERVICES`, `KUBE-POSTROUTING`, ...) so
+//! that tooling and runbooks written for kube-proxy's IPVS mode keep working.
+//!
+//! The module is split the way rust-netlink splits codecs from sockets:
+//! - [`render`] and [`render_cleanup`] are pure: typed input in, `iptables-restore`
+//!   payload out. They are unit-tested on the host.
+//! - [`SavedRules`] parses `iptables-save` output (which jumps are installed, which of
+//!   our chains exist).
+//! - [`Iptables`] is the thin adapter that runs `iptables-save` / `iptables-restore
+//!   --noflush` of the detected [`Backend`] and reports iptables' own error text.
+//!
+//! One sync is one `iptables-restore --noflush` call: our chains are declared in the
+//! payload (which flushes and refills them atomically), jumps from the built-in chains
+//! are inserted only when missing (duplicates left by a crash are removed), and every
+//! other rule and chain on the host is left alone.
+
+mod backend;
+mod rules;
+mod save;
+
+pub use backend::{Backend, Iptables};
+pub use rules::{render, render_cleanup};
+pub use save::SavedRules;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// What went wrong building or installing the rules.
+#[derive(Debug, thiserror::Error)]
+pub enum IptablesError {
+    /// The masquerade bit is outside the 32-bit packet mark.
+    #[error(
+        "invalid masquerade bit {0}: the packet mark has 32 bits, use a bit from 0 to 31 \
+         (kube-proxy's default is 14)"
+    )]
+    MasqueradeBit(u32),
+    /// A local-traffic CIDR belongs to the other address family.
+    #[error(
+        "cluster CIDR {cidr} is not an {family} network: give the {family} rules an {family} CIDR"
+    )]
+    CidrFamily {
+        /// The CIDR given.
+        cidr: IpNet,
+        /// The family of the rules being built.
+        family: Family,
+    },
+    /// A load-balancer address belongs to the other address family.
+    #[error("load-balancer address {address} is not an {family} address")]
+    AddressFamily {
+        /// The address given.
+        address: IpAddr,
+        /// The family of the rules being built.
+        family: Family,
+    },
+    /// An interface name iptables would refuse.
+    #[error("invalid interface name {name:?} for local-traffic detection: {reason}")]
+    InterfaceName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A program could not be started at all (usually: not installed).
+    #[error("could not run {program}: {source} (is the iptables package installed?)")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program ran and failed; `stderr` is its own explanation.
+    #[error("{program} failed ({status}) while {action}: {stderr}")]
+    Command {
+        /// The program.
+        program: String,
+        /// What we were doing.
+        action: &'static str,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on standard error, trimmed.
+        stderr: String,
+    },
+}
+
+/// The address family a rule set is for: `iptables` or `ip6tables`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// IPv4, programmed with `iptables-*`.
+    V4,
+    /// IPv6, programmed with `ip6tables-*`.
+    V6,
+}
+
+impl Family {
+    /// The family of an address.
+    pub fn of(address: IpAddr) -> Family {
+        match address {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// The loopback network, whose traffic never goes through services.
+    fn loopback(self) -> &'static str {
+        match self {
+            Family::V4 => "127.0.0.0/8",
+            Family::V6 => "::1/128",
+        }
+    }
+
+    /// The host prefix length used in `--vaddr` and printed by iptables-save.
+    fn host_prefix(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// The ipsets the rules match, with kube-proxy's names and meanings.
+///
+/// The rules never list services one by one: they match these sets, which the ipset
+/// module fills. A rule is written only while its set is non-empty, so an unused
+/// feature costs no rule at all (and a set that does not exist yet is never named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KubeSet {
+    /// `hash:ip,port,ip`: endpoint IP, protocol:port, endpoint IP — a pod reaching
+    /// itself through its service (hairpin) is masqueraded.
+    LoopBack,
+    /// `hash:ip,port`: ClusterIP, protocol:port.
+    ClusterIp,
+    /// `hash:ip,port`: externalIP, protocol:port of services with
+    /// externalTrafficPolicy Cluster.
+    ExternalIp,
+    /// `hash:ip,port`: externalIP, protocol:port of services with
+    /// externalTrafficPolicy Local.
+    ExternalIpLocal,
+    /// `hash:ip,port`: every load-balancer ingress IP, protocol:port.
+    LoadBalancer,
+    /// `hash:ip,port`: load-balancer IP, protocol:port with externalTrafficPolicy Local
+    /// (not masqueraded, the client address is kept).
+    LoadBalancerLocal,
+    /// `hash:ip,port`: load-balancer IP, protocol:port that have loadBalancerSourceRanges.
+    LoadBalancerFw,
+    /// `hash:ip,port,net`: load-balancer IP, protocol:port, allowed source CIDR.
+    LoadBalancerSourceCidr,
+    /// `hash:ip,port,ip`: load-balancer IP, protocol:port, load-balancer IP — lets the
+    /// node itself through when a source range contains a node address.
+    LoadBalancerSourceIp,
+    /// `bitmap:port`: TCP node ports.
+    NodePortTcp,
+    /// `bitmap:port`: TCP node ports with externalTrafficPolicy Local.
+    NodePortLocalTcp,
+    /// `bitmap:port`: UDP node ports.
+    NodePortUdp,
+    /// `bitmap:port`: UDP node ports with externalTrafficPolicy Local.
+    NodePortLocalUdp,
+    /// `hash:ip,port`: node IP, sctp:port.
+    NodePortSctp,
+    /// `hash:ip,port`: node IP, sctp:port with externalTrafficPolicy Local.
+    NodePortLocalSctp,
+    /// `bitmap:port`: healthCheckNodePorts, accepted in the filter table.
+    HealthCheckNodePort,
+    /// `hash:ip`: every address bound on kube-ipvs0.
+    IpvsIps,
+}
+
+/// The longest set name the kernel accepts (`IPSET_MAXNAMELEN` minus the NUL).
+const SET_NAME_MAX: usize = 31;
+
+impl KubeSet {
+    /// Every set, in a stable order.
+    pub const ALL: [KubeSet; 17] = [
+        KubeSet::LoopBack,
+        KubeSet::ClusterIp,
+        KubeSet::ExternalIp,
+        KubeSet::ExternalIpLocal,
+        KubeSet::LoadBalancer,
+        KubeSet::LoadBalancerLocal,
+        KubeSet::LoadBalancerFw,
+        KubeSet::LoadBalancerSourceCidr,
+        KubeSet::LoadBalancerSourceIp,
+        KubeSet::NodePortTcp,
+        KubeSet::NodePortLocalTcp,
+        KubeSet::NodePortUdp,
+        KubeSet::NodePortLocalUdp,
+        KubeSet::NodePortSctp,
+        KubeSet::NodePortLocalSctp,
+        KubeSet::HealthCheckNodePort,
+        KubeSet::IpvsIps,
+    ];
+
+    /// The IPv4 name, identical to kube-proxy's.
+    fn v4_name(self) -> &'static str {
+        match self {
+            KubeSet::LoopBack => "KUBE-LOOP-BACK",
+            KubeSet::ClusterIp => "KUBE-CLUSTER-IP",
+            KubeSet::ExternalIp => "KUBE-EXTERNAL-IP",
+            KubeSet::ExternalIpLocal => "KUBE-EXTERNAL-IP-LOCAL",
+            KubeSet::LoadBalancer => "KUBE-LOAD-BALANCER",
+            KubeSet::LoadBalancerLocal => "KUBE-LOAD-BALANCER-LOCAL",
+            KubeSet::LoadBalancerFw => "KUBE-LOAD-BALANCER-FW",
+            KubeSet::LoadBalancerSourceCidr => "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+            KubeSet::LoadBalancerSourceIp => "KUBE-LOAD-BALANCER-SOURCE-IP",
+            KubeSet::NodePortTcp => "KUBE-NODE-PORT-TCP",
+            KubeSet::NodePortLocalTcp => "KUBE-NODE-PORT-LOCAL-TCP",
+            KubeSet::NodePortUdp => "KUBE-NODE-PORT-UDP",
+            KubeSet::NodePortLocalUdp => "KUBE-NODE-PORT-LOCAL-UDP",
+            KubeSet::NodePortSctp => "KUBE-NODE-PORT-SCTP-HASH",
+            KubeSet::NodePortLocalSctp => "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
+            KubeSet::HealthCheckNodePort => "KUBE-HEALTH-CHECK-NODE-PORT",
+            KubeSet::IpvsIps => "KUBE-IPVS-IPS",
+        }
+    }
+
+    /// The set's name for `family`: IPv6 sets are `KUBE-6-...` so both families
+    /// coexist, cut to the kernel's 31 characters the way kube-proxy cuts them
+    /// (`KUBE-6-LOAD-BALANCER-SOURCE-CID`), so the names stay interchangeable.
+    pub fn name(self, family: Family) -> String {
+        let v4 = self.v4_name();
+        match family {
+            Family::V4 => v4.to_string(),
+            Family::V6 => {
+                let mut name = format!("KUBE-6-{}", &v4["KUBE-".len()..]);
+                name.truncate(SET_NAME_MAX);
+                name
+            }
+        }
+    }
+}
+
+/// The packet mark bit that asks KUBE-POSTROUTING to masquerade a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasqueradeMark {
+    bit: u32,
+}
+
+impl MasqueradeMark {
+    /// kube-proxy's default `iptables.masqueradeBit`.
+    pub const DEFAULT_BIT: u32 = 14;
+
+    /// The mark for bit `bit` (0–31) of the 32-bit packet mark.
+    pub fn from_bit(bit: u32) -> Result<MasqueradeMark, IptablesError> {
+        if bit > 31 {
+            return Err(IptablesError::MasqueradeBit(bit));
+        }
+        Ok(MasqueradeMark { bit })
+    }
+
+    /// The mark value, `1 << bit` (0x4000 for the default bit 14).
+    pub fn value(self) -> u32 {
+        1 << self.bit
+    }
+}
+
+impl Default for MasqueradeMark {
+    fn default() -> Self {
+        MasqueradeMark {
+            bit: Self::DEFAULT_BIT,
+        }
+    }
+}
+
+/// How traffic that comes from inside the cluster is told apart, for masquerading
+/// traffic to ClusterIPs that comes from outside (kube-proxy's `detectLocalMode`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LocalTraffic {
+    /// No detector: only node-originated traffic whose source is a ClusterIP is
+    /// masqueraded (the VIP bound on kube-ipvs0 can be picked as source address).
+    #[default]
+    Undetected,
+    /// Sources inside this CIDR (clusterCIDR or the node's podCIDR) are local.
+    Cidr(IpNet),
+    /// Packets entering through this interface (a bridge) are local.
+    Interface(String),
+    /// Packets entering through an interface whose name starts with this prefix are local.
+    InterfacePrefix(String),
+}
+
+/// Protocols of load-balancer ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// A load-balancer port whose source ranges exclude every node address: the node
+/// itself must not reach it either (filter KUBE-IPVS-OUT-FILTER, kubernetes#119656).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LbNoNodeAccess {
+    /// The load-balancer ingress IP.
+    pub address: IpAddr,
+    /// The port's protocol.
+    pub protocol: Protocol,
+    /// The port.
+    pub port: u16,
+}
+
+/// Everything the rule set depends on. Small on purpose: per-service state lives in
+/// the ipsets, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInputs {
+    /// Which family these rules are for.
+    pub family: Family,
+    /// Sets that currently hold at least one entry; rules matching other sets are
+    /// left out.
+    pub non_empty_sets: BTreeSet<KubeSet>,
+    /// `iptables.masqueradeAll`: masquerade all traffic to ClusterIPs.
+    pub masquerade_all: bool,
+    /// How traffic from inside the cluster is recognised.
+    pub local_traffic: LocalTraffic,
+    /// The mark bit used for "masquerade this".
+    pub masquerade_mark: MasqueradeMark,
+    /// Add `--random-fully` to MASQUERADE (iptables ≥ 1.6.2; see
+    /// [`Iptables::supports_random_fully`]).
+    pub random_fully: bool,
+    /// Load-balancer ports the node itself must not reach.
+    pub lb_no_node_access: Vec<LbNoNodeAccess>,
+}
+
+impl RuleInputs {
+    /// Inputs with every set empty and kube-proxy's defaults.
+    pub fn new(family: Family) -> RuleInputs {
+        RuleInputs {
+            family,
+            non_empty_sets: BTreeSet::new(),
+            masquerade_all: false,
+            local_traffic: LocalTraffic::Undetected,
+            masquerade_mark: MasqueradeMark::default(),
+            random_fully: false,
+            lb_no_node_access: Vec::new(),
+        }
+    }
+
+    /// Checks what the types cannot: families agree and interface names are valid.
+    /// [`Iptables::sync`] calls it before rendering.
+    pub fn validate(&self) -> Result<(), IptablesError> {
+        match &self.local_traffic {
+            LocalTraffic::Undetected => {}
+            LocalTraffic::Cidr(cidr) => {
+                if Family::of(cidr.addr()) != self.family {
+                    return Err(IptablesError::CidrFamily {
+                        cidr: *cidr,
+                        family: self.family,
+                    });
+                }
+            }
+            LocalTraffic::Interface(name) => check_interface(name, 15)?,
+            // iptables appends "+" to the prefix, which must still fit.
+            LocalTraffic::InterfacePrefix(name) => check_interface(name, 14)?,
+        }
+        for entry in &self.lb_no_node_access {
+            if Family::of(entry.address) != self.family {
+                return Err(IptablesError::AddressFamily {
+                    address: entry.address,
+                    family: self.family,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn has(&self, set: KubeSet) -> bool {
+        self.non_empty_sets.contains(&set)
+    }
+}
+
+fn check_interface(name: &str, max: usize) -> Result<(), IptablesError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > max {
+        "it is longer than an interface name can be"
+    } else if name
+        .chars()
+        .any(|c| c.is_whitespace() || c == '/' || c == '"' || c == '+' || c == '!')
+    {
+        "it contains whitespace, '/', '\"', '+' or '!'"
+    } else {
+        return Ok(());
+    };
+    Err(IptablesError::InterfaceName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// The iptables tables we write to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// `nat`: marking and masquerading.
+    Nat,
+    /// `filter`: accepting, dropping and rejecting.
+    Filter,
+}
+
+impl Table {
+    /// The table's name in iptables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Nat => "nat",
+            Table::Filter => "filter",
+        }
+    }
+}
+
+/// The chains ipvs-proxy owns, per table. Declaring them in a restore payload
+/// flushes them; cleanup deletes them.
+pub const OWNED_CHAINS: [(Table, &str); 11] = [
+    (Table::Nat, "KUBE-SERVICES"),
+    (Table::Nat, "KUBE-POSTROUTING"),
+    (Table::Nat, "KUBE-NODE-PORT"),
+    (Table::Nat, "KUBE-LOAD-BALANCER"),
+    (Table::Nat, "KUBE-MARK-MASQ"),
+    (Table::Filter, "KUBE-FORWARD"),
+    (Table::Filter, "KUBE-NODE-PORT"),
+    (Table::Filter, "KUBE-PROXY-FIREWALL"),
+    (Table::Filter, "KUBE-SOURCE-RANGES-FIREWALL"),
+    (Table::Filter, "KUBE-IPVS-FILTER"),
+    (Table::Filter, "KUBE-IPVS-OUT-FILTER"),
+];
+
+/// A jump from a built-in chain into one of our chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Jump {
+    /// The table of both chains.
+    pub table: Table,
+    /// The built-in chain.
+    pub from: &'static str,
+    /// Our chain.
+    pub to: &'static str,
+    /// The rule's comment, which identifies it as ours.
+    pub comment: &'static str,
+}
+
+impl Jump {
+    /// The rule specification after the chain name, exactly as iptables-save prints it.
+    pub fn spec(&self) -> String {
+        format!("-m comment --comment \"{}\" -j {}", self.comment, self.to)
+    }
+}
+
+/// Our jumps, in the order they appear at the top of each built-in chain.
+pub const JUMPS: [Jump; 9] = [
+    Jump {
+        table: Table::Nat,
+        from: "PREROUTING",
+        to: "KUBE-SERVICES",
+        comment: "ipvs-proxy: service addresses",
+    },
+    Jump {
+        table: Table::Nat,
+        from: "OUTPUT",
+        to: "KUBE-SERVICES",
+        comment: "ipvs-proxy: service addresses",
+    },
+    Jump {
+        table: Table::Nat,
+        from: "POSTROUTING",
+        to: "KUBE-POSTROUTING",
+        comment: "ipvs-proxy: masquerade marked traffic",
+    },
+    Jump {
+        table: Table::Filter,
+        from: "INPUT",
+        to: "KUBE-IPVS-FILTER",
+        comment: "ipvs-proxy: only service ports on service addresses",
+    },
+    Jump {
+        table: Table::Filter,
+        from: "INPUT",
+        to: "KUBE-PROXY-FIREWALL",
+        comment: "ipvs-proxy: load-balancer source ranges",
+    },
+    Jump {
+        table: Table::Filter,
+        from: "INPUT",
+        to: "KUBE-NODE-PORT",
+        comment: "ipvs-proxy: health check node ports",
+    },
+    Jump {
+        table: Table::Filter,
+        from: "FORWARD",
+        to: "KUBE-PROXY-FIREWALL",
+        comment: "ipvs-proxy: load-balancer source ranges",
+    },
+    Jump {
+        table: Table::Filter,
+        from: "FORWARD",
+        to: "KUBE-FORWARD",
+        comment: "ipvs-proxy: forward masqueraded traffic",
+    },
+    Jump {
+        table: Table::Filter,
+        from: "OUTPUT",
+        to: "KUBE-IPVS-OUT-FILTER",
+        comment: "ipvs-proxy: node access to load balancers",
+    },
+];
