@@ -768,3 +768,77 @@ fn diff_updates_scheduler_and_persistence_in_place() {
         "update virtual server 10.96.8.8:6379/tcp (rr)"
     );
 }
+
+#[test]
+fn scale_five_thousand_services() {
+    // 5000 Services x 2 ports x 10 endpoints, built from the web fixtures.
+    let template_service: serde_json::Value = fixture("svc-web.json");
+    let template_slice: serde_json::Value = fixture("eps-web.json");
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for index in 0..5000u32 {
+        let name = format!("web-{index}");
+        let mut service = template_service.clone();
+        service["metadata"]["name"] = name.clone().into();
+        let cluster_ip = format!("10.96.{}.{}", index / 250, index % 250 + 1);
+        service["spec"]["clusterIP"] = cluster_ip.clone().into();
+        service["spec"]["clusterIPs"] = serde_json::json!([cluster_ip]);
+        services.push(serde_json::from_value::<Service>(service).unwrap());
+        let mut slice = template_slice.clone();
+        slice["metadata"]["name"] = format!("{name}-abcde").into();
+        slice["metadata"]["labels"]["kubernetes.io/service-name"] = name.into();
+        let endpoints: Vec<serde_json::Value> = (0..10u32)
+            .map(|e| {
+                serde_json::json!({
+                    "addresses": [format!("10.{}.{}.{}", 100 + index / 250, index % 250, e + 1)],
+                    "conditions": {"ready": true, "serving": true, "terminating": false},
+                    "nodeName": if e == 0 { "node-a" } else { "node-b" }
+                })
+            })
+            .collect();
+        slice["endpoints"] = endpoints.into();
+        slices.push(serde_json::from_value::<EndpointSlice>(slice).unwrap());
+    }
+    let changed_slice = slices[42].clone();
+
+    let started = Instant::now();
+    let mut model = Model::new(Config::default(), node_a());
+    model.replace_all(services, slices);
+    let build = started.elapsed();
+    let started = Instant::now();
+    let state = model.desired();
+    let merge = started.elapsed();
+    assert_eq!(state.virtual_servers.len(), 10_000);
+    assert_eq!(
+        state
+            .virtual_servers
+            .values()
+            .map(|vs| vs.real_servers.len())
+            .sum::<usize>(),
+        100_000
+    );
+
+    let before = model.recomputations();
+    let started = Instant::now();
+    let mut slice = changed_slice;
+    slice.endpoints.as_mut().unwrap().truncate(3);
+    model.apply_slice(slice);
+    let update = started.elapsed();
+    assert_eq!(model.recomputations(), before + 1);
+    let started = Instant::now();
+    let plan = diff(
+        &model.desired(),
+        &observed_from(&state),
+        &options(),
+        &DrainStarts::new(),
+        Instant::now(),
+    );
+    let diff_time = started.elapsed();
+    // 7 endpoints removed from 2 virtual servers, none busy: 14 deletions and the
+    // 7 hairpin-free remote endpoints leave no ipset change.
+    assert_eq!(plan.changes.len(), 14, "{:?}", plan.changes);
+    println!(
+        "5000 services / 10000 virtual servers / 100000 real servers: build {build:?}, \
+         merge {merge:?}, one slice update {update:?}, merge+diff {diff_time:?}"
+    );
+}

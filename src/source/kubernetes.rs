@@ -164,13 +164,21 @@ pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> J
         watcher::Config::default().labels(SERVICE_SELECTOR),
     )
     .default_backoff()
-    .map(|event| event.map(Update::Service));
+    .map(|event| {
+        event
+            .map(Update::Service)
+            .map_err(|error| ("Services", error))
+    });
     let slices = watcher::watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default().labels(SLICE_SELECTOR),
     )
     .default_backoff()
-    .map(|event| event.map(Update::Slice));
+    .map(|event| {
+        event
+            .map(Update::Slice)
+            .map_err(|error| ("EndpointSlices", error))
+    });
 
     tokio::spawn(async move {
         let mut updates = std::pin::pin!(stream::select(services, slices));
@@ -180,8 +188,12 @@ pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> J
         while let Some(update) = updates.next().await {
             let update = match update {
                 Ok(update) => update,
-                Err(error) => {
-                    warn!("Kubernetes watch failed, retrying: {error}");
+                Err((resource, error)) => {
+                    warn!(
+                        "watching {resource} failed, retrying with backoff: {error}; if this \
+                         persists, check the API server address and that this service account \
+                         may list and watch {resource}"
+                    );
                     continue;
                 }
             };
@@ -270,7 +282,11 @@ pub fn spawn_node_watch(
                 Ok(Event::Delete(_)) => {
                     node.send_replace(None);
                 }
-                Err(error) => warn!(node = %name, "Node watch failed, retrying: {error}"),
+                Err(error) => warn!(
+                    node = %name,
+                    "watching this Node failed, retrying with backoff: {error}; if this \
+                     persists, check that this service account may list and watch nodes"
+                ),
             }
             if node.is_closed() {
                 return;
