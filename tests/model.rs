@@ -374,6 +374,13 @@ fn sctp_node_port_and_external_ips_per_family() {
     };
     assert_eq!(contribution.warnings.len(), 1);
     assert!(contribution.warnings[0].contains("2001:db8::7"));
+    assert_eq!(
+        state.warnings,
+        vec![
+            "Service telco/diameter: spec.externalIPs[1] 2001:db8::7 ignored: the Service has \
+             no ClusterIP of its family"
+        ]
+    );
 }
 
 #[test]

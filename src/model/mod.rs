@@ -277,6 +277,9 @@ pub struct DesiredState {
     pub node_port_addresses: BTreeSet<IpAddr>,
     /// Services that were skipped because they are invalid or conflict with another.
     pub errors: Vec<ServiceError>,
+    /// Parts of programmed Services that were left out, e.g. `Service telco/diameter:
+    /// spec.externalIPs[1] 2001:db8::7 ignored: the Service has no ClusterIP of its family`.
+    pub warnings: Vec<String>,
 }
 
 /// The inputs and per-Service results, updated incrementally.
@@ -470,6 +473,12 @@ impl Model {
             for vs in &contribution.virtual_servers {
                 state.virtual_servers.insert(vs.key, vs.clone());
             }
+            state.warnings.extend(
+                contribution
+                    .warnings
+                    .iter()
+                    .map(|warning| format!("Service {}: {warning}", contribution.service)),
+            );
             state
                 .addresses
                 .extend(contribution.addresses.iter().copied());
