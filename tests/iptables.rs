@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use ipvs_proxy::iptables::{
-    Backend, Family, Iptables, JUMPS, KubeSet, LocalTraffic, RuleInputs, SavedRules, Table,
+    Backend, Family, Iptables, JUMPS, KubeSet, LbNoNodeAccess, LocalTraffic, Protocol, RuleInputs,
+    SavedRules, Table,
 };
 use netns_lab::{Netns, veth, wait_until};
 
@@ -443,6 +444,7 @@ fn iptables_load_balancer_source_ranges_and_the_vip_port_filter() {
     assert_eq!(curl(&lab.client, url).0, Some(0));
     assert_eq!(curl(&outsider, url).0, Some(0));
     assert_eq!(curl(&lab.client, host_port_via_vip).0, Some(0));
+    assert_eq!(curl(&lab.node, url).0, Some(0), "the node itself");
 
     let node = &lab.node;
     node.sh("ipset create KUBE-LOAD-BALANCER hash:ip,port");
@@ -454,6 +456,12 @@ fn iptables_load_balancer_source_ranges_and_the_vip_port_filter() {
     node.sh("ipset create KUBE-IPVS-IPS hash:ip");
     node.sh("ipset add KUBE-IPVS-IPS 203.0.113.10");
     let mut inputs = RuleInputs::new(Family::V4);
+    // The load balancer's ranges exclude the node too.
+    inputs.lb_no_node_access = vec![LbNoNodeAccess {
+        address: "203.0.113.10".parse().unwrap(),
+        protocol: Protocol::Tcp,
+        port: 80,
+    }];
     inputs.non_empty_sets = [
         KubeSet::LoadBalancer,
         KubeSet::LoadBalancerFw,
@@ -483,7 +491,47 @@ fn iptables_load_balancer_source_ranges_and_the_vip_port_filter() {
         Some(7),
         "host port via VIP must be rejected: {body}"
     );
+    // KUBE-IPVS-OUT-FILTER: the node itself is outside the ranges as well.
+    let (status, body) = curl(&lab.node, url);
+    assert_eq!(status, Some(28), "the node must be dropped: {body}");
     // The host port on the node's own address is not ours to filter.
     let (status, body) = curl(&lab.client, "http://192.168.50.1:9999/");
     assert_eq!((status, body.trim()), (Some(0), "host-only"));
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn iptables_node_ports_are_masqueraded_unless_external_traffic_policy_is_local() {
+    let lab = topology("ipt-np", "10.96.0.30", 80);
+    let node = &lab.node;
+    for port in [30080, 30081] {
+        node.sh(&format!("ipvsadm -A -t 192.168.50.1:{port} -s rr"));
+        node.sh(&format!(
+            "ipvsadm -a -t 192.168.50.1:{port} -r 10.244.0.10:8080 -m"
+        ));
+    }
+    let _server = whoami_server(&lab.backend, 8080);
+
+    node.sh("ipset create KUBE-NODE-PORT-TCP bitmap:port range 0-65535");
+    node.sh("ipset add KUBE-NODE-PORT-TCP 30080");
+    node.sh("ipset add KUBE-NODE-PORT-TCP 30081");
+    // 30081 belongs to a Service with externalTrafficPolicy: Local.
+    node.sh("ipset create KUBE-NODE-PORT-LOCAL-TCP bitmap:port range 0-65535");
+    node.sh("ipset add KUBE-NODE-PORT-LOCAL-TCP 30081");
+    let mut inputs = RuleInputs::new(Family::V4);
+    inputs.non_empty_sets = [KubeSet::NodePortTcp, KubeSet::NodePortLocalTcp].into();
+    sync(node, Backend::Nft, &inputs);
+
+    let (status, seen) = curl(&lab.client, "http://192.168.50.1:30080/cgi-bin/whoami");
+    assert_eq!(
+        (status, seen.trim()),
+        (Some(0), "10.244.0.1"),
+        "masqueraded"
+    );
+    let (status, seen) = curl(&lab.client, "http://192.168.50.1:30081/cgi-bin/whoami");
+    assert_eq!(
+        (status, seen.trim()),
+        (Some(0), "192.168.50.2"),
+        "externalTrafficPolicy Local keeps the client address"
+    );
 }
