@@ -433,3 +433,97 @@ async fn node_watch_follows_this_node() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn kubeconfig_file_and_node_watch_together() {
+    let mut api = ApiServer::default();
+    api.resources.insert(
+        SERVICES,
+        Resource {
+            lists: VecDeque::from([list(
+                "ServiceList",
+                "v1",
+                "10",
+                vec![with_version(fixture("svc-web.json"), "9")],
+            )]),
+            watches: VecDeque::new(),
+        },
+    );
+    api.resources.insert(
+        SLICES,
+        Resource {
+            lists: VecDeque::from([list(
+                "EndpointSliceList",
+                "discovery.k8s.io/v1",
+                "10",
+                vec![],
+            )]),
+            watches: VecDeque::new(),
+        },
+    );
+    api.resources.insert(
+        NODES,
+        Resource {
+            lists: VecDeque::from([list(
+                "NodeList",
+                "v1",
+                "10",
+                vec![with_version(fixture("node-a.json"), "8")],
+            )]),
+            watches: VecDeque::new(),
+        },
+    );
+    let (addr, _server) = serve(api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://{addr}\n\
+             contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: proxy\n\
+             current-context: lab\nusers:\n- name: proxy\n  user:\n    token: not-checked\n"
+        ),
+    )
+    .unwrap();
+    let (tx, mut events) = mpsc::channel(8);
+    let (source, node_task, mut node) = ipvs_proxy::source::kubernetes::spawn_kubernetes_with_node(
+        Some(kubeconfig),
+        "node-a".into(),
+        tx,
+    )
+    .await
+    .unwrap();
+    let SourceEvent::Snapshot { services, slices } = next(&mut events).await else {
+        panic!("expected a snapshot");
+    };
+    assert_eq!(names(&services), vec!["web"]);
+    assert!(slices.is_empty());
+    let seen = tokio::time::timeout(Duration::from_secs(20), node.wait_for(|n| n.is_some()))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+    let info = NodeInfo::from_node(seen.as_ref().unwrap(), vec![]);
+    assert_eq!(info.zone.as_deref(), Some("zone-a"));
+    source.abort();
+    node_task.abort();
+
+    // A kubeconfig that does not exist: a clear error naming it.
+    let (tx, _events) = mpsc::channel(1);
+    let error =
+        ipvs_proxy::source::spawn_kubernetes(Some(dir.path().join("missing")), "node-a".into(), tx)
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "cannot configure the Kubernetes client (kubeconfig {}",
+            dir.path().join("missing").display()
+        )),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("pass --kubeconfig or run in a Pod with a service account"),
+        "{error}"
+    );
+}

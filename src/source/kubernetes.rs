@@ -84,6 +84,27 @@ pub async fn spawn_kubernetes(
     Ok(spawn_with_client(client, events))
 }
 
+/// Like [`spawn_kubernetes`], and also watches this node's Node object (see
+/// [`spawn_node_watch`]); the receiver holds the latest Node, for
+/// [`crate::model::NodeInfo::from_node`] and [`crate::model::Model::set_node`].
+pub async fn spawn_kubernetes_with_node(
+    kubeconfig: Option<PathBuf>,
+    node: String,
+    events: mpsc::Sender<SourceEvent>,
+) -> Result<
+    (
+        JoinHandle<()>,
+        JoinHandle<()>,
+        watch::Receiver<Option<Node>>,
+    ),
+    SourceError,
+> {
+    let client = client(kubeconfig).await?;
+    let (node_tx, node_rx) = watch::channel(None);
+    let node_task = spawn_node_watch(client.clone(), node, node_tx);
+    Ok((spawn_with_client(client, events), node_task, node_rx))
+}
+
 // Short-lived: each update is consumed as soon as it is produced.
 #[allow(clippy::large_enum_variant)]
 enum Update {
