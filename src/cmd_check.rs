@@ -1,13 +1,366 @@
 //! `ipvs-proxy check`: is this node ready for IPVS mode?
+//!
+//! Reads the kernel and changes nothing, with one exception: a scheduler module
+//! that is not loaded yet is probed by adding, then at once deleting, a
+//! firewall-mark service with a mark no one uses ([`PROBE_MARK`]); the kernel loads
+//! the module on demand. No packet carries that mark, so no traffic is affected.
+//!
+//! One line per check, `PASS` or `FAIL`, each failure with the command that fixes
+//! it; `--json` prints the same as a document; the exit status is 1 when anything
+//! failed.
 
-use anyhow::{Result, bail};
+use std::path::Path;
+
+use anyhow::Result;
 use clap::Args;
+use ipvs_netlink::{AddressFamily, IpvsHandle, Scheduler, Service, ServiceKey};
+use ipvs_proxy::iptables::{Backend, Family, Iptables};
+use node_sysctl::{Finding, NodeSysctls, Options, Sysctl};
+use serde::Serialize;
+
+/// Firewall mark of the throw-away service used to probe schedulers.
+pub const PROBE_MARK: u32 = 0x1ab5_0001;
 
 /// Arguments of `ipvs-proxy check`.
 #[derive(Debug, Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Schedulers the agent is configured to use (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "rr")]
+    pub schedulers: Vec<String>,
+    /// Require strict ARP (`ipvs.strictARP`, needed for L2 load-balancer announcements).
+    #[arg(long = "strict-arp", default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict_arp: bool,
+    /// Name of the dummy interface holding service addresses.
+    #[arg(long, default_value = "kube-ipvs0")]
+    pub interface: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-/// Runs every check and prints one line per check.
-pub fn run(_args: CheckArgs) -> Result<()> {
-    bail!("`check` is not implemented yet")
+/// The outcome of one check.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked (`ipvs`, `scheduler rr`, `sysctl net.ipv4.ip_forward`, ...).
+    pub name: String,
+    /// Whether the node passes.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// How to fix a failure.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    ok: bool,
+    checks: &'a [Check],
+}
+
+fn check_ipvs(args: &CheckArgs) -> Vec<Check> {
+    let mut handle = match IpvsHandle::new() {
+        Ok(handle) => handle,
+        Err(error) => {
+            return vec![Check::fail(
+                "ipvs",
+                format!("the IPVS netlink family is not usable: {error}"),
+                "modprobe ip_vs (and list ip_vs in /etc/modules-load.d/ipvs.conf)",
+            )];
+        }
+    };
+    let mut checks = vec![match handle.info() {
+        Ok(info) => Check::pass(
+            "ipvs",
+            format!(
+                "IPVS {} (connection table size {})",
+                info.version_string(),
+                info.conn_table_size
+            ),
+        ),
+        Err(error) => Check::fail(
+            "ipvs",
+            format!("reading IPVS information failed: {error}"),
+            "modprobe ip_vs",
+        ),
+    }];
+    for name in &args.schedulers {
+        checks.push(check_scheduler(&mut handle, name));
+    }
+    checks
+}
+
+fn check_scheduler(handle: &mut IpvsHandle, name: &str) -> Check {
+    let check = format!("scheduler {name}");
+    let module = format!("ip_vs_{name}");
+    if Path::new("/sys/module").join(&module).exists() {
+        return Check::pass(check, format!("module {module} is loaded"));
+    }
+    let key = ServiceKey::Fwmark {
+        family: AddressFamily::Inet,
+        mark: PROBE_MARK,
+    };
+    if handle.service(&key).is_ok() {
+        return Check::fail(
+            check,
+            format!("cannot probe: a service with the probe mark {PROBE_MARK:#x} already exists"),
+            format!("modprobe {module}"),
+        );
+    }
+    match handle.add_service(&Service::new(key, Scheduler::from_name(name))) {
+        Ok(()) => {
+            let deleted = handle.delete_service(&key);
+            match deleted {
+                Ok(()) => Check::pass(check, format!("module {module} loads on demand")),
+                Err(error) => Check::fail(
+                    check,
+                    format!("probe service FWM {PROBE_MARK} could not be deleted: {error}"),
+                    format!("ipvsadm -D -f {PROBE_MARK}"),
+                ),
+            }
+        }
+        Err(error) => Check::fail(
+            check,
+            format!("the kernel cannot load scheduler {name}: {error}"),
+            format!("modprobe {module} (and list it in /etc/modules-load.d/ipvs.conf)"),
+        ),
+    }
+}
+
+fn check_ipset() -> Check {
+    match ipset_netlink::IpsetHandle::new() {
+        Ok(handle) => Check::pass("ipset", format!("ipset protocol {}", handle.protocol())),
+        Err(error) => Check::fail(
+            "ipset",
+            format!("the ipset netlink interface is not usable: {error}"),
+            "modprobe ip_set ip_set_hash_ip ip_set_hash_ipport ip_set_hash_ipportip \
+             ip_set_hash_ipportnet ip_set_hash_net ip_set_bitmap_port xt_set",
+        ),
+    }
+}
+
+fn check_iptables() -> Check {
+    let backend = Backend::detect();
+    let iptables = Iptables::new(backend, Family::V4);
+    let program = backend.program(Family::V4, "save");
+    match iptables.save() {
+        Ok(_) => Check::pass("iptables", format!("{program} works")),
+        Err(error) => Check::fail(
+            "iptables",
+            format!("{program} failed: {error}"),
+            "install iptables (apt-get install iptables) and load its modules \
+             (modprobe ip_tables iptable_nat iptable_filter, or nf_tables)",
+        ),
+    }
+}
+
+fn check_sysctls(args: &CheckArgs) -> Vec<Check> {
+    let sysctl = Sysctl::default();
+    let options = Options {
+        strict_arp: args.strict_arp,
+    };
+    let node = match NodeSysctls::detect(sysctl.clone(), &options) {
+        Ok(node) => node,
+        Err(error) => {
+            return vec![Check::fail(
+                "sysctl",
+                format!("cannot read the node's sysctls: {error}"),
+                "run as root with /proc/sys mounted (hostNetwork, privileged)",
+            )];
+        }
+    };
+    let findings = match node.check() {
+        Ok(findings) => findings,
+        Err(error) => {
+            return vec![Check::fail(
+                "sysctl",
+                format!("cannot read the node's sysctls: {error}"),
+                "modprobe ip_vs (net.ipv4.vs.* appear with it)",
+            )];
+        }
+    };
+    let mut checks = Vec::new();
+    for setting in node.settings() {
+        let name = format!("sysctl {}", setting.key);
+        let drift = findings.iter().find_map(|finding| match finding {
+            Finding::Drift { setting: s, actual } if s.key == setting.key => Some(actual),
+            _ => None,
+        });
+        checks.push(match drift {
+            Some(actual) => Check::fail(
+                name,
+                format!("is {actual}, wanted {}: {}", setting.want, setting.reason),
+                format!("sysctl -w {}={}", setting.key, setting.want.target()),
+            ),
+            None => Check::pass(
+                name,
+                match sysctl.read(&setting.key) {
+                    Ok(value) => format!("is {value}"),
+                    Err(error) => error.to_string(),
+                },
+            ),
+        });
+    }
+    // Interface-level ARP overrides: shown even when harmless, failed when they
+    // defeat strict ARP.
+    for finding in &findings {
+        if let Finding::Interface(arp) = finding {
+            let name = format!("arp {}", arp.interface);
+            checks.push(if finding.is_problem() {
+                let target = match arp.setting {
+                    node_sysctl::ArpSetting::Ignore => 1,
+                    node_sysctl::ArpSetting::Announce => 2,
+                };
+                Check::fail(
+                    name,
+                    arp.to_string(),
+                    format!("sysctl -w {}={target}", arp.key()),
+                )
+            } else {
+                Check::pass(name, arp.to_string())
+            });
+        }
+    }
+    checks
+}
+
+/// `IFF_NOARP` of `<linux/if.h>`.
+const IFF_NOARP: u32 = 0x80;
+
+fn check_interface(name: &str) -> Check {
+    let check = format!("interface {name}");
+    let path = Path::new("/sys/class/net").join(name).join("flags");
+    let flags = match std::fs::read_to_string(&path) {
+        Ok(flags) => flags,
+        Err(_) => {
+            return Check::fail(
+                check,
+                format!("{name} does not exist"),
+                format!(
+                    "start the agent (ipvs-proxy run creates it), or by hand: \
+                     ip link add {name} type dummy"
+                ),
+            );
+        }
+    };
+    match u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16) {
+        Ok(bits) if bits & IFF_NOARP != 0 => {
+            Check::pass(check, format!("present, NOARP (flags {})", flags.trim()))
+        }
+        Ok(bits) => Check::fail(
+            check,
+            format!(
+                "present but answers ARP (flags {bits:#x}): it would announce service addresses"
+            ),
+            format!("ip link set {name} arp off"),
+        ),
+        Err(_) => Check::fail(
+            check,
+            format!("unreadable flags {:?} in {}", flags.trim(), path.display()),
+            format!("ip link show {name}"),
+        ),
+    }
+}
+
+fn check_conntrack() -> Check {
+    let max = Path::new("/proc/sys/net/netfilter/nf_conntrack_max");
+    match std::fs::read_to_string(max) {
+        Ok(value) => Check::pass(
+            "conntrack",
+            format!("nf_conntrack loaded (nf_conntrack_max {})", value.trim()),
+        ),
+        Err(_) => Check::fail(
+            "conntrack",
+            "nf_conntrack is not loaded: IPVS masquerade needs it",
+            "modprobe nf_conntrack",
+        ),
+    }
+}
+
+/// Every check, in a fixed order.
+pub fn checks(args: &CheckArgs) -> Vec<Check> {
+    let mut checks = check_ipvs(args);
+    checks.push(check_ipset());
+    checks.push(check_iptables());
+    checks.push(check_conntrack());
+    checks.extend(check_sysctls(args));
+    checks.push(check_interface(&args.interface));
+    checks
+}
+
+/// The human-readable report: one line per check.
+pub fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for check in checks {
+        let status = if check.ok { "PASS" } else { "FAIL" };
+        out.push_str(&format!("{status} {}: {}", check.name, check.detail));
+        if let Some(fix) = &check.fix {
+            out.push_str(&format!("\n     fix: {fix}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs every check and prints one line per check; exits with status 1 when any
+/// check failed.
+pub fn run(args: CheckArgs) -> Result<()> {
+    let checks = checks(&args);
+    let ok = checks.iter().all(|check| check.ok);
+    if args.json {
+        let report = Report {
+            ok,
+            checks: &checks,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&checks));
+        let failed = checks.iter().filter(|check| !check.ok).count();
+        if failed > 0 {
+            println!("{failed} of {} checks failed", checks.len());
+        } else {
+            println!("all {} checks passed", checks.len());
+        }
+    }
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_carry_their_fix_on_the_next_line() {
+        let text = render(&[
+            Check::pass("ipvs", "IPVS 1.2.1"),
+            Check::fail("conntrack", "not loaded", "modprobe nf_conntrack"),
+        ]);
+        assert_eq!(
+            text,
+            "PASS ipvs: IPVS 1.2.1\nFAIL conntrack: not loaded\n     fix: modprobe nf_conntrack\n"
+        );
+    }
 }

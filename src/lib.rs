@@ -6,6 +6,7 @@
 pub mod config;
 pub mod diff;
 pub mod iptables;
+pub mod listing;
 pub mod model;
 pub mod netif;
 pub mod source;

@@ -48,6 +48,11 @@ fn init_logging() {
 
 fn main() -> Result<()> {
     init_logging();
+    // Installed as (or linked to) `ipvsadm`, the binary lists like ipvsadm.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.first().and_then(|a| a.rsplit('/').next()) == Some("ipvsadm") {
+        return cmd_list::ipvsadm_main(argv);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
