@@ -1,8 +1,29 @@
 //! `ipvs-proxy run` and `ipvs-proxy cleanup`.
+//!
+//! `run` wires the pieces of the library together: configuration, sysctls, the
+//! kernel adapter, a source of Services and EndpointSlices, the desired-state model,
+//! the diff, iptables, health and metrics. Each sync computes the desired state,
+//! reads the kernel, applies the minimal plan and records what happened.
 
-use anyhow::{Result, bail};
-use clap::Args;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use ipvs_proxy::config::{self, Config};
+use ipvs_proxy::diff::{self, DiffOptions, DrainStarts};
+use ipvs_proxy::health::{self, ProxyHealth, ServiceHealthServers, ServiceHealthSpec};
+use ipvs_proxy::iptables::{self, Backend, Iptables, KubeSet, LocalTraffic, RuleInputs};
+use ipvs_proxy::metrics::{self, Metrics};
+use ipvs_proxy::model::{DesiredState, Family, Model, NodeInfo};
+use ipvs_proxy::reconcile::{Kernel, SERVICE_INTERFACE};
+use ipvs_proxy::source::{self, SourceEvent};
 
 /// Arguments of `ipvs-proxy run`.
 #[derive(Debug, Args)]
@@ -29,9 +50,384 @@ pub struct CleanupArgs {
     pub kube_proxy: bool,
 }
 
-/// Runs the node agent until a signal stops it.
-pub fn run(_args: RunArgs) -> Result<()> {
-    bail!("`run` is not implemented yet")
+/// The configuration used when no file is given: kube-proxy's defaults in IPVS mode.
+const DEFAULT_CONFIG: &str =
+    "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n";
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    let loaded = match path {
+        Some(path) => config::load(path)
+            .with_context(|| format!("cannot use the configuration file {}", path.display()))?,
+        None => config::parse(DEFAULT_CONFIG).context("built-in default configuration")?,
+    };
+    for warning in &loaded.warnings {
+        warn!("configuration: {warning}");
+    }
+    Ok(loaded.config)
+}
+
+/// CAP_NET_ADMIN is bit 12 of the effective capability set.
+fn check_capabilities() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
+    match effective {
+        Some(caps) if caps & (1 << 12) == 0 => bail!(
+            "ipvs-proxy needs CAP_NET_ADMIN to program IPVS, ipsets, addresses and iptables: \
+             run it as root or grant the capability (securityContext.capabilities.add: [NET_ADMIN])"
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn node_name(args: &RunArgs, config: &Config) -> String {
+    args.hostname_override
+        .clone()
+        .or_else(|| config.hostname_override.clone())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
+/// Runs the node agent until SIGINT or SIGTERM.
+pub fn run(args: RunArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_agent(args))
+}
+
+/// Everything one sync needs, owned by the agent task.
+struct Agent {
+    config: Config,
+    kernel: Kernel,
+    model: Model,
+    iptables: Vec<Iptables>,
+    drain: DrainStarts,
+    metrics: Arc<Metrics>,
+    health: Arc<ProxyHealth>,
+    service_health: ServiceHealthServers,
+    reported_errors: BTreeSet<String>,
+}
+
+impl Agent {
+    async fn sync(&mut self) {
+        let started = Instant::now();
+        let desired = self.model.desired();
+        for service_error in &desired.errors {
+            let text = service_error.to_string();
+            if self.reported_errors.insert(text.clone()) {
+                warn!("{text}");
+                self.metrics.error("bad-service");
+            }
+        }
+        let observed = match self.kernel.observe().await {
+            Ok(observed) => observed,
+            Err(err) => {
+                error!("cannot read the kernel state, sync skipped: {err}");
+                self.metrics.error("observe");
+                return;
+            }
+        };
+        let options = DiffOptions {
+            exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
+            max_drain: self.config.extensions.max_drain,
+        };
+        let plan = diff::diff(&desired, &observed, &options, &self.drain, Instant::now());
+        let changes = plan.changes.len();
+        let report = self.kernel.apply(&plan).await;
+        self.drain = plan.draining;
+        self.metrics.netlink_sent("all", report.netlink_messages);
+        for failed in &report.failed {
+            warn!(change = %failed.change, "kernel refused a change: {}", failed.error);
+            self.metrics.error("apply");
+        }
+        self.sync_iptables(&desired);
+        self.sync_service_health(&desired).await;
+        self.record_programmed(&desired);
+        let now = SystemTime::now();
+        self.metrics.synced(started.elapsed().as_secs_f64(), now);
+        self.health.updated(now);
+        if changes > 0 || !report.failed.is_empty() {
+            info!(
+                changes,
+                applied = report.applied,
+                failed = report.failed.len(),
+                netlink_messages = report.netlink_messages,
+                ms = started.elapsed().as_millis() as u64,
+                "synced"
+            );
+        } else {
+            debug!(ms = started.elapsed().as_millis() as u64, "in sync");
+        }
+    }
+
+    fn sync_iptables(&mut self, desired: &DesiredState) {
+        for iptables in &self.iptables {
+            let family = iptables.family();
+            let model_family = match family {
+                iptables::Family::V4 => Family::V4,
+                iptables::Family::V6 => Family::V6,
+            };
+            let mut inputs = RuleInputs::new(family);
+            inputs.masquerade_all = self.config.iptables.masquerade_all;
+            if let Ok(mark) =
+                iptables::MasqueradeMark::from_bit(u32::from(self.config.iptables.masquerade_bit))
+            {
+                inputs.masquerade_mark = mark;
+            }
+            if let Some(cidr) = self
+                .config
+                .cluster_cidrs
+                .iter()
+                .find(|cidr| Family::of(cidr.addr()) == model_family)
+            {
+                inputs.local_traffic = LocalTraffic::Cidr(*cidr);
+            }
+            for set in KubeSet::ALL {
+                if !desired.ipsets.get(&set.name(family)).is_empty() {
+                    inputs.non_empty_sets.insert(set);
+                }
+            }
+            if let Err(err) = iptables.sync(&inputs) {
+                error!(%family, "iptables rules not installed: {err}");
+                self.metrics.error("iptables");
+            }
+        }
+    }
+
+    async fn sync_service_health(&mut self, desired: &DesiredState) {
+        let wanted: BTreeMap<u16, ServiceHealthSpec> = desired
+            .health_check_node_ports
+            .iter()
+            .map(|(port, check)| {
+                (
+                    *port,
+                    ServiceHealthSpec {
+                        namespace: check.service.namespace.clone(),
+                        name: check.service.name.clone(),
+                        local_endpoints: check.local_endpoints,
+                    },
+                )
+            })
+            .collect();
+        for (port, err) in self.service_health.sync(&wanted).await {
+            warn!(port, "cannot serve the health check node port: {err}");
+            self.metrics.error("health-check-port");
+        }
+    }
+
+    fn record_programmed(&self, desired: &DesiredState) {
+        let real_servers: usize = desired
+            .virtual_servers
+            .values()
+            .map(|vs| vs.real_servers.len())
+            .sum();
+        self.metrics
+            .set_programmed("virtual-server", desired.virtual_servers.len() as i64);
+        self.metrics
+            .set_programmed("real-server", real_servers as i64);
+        self.metrics
+            .set_programmed("address", desired.addresses.len() as i64);
+    }
+
+    fn handle(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Snapshot { services, slices } => {
+                self.metrics.service_changes.inc_by(services.len() as u64);
+                self.metrics.endpoint_changes.inc_by(slices.len() as u64);
+                self.model.replace_all(services, slices);
+            }
+            SourceEvent::ServiceApplied(service) => {
+                self.metrics.service_changes.inc();
+                self.model.apply_service(service);
+            }
+            SourceEvent::ServiceDeleted(key) => {
+                self.metrics.service_changes.inc();
+                self.model.remove_service(&key);
+            }
+            SourceEvent::SliceApplied(slice) => {
+                self.metrics.endpoint_changes.inc();
+                self.model.apply_slice(slice);
+            }
+            SourceEvent::SliceDeleted { namespace, name } => {
+                self.metrics.endpoint_changes.inc();
+                self.model.remove_slice(&namespace, &name);
+            }
+        }
+        let now = SystemTime::now();
+        self.health.queued_update(now);
+        self.metrics
+            .sync_last_queued_timestamp
+            .set(metrics::unix_seconds(now));
+    }
+}
+
+async fn bind(addr: Option<std::net::SocketAddr>, what: &str) -> Option<tokio::net::TcpListener> {
+    let addr = addr?;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Some(listener),
+        Err(err) => {
+            warn!("{what} not served: cannot listen on {addr}: {err}");
+            None
+        }
+    }
+}
+
+async fn run_agent(args: RunArgs) -> Result<()> {
+    let config = load_config(args.config.as_ref())?;
+    check_capabilities()?;
+    let node = node_name(&args, &config);
+    info!(node = %node, scheduler = %config.ipvs.scheduler, "ipvs-proxy starting");
+
+    let metrics = Arc::new(Metrics::new());
+    apply_sysctls(&config, &metrics);
+
+    let host_addresses = ipvs_proxy::reconcile::host_addresses(SERVICE_INTERFACE)
+        .await
+        .context("cannot list this host's addresses")?;
+    let mut families: BTreeSet<Family> = BTreeSet::from([Family::V4]);
+    if host_addresses.iter().any(IpAddr::is_ipv6) {
+        families.insert(Family::V6);
+    }
+    let kernel = Kernel::open(families.clone())
+        .await
+        .context("cannot open the kernel interfaces")?;
+    let backend = Backend::detect();
+    info!(?backend, "iptables backend");
+    let iptables = families
+        .iter()
+        .map(|family| {
+            Iptables::new(
+                backend,
+                match family {
+                    Family::V4 => iptables::Family::V4,
+                    Family::V6 => iptables::Family::V6,
+                },
+            )
+        })
+        .collect();
+
+    let health = Arc::new(ProxyHealth::new(config.ipvs.sync_period));
+    if let Some(listener) = bind(config.healthz_bind_address, "/healthz").await {
+        health::spawn_proxy_health_server(listener, health.clone());
+    }
+    if let Some(listener) = bind(config.metrics_bind_address, "/metrics").await {
+        metrics::spawn_metrics_server(listener, metrics.clone(), health.clone());
+    }
+
+    let node_info = NodeInfo {
+        name: node.clone(),
+        zone: None,
+        addresses: host_addresses,
+        primary_addresses: Vec::new(),
+    };
+    let (events_tx, mut events) = mpsc::channel::<SourceEvent>(1024);
+    let source_task = match (&args.manifests, &args.kubeconfig) {
+        (Some(dir), _) => {
+            info!(dir = %dir.display(), "static source");
+            source::spawn_static(dir.clone(), events_tx)
+        }
+        (None, kubeconfig) => source::spawn_kubernetes(kubeconfig.clone(), node.clone(), events_tx)
+            .await
+            .context("cannot connect to the Kubernetes API")?,
+    };
+
+    let mut agent = Agent {
+        model: Model::new(config.clone(), node_info),
+        // Health check node ports answer on every node address, as kube-proxy's do.
+        service_health: ServiceHealthServers::new(IpAddr::from([0, 0, 0, 0]), health.clone()),
+        config,
+        kernel,
+        iptables,
+        drain: DrainStarts::new(),
+        metrics,
+        health,
+        reported_errors: BTreeSet::new(),
+    };
+
+    // Nothing is programmed before the source delivered its first full view: a sync
+    // on an empty model would remove every Service this node already serves.
+    let Some(first) = events.recv().await else {
+        bail!("the source ended before delivering any Service");
+    };
+    agent.handle(first);
+    agent.sync().await;
+    info!("first sync done");
+
+    let min_sync = agent.config.ipvs.min_sync_period;
+    let mut resync =
+        tokio::time::interval(agent.config.ipvs.sync_period.max(Duration::from_secs(1)));
+    resync.tick().await;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let mut last_sync = Instant::now();
+    loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else {
+                    warn!("the source ended; keeping the programmed state");
+                    break;
+                };
+                agent.handle(event);
+                // Coalesce a burst: take what is already queued, then respect minSyncPeriod.
+                while let Ok(more) = events.try_recv() {
+                    agent.handle(more);
+                }
+                let wait = min_sync.saturating_sub(last_sync.elapsed());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    while let Ok(more) = events.try_recv() {
+                        agent.handle(more);
+                    }
+                }
+                agent.sync().await;
+                last_sync = Instant::now();
+            }
+            _ = resync.tick() => {
+                agent.sync().await;
+                last_sync = Instant::now();
+            }
+            _ = tokio::signal::ctrl_c() => { info!("interrupted; leaving the kernel state in place"); break; }
+            _ = terminate.recv() => { info!("terminated; leaving the kernel state in place"); break; }
+        }
+    }
+    source_task.abort();
+    Ok(())
+}
+
+fn apply_sysctls(config: &Config, metrics: &Metrics) {
+    let options = node_sysctl::Options {
+        strict_arp: config.ipvs.strict_arp,
+    };
+    let sysctls = match node_sysctl::NodeSysctls::detect(node_sysctl::Sysctl::default(), &options) {
+        Ok(sysctls) => sysctls,
+        Err(err) => {
+            warn!("cannot read the kernel settings: {err}");
+            metrics.error("sysctl");
+            return;
+        }
+    };
+    match sysctls.apply() {
+        Ok(changes) => {
+            for change in &changes {
+                info!("sysctl {change}");
+                metrics.sysctl_changes.inc();
+            }
+        }
+        Err(err) => {
+            warn!("cannot apply the kernel settings: {err}");
+            metrics.error("sysctl");
+        }
+    }
 }
 
 /// Removes what ipvs-proxy owns from the kernel.

@@ -5,8 +5,11 @@
 
 pub mod config;
 pub mod diff;
+pub mod health;
 pub mod iptables;
 pub mod listing;
+pub mod metrics;
 pub mod model;
 pub mod netif;
+pub mod reconcile;
 pub mod source;

@@ -1,0 +1,635 @@
+//! The kernel adapter: reads the observed state (IPVS, kube-ipvs0 addresses, our
+//! ipsets) and applies a [`Plan`] with as few system calls as possible.
+//!
+//! IPVS changes of one plan travel in batched `sendmsg` calls (the `ipvs-netlink`
+//! crate pipelines them and collects one ack per change); ipset entries likewise
+//! through `ipset-netlink`; addresses through pipelined rtnetlink requests. A change
+//! the kernel refuses is reported on its own and never stops the others.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipset_netlink as ipset;
+use ipvs_netlink as ipvs;
+
+use crate::diff::{Change, ObservedRealServer, ObservedState, ObservedVirtualServer, Plan};
+use crate::model::ipset::{self as sets, ALL_SETS, IpsetMembers};
+use crate::model::{Family, Protocol, RealServer, VirtualServerKey};
+use crate::netif::{NetifError, ServiceInterface};
+
+/// Name of the dummy interface that holds service addresses.
+pub const SERVICE_INTERFACE: &str = "kube-ipvs0";
+
+/// What went wrong talking to the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The IPVS family failed (missing module, socket error).
+    #[error(transparent)]
+    Ipvs(#[from] ipvs::Error),
+    /// The ipset subsystem failed.
+    #[error(transparent)]
+    Ipset(#[from] ipset::Error),
+    /// kube-ipvs0 or its addresses failed.
+    #[error(transparent)]
+    Netif(#[from] NetifError),
+    /// An ipset entry of the desired state is not in the set's syntax.
+    #[error("ipset entry {entry:?} for set {set} is not valid for a {set_type} set")]
+    BadEntry {
+        /// The set.
+        set: String,
+        /// The entry text.
+        entry: String,
+        /// The set's type.
+        set_type: String,
+    },
+}
+
+/// One change the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedChange {
+    /// The change, as [`Change`] displays it.
+    pub change: String,
+    /// The kernel's (or adapter's) error message.
+    pub error: String,
+}
+
+/// The result of applying one plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Changes the kernel accepted.
+    pub applied: usize,
+    /// Changes that failed, each with its reason.
+    pub failed: Vec<FailedChange>,
+    /// Netlink requests sent (IPVS and ipset messages, address requests).
+    pub netlink_messages: u64,
+}
+
+/// The type of one of kube-proxy's sets, by its base name.
+pub fn set_type(base: &str) -> ipset::SetType {
+    match base {
+        sets::LOOP_BACK | sets::LOAD_BALANCER_SOURCE_IP => ipset::SetType::HashIpPortIp,
+        sets::LOAD_BALANCER_SOURCE_CIDR => ipset::SetType::HashIpPortNet,
+        sets::NODE_PORT_TCP
+        | sets::NODE_PORT_LOCAL_TCP
+        | sets::NODE_PORT_UDP
+        | sets::NODE_PORT_LOCAL_UDP
+        | sets::HEALTH_CHECK_NODE_PORT => ipset::SetType::BitmapPort,
+        sets::IPVS_IPS => ipset::SetType::HashIp,
+        _ => ipset::SetType::HashIpPort,
+    }
+}
+
+/// The creation spec of one of kube-proxy's sets (kube-proxy's sizes: hashsize 1024,
+/// maxelem 65536; bitmap sets cover every port).
+pub fn set_spec(base: &str, family: Family) -> ipset::SetSpec {
+    let name = sets::set_name(base, family);
+    match set_type(base) {
+        ipset::SetType::BitmapPort => ipset::SetSpec::bitmap_port(name, 0, 65535),
+        set_type => ipset::SetSpec::new(name, set_type, ipset_family(family))
+            .hashsize(1024)
+            .maxelem(65536),
+    }
+}
+
+fn ipset_family(family: Family) -> ipset::Family {
+    match family {
+        Family::V4 => ipset::Family::Inet,
+        Family::V6 => ipset::Family::Inet6,
+    }
+}
+
+fn ipset_protocol(text: &str) -> Option<ipset::Protocol> {
+    match text.to_ascii_lowercase().as_str() {
+        "tcp" => Some(ipset::Protocol::Tcp),
+        "udp" => Some(ipset::Protocol::Udp),
+        "sctp" => Some(ipset::Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn proto_port(text: &str) -> Option<(ipset::Protocol, u16)> {
+    let (proto, port) = text.split_once(':')?;
+    Some((ipset_protocol(proto)?, port.parse().ok()?))
+}
+
+/// Parses an entry in ipset's text syntax for a set of type `set_type`.
+pub fn parse_entry(set_type: &ipset::SetType, text: &str) -> Option<ipset::Entry> {
+    let parts: Vec<&str> = text.split(',').collect();
+    match (set_type, parts.as_slice()) {
+        (ipset::SetType::HashIp, [ip]) => Some(ipset::Entry::Ip(ip.parse().ok()?)),
+        (ipset::SetType::BitmapPort, [port]) => Some(ipset::Entry::Port(port.parse().ok()?)),
+        (ipset::SetType::HashNet, [net]) => Some(ipset::Entry::Net(parse_net(net)?)),
+        (ipset::SetType::HashIpPort, [ip, pp]) => {
+            let (proto, port) = proto_port(pp)?;
+            Some(ipset::Entry::IpPort {
+                ip: ip.parse().ok()?,
+                proto,
+                port,
+            })
+        }
+        (ipset::SetType::HashIpPortIp, [ip, pp, ip2]) => {
+            let (proto, port) = proto_port(pp)?;
+            Some(ipset::Entry::IpPortIp {
+                ip: ip.parse().ok()?,
+                proto,
+                port,
+                ip2: ip2.parse().ok()?,
+            })
+        }
+        (ipset::SetType::HashIpPortNet, [ip, pp, net]) => {
+            let (proto, port) = proto_port(pp)?;
+            Some(ipset::Entry::IpPortNet {
+                ip: ip.parse().ok()?,
+                proto,
+                port,
+                net: parse_net(net)?,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn parse_net(text: &str) -> Option<ipset::IpNet> {
+    if text.contains('/') {
+        ipset::IpNet::from_str(text).ok()
+    } else {
+        let ip: IpAddr = text.parse().ok()?;
+        Some(ipset::IpNet::from(ip))
+    }
+}
+
+fn ipvs_protocol(protocol: Protocol) -> ipvs::Protocol {
+    match protocol {
+        Protocol::Tcp => ipvs::Protocol::Tcp,
+        Protocol::Udp => ipvs::Protocol::Udp,
+        Protocol::Sctp => ipvs::Protocol::Sctp,
+    }
+}
+
+fn model_protocol(protocol: ipvs::Protocol) -> Option<Protocol> {
+    match protocol {
+        ipvs::Protocol::Tcp => Some(Protocol::Tcp),
+        ipvs::Protocol::Udp => Some(Protocol::Udp),
+        ipvs::Protocol::Sctp => Some(Protocol::Sctp),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// The IPVS service key of a virtual server.
+pub fn ipvs_key(key: &VirtualServerKey) -> ipvs::ServiceKey {
+    ipvs::ServiceKey::Inet {
+        protocol: ipvs_protocol(key.protocol),
+        addr: key.addr,
+        port: key.port,
+    }
+}
+
+fn ipvs_service(
+    key: &VirtualServerKey,
+    scheduler: &str,
+    persistence_timeout: Option<u32>,
+) -> ipvs::Service {
+    let service = ipvs::Service::new(ipvs_key(key), ipvs::Scheduler::from_name(scheduler));
+    match persistence_timeout {
+        Some(timeout) => service.persistent(timeout),
+        None => service,
+    }
+}
+
+fn ipvs_destination(real_server: &RealServer) -> ipvs::Destination {
+    ipvs::Destination::new(
+        real_server.addr,
+        real_server.port,
+        ipvs::ForwardMethod::Masquerade,
+    )
+    .weight(real_server.weight)
+}
+
+/// The observed state of one IPVS table, in the model's terms (fwmark services,
+/// which ipvs-proxy never creates, are left out).
+pub fn observed_virtual_servers(
+    table: Vec<(ipvs::Service, Vec<ipvs::Destination>)>,
+) -> Vec<ObservedVirtualServer> {
+    table
+        .into_iter()
+        .filter_map(|(service, destinations)| {
+            let ipvs::ServiceKey::Inet {
+                protocol,
+                addr,
+                port,
+            } = service.key
+            else {
+                return None;
+            };
+            let persistent = service.flags.contains(ipvs::ServiceFlags::PERSISTENT);
+            Some(ObservedVirtualServer {
+                key: VirtualServerKey {
+                    addr,
+                    port,
+                    protocol: model_protocol(protocol)?,
+                },
+                scheduler: service.scheduler.name().to_string(),
+                persistence_timeout: persistent.then_some(service.timeout),
+                real_servers: destinations
+                    .into_iter()
+                    .map(|d| ObservedRealServer {
+                        addr: d.addr,
+                        port: d.port,
+                        weight: d.weight,
+                        active_connections: d.active_connections,
+                        inactive_connections: d.inactive_connections,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// Handles on every kernel subsystem the agent programs.
+pub struct Kernel {
+    ipvs: ipvs::AsyncIpvsHandle,
+    ipset: ipset::IpsetHandle,
+    iface: ServiceInterface,
+    families: BTreeSet<Family>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("interface", &self.iface.name())
+            .field("families", &self.families)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kernel {
+    /// Opens the IPVS and ipset sockets and makes sure `kube-ipvs0` and kube-proxy's
+    /// sets exist for `families`. Fails with the subsystem's own advice when IPVS or
+    /// ipset is missing from the kernel.
+    pub async fn open(families: BTreeSet<Family>) -> Result<Kernel, ReconcileError> {
+        let ipvs = ipvs::AsyncIpvsHandle::new().await?;
+        let ipset = ipset::IpsetHandle::new()?;
+        let iface = ServiceInterface::ensure(SERVICE_INTERFACE).await?;
+        let mut kernel = Kernel {
+            ipvs,
+            ipset,
+            iface,
+            families,
+        };
+        kernel.ensure_sets()?;
+        Ok(kernel)
+    }
+
+    /// The service interface.
+    pub fn interface(&self) -> &ServiceInterface {
+        &self.iface
+    }
+
+    /// The IPVS handle, for reads the reconciler does not cover.
+    pub fn ipvs(&mut self) -> &mut ipvs::AsyncIpvsHandle {
+        &mut self.ipvs
+    }
+
+    /// Creates every kube-proxy set that is missing (existing ones are adopted as
+    /// they are: a set kube-proxy created has the same name, type and meaning).
+    pub fn ensure_sets(&mut self) -> Result<(), ReconcileError> {
+        for family in &self.families {
+            for base in ALL_SETS {
+                self.ipset.create(&set_spec(base, *family), true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads IPVS, the addresses on kube-ipvs0 and the members of our sets.
+    pub async fn observe(&mut self) -> Result<ObservedState, ReconcileError> {
+        let table = self.ipvs.services_with_destinations().await?;
+        let addresses = self.iface.addresses().await?;
+        let mut ipsets = IpsetMembers::default();
+        for family in &self.families {
+            for base in ALL_SETS {
+                let name = sets::set_name(base, *family);
+                let info = match self.ipset.list(&name) {
+                    Ok(info) => info,
+                    Err(error) => {
+                        tracing::warn!(set = %name, %error, "cannot list ipset");
+                        continue;
+                    }
+                };
+                let members = ipsets.0.entry(name).or_default();
+                for member in info.members {
+                    members.insert(member.entry.to_string());
+                }
+            }
+        }
+        Ok(ObservedState {
+            virtual_servers: observed_virtual_servers(table),
+            addresses,
+            ipsets,
+        })
+    }
+
+    /// Applies `plan` in order: addresses and set entries first, then IPVS (one
+    /// batch), then removals of addresses and entries.
+    pub async fn apply(&mut self, plan: &Plan) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let mut ipvs_changes: Vec<(String, ipvs::Change)> = Vec::new();
+        let mut add_addresses = Vec::new();
+        let mut remove_addresses = Vec::new();
+        let mut ipset_adds: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut ipset_dels: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for change in &plan.changes {
+            match change {
+                Change::AddAddress(addr) => add_addresses.push(*addr),
+                Change::DeleteAddress(addr) => remove_addresses.push(*addr),
+                Change::AddIpsetEntry { set, entry } => ipset_adds
+                    .entry(set.clone())
+                    .or_default()
+                    .push(entry.clone()),
+                Change::DeleteIpsetEntry { set, entry } => ipset_dels
+                    .entry(set.clone())
+                    .or_default()
+                    .push(entry.clone()),
+                Change::AddVirtualServer(spec) => ipvs_changes.push((
+                    change.to_string(),
+                    ipvs::Change::AddService(ipvs_service(
+                        &spec.key,
+                        &spec.scheduler,
+                        spec.persistence_timeout,
+                    )),
+                )),
+                Change::UpdateVirtualServer(spec) => ipvs_changes.push((
+                    change.to_string(),
+                    ipvs::Change::EditService(ipvs_service(
+                        &spec.key,
+                        &spec.scheduler,
+                        spec.persistence_timeout,
+                    )),
+                )),
+                Change::DeleteVirtualServer(key) => ipvs_changes.push((
+                    change.to_string(),
+                    ipvs::Change::DeleteService(ipvs_key(key)),
+                )),
+                Change::AddRealServer {
+                    virtual_server,
+                    real_server,
+                } => ipvs_changes.push((
+                    change.to_string(),
+                    ipvs::Change::AddDestination(
+                        ipvs_key(virtual_server),
+                        ipvs_destination(real_server),
+                    ),
+                )),
+                Change::UpdateRealServer {
+                    virtual_server,
+                    real_server,
+                } => ipvs_changes.push((
+                    change.to_string(),
+                    ipvs::Change::EditDestination(
+                        ipvs_key(virtual_server),
+                        ipvs_destination(real_server),
+                    ),
+                )),
+                Change::DeleteRealServer {
+                    virtual_server,
+                    addr,
+                    port,
+                } => {
+                    let destination =
+                        ipvs::Destination::new(*addr, *port, ipvs::ForwardMethod::Masquerade);
+                    ipvs_changes.push((
+                        change.to_string(),
+                        ipvs::Change::DeleteDestination(
+                            ipvs_key(virtual_server),
+                            destination.key(),
+                        ),
+                    ))
+                }
+            }
+        }
+
+        // Addresses first: a virtual server must not exist before its VIP is local.
+        if !add_addresses.is_empty() {
+            report.netlink_messages += add_addresses.len() as u64;
+            match self.iface.add(add_addresses.iter().copied()).await {
+                Ok(_) => report.applied += add_addresses.len(),
+                Err(error) => report.failed.push(FailedChange {
+                    change: format!(
+                        "add {} address(es) to {SERVICE_INTERFACE}",
+                        add_addresses.len()
+                    ),
+                    error: error.to_string(),
+                }),
+            }
+        }
+        self.apply_ipset(&ipset_adds, true, &mut report);
+
+        if !ipvs_changes.is_empty() {
+            let batch: Vec<ipvs::Change> = ipvs_changes.iter().map(|(_, c)| c.clone()).collect();
+            report.netlink_messages += batch.len() as u64;
+            match self.ipvs.apply_batch(&batch).await {
+                Ok(results) => {
+                    for ((text, _), result) in ipvs_changes.iter().zip(results) {
+                        match result {
+                            Ok(()) => report.applied += 1,
+                            Err(error) => report.failed.push(FailedChange {
+                                change: text.clone(),
+                                error: error.to_string(),
+                            }),
+                        }
+                    }
+                }
+                Err(error) => report.failed.push(FailedChange {
+                    change: format!("{} IPVS change(s)", batch.len()),
+                    error: error.to_string(),
+                }),
+            }
+        }
+
+        self.apply_ipset(&ipset_dels, false, &mut report);
+        if !remove_addresses.is_empty() {
+            report.netlink_messages += remove_addresses.len() as u64;
+            match self.iface.remove(remove_addresses.iter().copied()).await {
+                Ok(_) => report.applied += remove_addresses.len(),
+                Err(error) => report.failed.push(FailedChange {
+                    change: format!(
+                        "remove {} address(es) from {SERVICE_INTERFACE}",
+                        remove_addresses.len()
+                    ),
+                    error: error.to_string(),
+                }),
+            }
+        }
+        report
+    }
+
+    fn apply_ipset(
+        &mut self,
+        changes: &BTreeMap<String, Vec<String>>,
+        add: bool,
+        report: &mut ApplyReport,
+    ) {
+        for (set, texts) in changes {
+            let base = base_name(set);
+            let set_type = set_type(&base);
+            let mut entries = Vec::with_capacity(texts.len());
+            for text in texts {
+                match parse_entry(&set_type, text) {
+                    Some(entry) => entries.push(entry),
+                    None => report.failed.push(FailedChange {
+                        change: format!("{} {set} {text}", if add { "add" } else { "del" }),
+                        error: ReconcileError::BadEntry {
+                            set: set.clone(),
+                            entry: text.clone(),
+                            set_type: set_type.name().to_string(),
+                        }
+                        .to_string(),
+                    }),
+                }
+            }
+            if entries.is_empty() {
+                continue;
+            }
+            report.netlink_messages += entries.len() as u64;
+            let outcome = if add {
+                let members: Vec<ipset::Member> =
+                    entries.into_iter().map(ipset::Member::from).collect();
+                self.ipset.add_batch(set, &members, true)
+            } else {
+                self.ipset.del_batch(set, &entries, true)
+            };
+            match outcome {
+                Ok(outcome) => {
+                    report.applied += outcome.applied;
+                    for (index, error) in outcome.failures {
+                        report.failed.push(FailedChange {
+                            change: format!(
+                                "{} {set} {}",
+                                if add { "add" } else { "del" },
+                                texts.get(index).map(String::as_str).unwrap_or("?")
+                            ),
+                            error: error.to_string(),
+                        });
+                    }
+                }
+                Err(error) => report.failed.push(FailedChange {
+                    change: format!(
+                        "{} {} entries of {set}",
+                        if add { "add" } else { "del" },
+                        texts.len()
+                    ),
+                    error: error.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// Every address of this host that may serve NodePorts: all addresses except those
+/// on `service_interface`, loopback addresses and IPv6 link-local ones (kube-proxy's
+/// default when `nodePortAddresses` is unset).
+pub async fn host_addresses(service_interface: &str) -> Result<Vec<IpAddr>, NetifError> {
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::link::LinkAttribute;
+
+    let failed = |reason: String| NetifError::List {
+        name: "all interfaces".to_string(),
+        reason,
+    };
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| failed(e.to_string()))?;
+    let connection = tokio::spawn(connection);
+    let links: Vec<_> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let skip: BTreeSet<u32> = links
+        .iter()
+        .filter(|link| {
+            link.attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(name) if name == service_interface))
+        })
+        .map(|link| link.header.index)
+        .collect();
+    let messages: Vec<_> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    connection.abort();
+    let mut addresses: Vec<IpAddr> = messages
+        .iter()
+        .filter(|message| !skip.contains(&message.header.index))
+        .filter_map(|message| {
+            let local = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            local.or_else(|| {
+                message.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            })
+        })
+        .filter(|ip| !ip.is_loopback())
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    Ok(addresses)
+}
+
+/// The base (IPv4) name of a set: `KUBE-6-CLUSTER-IP` → `KUBE-CLUSTER-IP`.
+pub fn base_name(set: &str) -> String {
+    match set.strip_prefix("KUBE-6-") {
+        Some(rest) => format!("KUBE-{rest}"),
+        None => set.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_in_every_kube_proxy_set_syntax() {
+        let cases = [
+            (sets::CLUSTER_IP, "10.96.0.1,tcp:443"),
+            (sets::CLUSTER_IP, "fd00::1,udp:53"),
+            (sets::LOOP_BACK, "10.244.1.5,tcp:8080,10.244.1.5"),
+            (
+                sets::LOAD_BALANCER_SOURCE_CIDR,
+                "192.0.2.10,tcp:80,203.0.113.0/24",
+            ),
+            (sets::NODE_PORT_TCP, "30080"),
+            (sets::IPVS_IPS, "10.96.0.10"),
+        ];
+        for (base, text) in cases {
+            let entry = parse_entry(&set_type(base), text)
+                .unwrap_or_else(|| panic!("{base}: {text} did not parse"));
+            assert_eq!(entry.to_string(), text, "{base}");
+        }
+        assert!(parse_entry(&set_type(sets::CLUSTER_IP), "10.96.0.1").is_none());
+        assert!(parse_entry(&set_type(sets::CLUSTER_IP), "10.96.0.1,icmp:0").is_none());
+        assert!(parse_entry(&set_type(sets::NODE_PORT_TCP), "70000").is_none());
+    }
+
+    #[test]
+    fn ipv6_set_names_map_back_to_their_base() {
+        assert_eq!(base_name("KUBE-6-CLUSTER-IP"), sets::CLUSTER_IP);
+        assert_eq!(base_name(sets::LOOP_BACK), sets::LOOP_BACK);
+        assert_eq!(
+            set_spec(sets::NODE_PORT_UDP, Family::V6).port_range,
+            Some((0, 65535))
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! End to end: `ipvs-proxy run` with the static source on a node namespace, backend
+//! pods answering HTTP, a client namespace curling the Services. Every assertion is on
+//! what the client receives or what the kernel holds (`ipvsadm`, `ip`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use netns_lab::{Background, Netns, veth, wait_until};
+use serde_json::{Value, json};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
+
+/// client (192.168.50.2) -- node (192.168.50.1 | 10.244.0.1 on a bridge) -- pods.
+struct Cluster {
+    client: Netns,
+    node: Netns,
+    pods: Vec<(Netns, String, Background)>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    fn new(pods: usize) -> Cluster {
+        let client = Netns::new("e2e-client");
+        let node = Netns::new("e2e-node");
+        veth(
+            &client,
+            "eth0",
+            "192.168.50.2/24",
+            &node,
+            "to-client",
+            "192.168.50.1/24",
+        );
+        client.sh("ip route add default via 192.168.50.1");
+        node.sh("ip link add cbr0 type bridge && ip addr add 10.244.0.1/24 dev cbr0 && ip link set cbr0 up");
+        let mut backends = Vec::new();
+        for i in 0..pods {
+            let pod = Netns::new("e2e-pod");
+            let ip = format!("10.244.0.{}", 10 + i);
+            let port = format!("vp{i}");
+            node.sh(&format!(
+                "ip link add {port} type veth peer name eth0 netns {} && \
+                 ip link set {port} master cbr0 up",
+                pod.name()
+            ));
+            pod.sh(&format!(
+                "ip addr add {ip}/24 dev eth0 && ip link set eth0 up && \
+                 ip route add default via 10.244.0.1"
+            ));
+            let server = pod.http_server(8080, &format!("pod-{i}"));
+            backends.push((pod, ip, server));
+        }
+        let dir = std::env::temp_dir().join(format!("e2e-{}", node.name()));
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+             mode: ipvs\nipvs:\n  syncPeriod: 3s\nmetricsBindAddress: 127.0.0.1:10249\n",
+        )
+        .unwrap();
+        Cluster {
+            client,
+            node,
+            pods: backends,
+            dir,
+        }
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.dir.join("manifests")
+    }
+
+    fn write(&self, file: &str, objects: &[Value]) {
+        let text: Vec<String> = objects
+            .iter()
+            .map(|o| serde_json::to_string_pretty(o).unwrap())
+            .collect();
+        let path = self.manifests().join(file);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text.join("\n---\n")).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    fn start_agent(&self) -> Background {
+        self.node.spawn(&format!(
+            "{AGENT} run --config {} --manifests {} --hostname-override node",
+            self.dir.join("config.yaml").display(),
+            self.manifests().display()
+        ))
+    }
+
+    fn curl(&self, url: &str) -> Option<String> {
+        let out = self.client.exec(&format!("curl -sS --max-time 3 {url}"));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn wait_for(&self, url: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.curl(url).is_some())
+    }
+
+    fn ipvs(&self) -> String {
+        self.node.sh("ipvsadm -Ln")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn service(name: &str, spec: Value, status: Option<Value>) -> Value {
+    let mut object = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "e2e"},
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        object["status"] = status;
+    }
+    object
+}
+
+fn slice(name: &str, service: &str, ips: &[&str]) -> Value {
+    let endpoints: Vec<Value> = ips
+        .iter()
+        .map(|ip| {
+            json!({"addresses": [ip], "nodeName": "node",
+                   "conditions": {"ready": true, "serving": true, "terminating": false}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "e2e",
+                     "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    })
+}
+
+fn http_port(node_port: Option<u16>) -> Value {
+    let mut port = json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"});
+    if let Some(node_port) = node_port {
+        port["nodePort"] = json!(node_port);
+    }
+    port
+}
+
+fn all_ips(cluster: &Cluster) -> Vec<&str> {
+    cluster.pods.iter().map(|(_, ip, _)| ip.as_str()).collect()
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn every_service_kind_is_reachable_and_spreads_over_endpoints() {
+    let cluster = Cluster::new(3);
+    let ips = all_ips(&cluster);
+    cluster.write(
+        "web.json",
+        &[
+            service(
+                "web",
+                json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                       "externalIPs": ["192.168.50.200"], "ports": [http_port(Some(30080))]}),
+                Some(json!({"loadBalancer": {"ingress": [{"ip": "192.168.50.100"}]}})),
+            ),
+            slice("web-1", "web", &ips),
+        ],
+    );
+    cluster
+        .client
+        .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
+    let _agent = cluster.start_agent();
+
+    for url in [
+        "http://10.96.0.10/",
+        "http://192.168.50.1:30080/",
+        "http://192.168.50.100/",
+        "http://192.168.50.200/",
+    ] {
+        assert!(
+            cluster.wait_for(url, Duration::from_secs(60)),
+            "{url} never answered; IPVS:\n{}",
+            cluster.ipvs()
+        );
+    }
+    // Round robin over three pods: nine requests reach every pod.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..9 {
+        if let Some(body) = cluster.curl("http://10.96.0.10/") {
+            seen.insert(body);
+        }
+    }
+    assert_eq!(seen.len(), 3, "answers came from {seen:?}");
+
+    let addresses = cluster.node.sh("ip -o addr show dev kube-ipvs0");
+    for vip in ["10.96.0.10/32", "192.168.50.100/32", "192.168.50.200/32"] {
+        assert!(
+            addresses.contains(vip),
+            "{vip} not on kube-ipvs0: {addresses}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn session_affinity_sticks_to_one_endpoint() {
+    let cluster = Cluster::new(3);
+    let ips = all_ips(&cluster);
+    cluster.write(
+        "sticky.json",
+        &[
+            service(
+                "sticky",
+                json!({"clusterIP": "10.96.0.40", "clusterIPs": ["10.96.0.40"],
+                       "ports": [http_port(None)], "sessionAffinity": "ClientIP",
+                       "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 300}}}),
+                None,
+            ),
+            slice("sticky-1", "sticky", &ips),
+        ],
+    );
+    cluster
+        .client
+        .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
+    let _agent = cluster.start_agent();
+    assert!(cluster.wait_for("http://10.96.0.40/", Duration::from_secs(60)));
+    let table = cluster.ipvs();
+    assert!(table.contains("persistent 300"), "{table}");
+    let answers: std::collections::BTreeSet<String> = (0..6)
+        .filter_map(|_| cluster.curl("http://10.96.0.40/"))
+        .collect();
+    assert_eq!(answers.len(), 1, "affinity broken: {answers:?}");
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn endpoint_changes_are_applied_and_foreign_services_survive() {
+    let cluster = Cluster::new(3);
+    let ips = all_ips(&cluster);
+    // Someone else's virtual service on the node (keepalived, say): never ours to touch.
+    cluster.node.sh(
+        "ipvsadm -A -t 172.16.0.1:443 -s wlc && ipvsadm -a -t 172.16.0.1:443 -r 10.9.9.9:443 -m",
+    );
+    cluster.write(
+        "web.json",
+        &[
+            service(
+                "web",
+                json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "ports": [http_port(None)]}),
+                None,
+            ),
+            slice("web-1", "web", &ips[..1]),
+        ],
+    );
+    cluster
+        .client
+        .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
+    let _agent = cluster.start_agent();
+    assert!(cluster.wait_for("http://10.96.0.10/", Duration::from_secs(60)));
+    assert_eq!(cluster.curl("http://10.96.0.10/").as_deref(), Some("pod-0"));
+
+    // Scale up: the two new endpoints appear in IPVS.
+    cluster.write(
+        "web.json",
+        &[
+            service(
+                "web",
+                json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "ports": [http_port(None)]}),
+                None,
+            ),
+            slice("web-1", "web", &ips),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || cluster
+            .ipvs()
+            .contains("10.244.0.12:8080")),
+        "scale-up not applied:\n{}",
+        cluster.ipvs()
+    );
+
+    // Drift: an operator deletes our service by hand; the periodic resync restores it.
+    cluster.node.sh("ipvsadm -D -t 10.96.0.10:80");
+    assert!(
+        wait_until(Duration::from_secs(30), || cluster
+            .ipvs()
+            .contains("10.96.0.10:80")),
+        "drift not repaired:\n{}",
+        cluster.ipvs()
+    );
+
+    // Delete the Service: ours goes, the foreign one stays exactly as it was.
+    std::fs::remove_file(cluster.manifests().join("web.json")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || !cluster
+            .ipvs()
+            .contains("10.96.0.10:80")),
+        "deleted Service still programmed:\n{}",
+        cluster.ipvs()
+    );
+    let table = cluster.ipvs();
+    assert!(table.contains("TCP  172.16.0.1:443 wlc"), "{table}");
+    assert!(table.contains("10.9.9.9:443"), "{table}");
+    let addresses = cluster.node.sh("ip -o addr show dev kube-ipvs0");
+    assert!(!addresses.contains("10.96.0.10"), "{addresses}");
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn restarting_the_agent_fails_no_request() {
+    let cluster = Cluster::new(2);
+    let ips = all_ips(&cluster);
+    cluster.write(
+        "web.json",
+        &[
+            service(
+                "web",
+                json!({"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "ports": [http_port(None)]}),
+                None,
+            ),
+            slice("web-1", "web", &ips),
+        ],
+    );
+    cluster
+        .client
+        .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
+    let agent = cluster.start_agent();
+    assert!(cluster.wait_for("http://10.96.0.10/", Duration::from_secs(60)));
+
+    // A bounded request loop runs while the agent is killed and started again.
+    let loop_out = cluster.dir.join("loop.txt");
+    let requests = cluster.client.spawn(&format!(
+        "sh -c 'for i in $(seq 1 30); do if curl -s --max-time 3 http://10.96.0.10/ >/dev/null; \
+         then echo ok; else echo FAIL; fi; sleep 0.2; done > {}'",
+        loop_out.display()
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    drop(agent.finish());
+    std::thread::sleep(Duration::from_secs(2));
+    let _agent = cluster.start_agent();
+    let finished = wait_until(Duration::from_secs(300), || {
+        std::fs::read_to_string(&loop_out)
+            .map(|t| t.lines().count() >= 30)
+            .unwrap_or(false)
+    });
+    assert!(
+        finished,
+        "request loop did not finish: {:?}",
+        std::fs::read_to_string(&loop_out)
+    );
+    drop(requests);
+    let results = std::fs::read_to_string(&loop_out).unwrap();
+    let failed = results.lines().filter(|l| *l == "FAIL").count();
+    let ok = results.lines().filter(|l| *l == "ok").count();
+    assert_eq!(
+        (ok, failed),
+        (60, 0),
+        "request loop across the restart: {results}"
+    );
+}
