@@ -367,11 +367,13 @@ impl IpsetHandle {
         }
     }
 
-    /// Destroys a set. A set an iptables rule references gives [`Error::SetInUse`].
-    pub fn destroy(&mut self, set: &str) -> Result<()> {
+    /// Destroys a set. A set an iptables rule references gives [`Error::SetInUse`]; a
+    /// missing set gives [`Error::SetNotFound`] unless `exist` (`ipset destroy -exist`).
+    pub fn destroy(&mut self, set: &str, exist: bool) -> Result<()> {
         check_name(set)?;
         let attrs = vec![CmdAttr::SetName(set.to_string())];
-        self.simple(Command::Destroy, set, attrs, 0)?
+        let flags = if exist { 0 } else { NLM_F_EXCL };
+        self.simple(Command::Destroy, set, attrs, flags)?
             .map_err(|code| Self::refusal(Command::Destroy, set, code, false))
     }
 
@@ -527,6 +529,15 @@ impl IpsetHandle {
             (Command::Del, ERR_EXIST) => Error::ElementMissing {
                 set: set.to_string(),
                 entry: entry.to_string(),
+            },
+            (_, ERR_PROTOCOL) => Error::Kernel {
+                command: command_name(command),
+                set: format!("{set} (entry {entry})"),
+                code: ERR_PROTOCOL,
+                meaning: "the set cannot read this entry: it is of another set type, or its \
+                          address is of the other family (IPv4 entry in an inet6 set or the \
+                          reverse)"
+                    .into(),
             },
             (_, code) => {
                 let is_bitmap = matches!(entry, Entry::Port(_));
