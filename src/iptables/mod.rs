@@ -531,3 +531,53 @@ pub const JUMPS: [Jump; 9] = [
         comment: "ipvs-proxy: node access to load balancers",
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_offending_value_and_the_fix() {
+        let mut inputs = RuleInputs::new(Family::V4);
+        inputs.local_traffic = LocalTraffic::Cidr("fd00:10::/64".parse().unwrap());
+        let error = inputs.validate().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "cluster CIDR fd00:10::/64 is not an IPv4 network: give the IPv4 rules an IPv4 CIDR"
+        );
+
+        inputs.local_traffic = LocalTraffic::InterfacePrefix("a-very-long-name".into());
+        assert!(matches!(
+            inputs.validate(),
+            Err(IptablesError::InterfaceName { .. })
+        ));
+        inputs.local_traffic = LocalTraffic::Interface("br 0".into());
+        assert!(
+            inputs
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("\"br 0\"")
+        );
+        inputs.local_traffic = LocalTraffic::Interface("cni0".into());
+        inputs.validate().unwrap();
+
+        inputs.lb_no_node_access.push(LbNoNodeAccess {
+            address: "2001:db8::1".parse().unwrap(),
+            protocol: Protocol::Tcp,
+            port: 80,
+        });
+        assert_eq!(
+            inputs.validate().unwrap_err().to_string(),
+            "load-balancer address 2001:db8::1 is not an IPv4 address"
+        );
+    }
+
+    #[test]
+    fn mask_bit_errors_say_which_bits_are_valid() {
+        let error = MasqueradeMark::from_bit(40).unwrap_err().to_string();
+        assert!(error.contains("invalid masquerade bit 40"), "{error}");
+        assert!(error.contains("0 to 31"), "{error}");
+        assert_eq!(MasqueradeMark::default().value(), 0x4000);
+    }
+}
