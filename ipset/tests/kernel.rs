@@ -363,7 +363,9 @@ fn batch_of_ten_thousand_entries_with_per_entry_errors() {
         let elapsed = start.elapsed();
         (elapsed, outcome, ipset.header("big").unwrap())
     });
-    println!("ipset batch: 10000 adds in {elapsed:?}");
+    // Written past libtest's capture so the figure shows in `scripts/vm-test` output.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "ipset batch: 10000 adds in {elapsed:?}");
     assert!(outcome.is_complete(), "{:?}", outcome.failures.first());
     assert_eq!(outcome.applied, 10_000);
     assert_eq!(header.elements, Some(10_000));
