@@ -42,19 +42,11 @@ pub struct RunArgs {
     pub hostname_override: Option<String>,
 }
 
-/// Arguments of `ipvs-proxy cleanup`.
-#[derive(Debug, Args)]
-pub struct CleanupArgs {
-    /// Also remove kube-proxy's leftovers (its virtual servers, sets and chains).
-    #[arg(long)]
-    pub kube_proxy: bool,
-}
-
 /// The configuration used when no file is given: kube-proxy's defaults in IPVS mode.
-const DEFAULT_CONFIG: &str =
+pub(crate) const DEFAULT_CONFIG: &str =
     "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n";
 
-fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+pub(crate) fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     let loaded = match path {
         Some(path) => config::load(path)
             .with_context(|| format!("cannot use the configuration file {}", path.display()))?,
@@ -116,6 +108,8 @@ struct Agent {
     health: Arc<ProxyHealth>,
     service_health: ServiceHealthServers,
     reported_errors: BTreeSet<String>,
+    /// Whether MASQUERADE takes `--random-fully` here (probed once at start).
+    random_fully: bool,
 }
 
 impl Agent {
@@ -179,6 +173,7 @@ impl Agent {
             };
             let mut inputs = RuleInputs::new(family);
             inputs.masquerade_all = self.config.iptables.masquerade_all;
+            inputs.random_fully = self.random_fully;
             if let Ok(mark) =
                 iptables::MasqueradeMark::from_bit(u32::from(self.config.iptables.masquerade_bit))
             {
@@ -303,7 +298,7 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         .context("cannot open the kernel interfaces")?;
     let backend = Backend::detect();
     info!(?backend, "iptables backend");
-    let iptables = families
+    let iptables: Vec<Iptables> = families
         .iter()
         .map(|family| {
             Iptables::new(
@@ -316,6 +311,9 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         })
         .collect();
 
+    let random_fully = iptables
+        .first()
+        .is_some_and(Iptables::supports_random_fully);
     let health = Arc::new(ProxyHealth::new(config.ipvs.sync_period));
     if let Some(listener) = bind(config.healthz_bind_address, "/healthz").await {
         health::spawn_proxy_health_server(listener, health.clone());
@@ -352,6 +350,7 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         metrics,
         health,
         reported_errors: BTreeSet::new(),
+        random_fully,
     };
 
     // Nothing is programmed before the source delivered its first full view: a sync
@@ -428,9 +427,4 @@ fn apply_sysctls(config: &Config, metrics: &Metrics) {
             metrics.error("sysctl");
         }
     }
-}
-
-/// Removes what ipvs-proxy owns from the kernel.
-pub fn cleanup(_args: CleanupArgs) -> Result<()> {
-    bail!("`cleanup` is not implemented yet")
 }

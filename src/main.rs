@@ -4,6 +4,7 @@
 //! workspace crates; each subcommand lives in its own `cmd_*` module.
 
 mod cmd_check;
+mod cmd_cleanup;
 mod cmd_list;
 mod cmd_run;
 
@@ -27,7 +28,7 @@ enum Command {
     /// Run the node agent.
     Run(cmd_run::RunArgs),
     /// Remove the kernel state ipvs-proxy owns (and, with a flag, kube-proxy's leftovers).
-    Cleanup(cmd_run::CleanupArgs),
+    Cleanup(cmd_cleanup::CleanupArgs),
     /// List the kernel's IPVS table, like `ipvsadm -L`.
     List(cmd_list::ListArgs),
     /// Check that this node is ready for IPVS mode.
@@ -60,7 +61,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Run(args) => cmd_run::run(args),
-        Command::Cleanup(args) => cmd_run::cleanup(args),
+        Command::Cleanup(args) => cmd_cleanup::run(args),
         Command::List(args) => cmd_list::run(args),
         Command::Check(args) => cmd_check::run(args),
     }

@@ -65,9 +65,12 @@ pub struct ApplyReport {
     pub netlink_messages: u64,
 }
 
-/// The type of one of kube-proxy's sets, by its base name.
+/// The type of one of kube-proxy's sets, by its base name (an IPv6 name cut to 31
+/// bytes, such as `KUBE-LOAD-BALANCER-SOURCE-CID`, maps like the full one).
 pub fn set_type(base: &str) -> ipset::SetType {
     match base {
+        "KUBE-LOAD-BALANCER-SOURCE-CID" => ipset::SetType::HashIpPortNet,
+        "KUBE-NODE-PORT-LOCAL-SCTP-HAS" => ipset::SetType::HashIpPort,
         sets::LOOP_BACK | sets::LOAD_BALANCER_SOURCE_IP => ipset::SetType::HashIpPortIp,
         sets::LOAD_BALANCER_SOURCE_CIDR => ipset::SetType::HashIpPortNet,
         sets::NODE_PORT_TCP
@@ -465,6 +468,23 @@ impl Kernel {
         report
     }
 
+    /// Destroys every kube-proxy set (after the iptables rules that reference them are
+    /// gone) and deletes kube-ipvs0 with its addresses. For `ipvs-proxy cleanup`.
+    /// Returns the sets that could not be destroyed, with the reason.
+    pub async fn teardown(mut self) -> Result<Vec<(String, String)>, ReconcileError> {
+        let mut kept = Vec::new();
+        for family in self.families.clone() {
+            for base in ALL_SETS {
+                let name = sets::set_name(base, family);
+                if let Err(error) = self.ipset.destroy(&name, true) {
+                    kept.push((name, error.to_string()));
+                }
+            }
+        }
+        self.iface.delete().await?;
+        Ok(kept)
+    }
+
     fn apply_ipset(
         &mut self,
         changes: &BTreeMap<String, Vec<String>>,
@@ -627,6 +647,10 @@ mod tests {
     fn ipv6_set_names_map_back_to_their_base() {
         assert_eq!(base_name("KUBE-6-CLUSTER-IP"), sets::CLUSTER_IP);
         assert_eq!(base_name(sets::LOOP_BACK), sets::LOOP_BACK);
+        // IPv6 names are cut to the kernel's 31 bytes, and the cut name still maps back.
+        let cut = sets::set_name(sets::LOAD_BALANCER_SOURCE_CIDR, Family::V6);
+        assert_eq!(cut, "KUBE-6-LOAD-BALANCER-SOURCE-CID");
+        assert_eq!(set_type(&base_name(&cut)), ipset::SetType::HashIpPortNet);
         assert_eq!(
             set_spec(sets::NODE_PORT_UDP, Family::V6).port_range,
             Some((0, 65535))

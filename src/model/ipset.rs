@@ -71,7 +71,13 @@ pub const ALL_SETS: &[&str] = &[
 pub fn set_name(base: &str, family: Family) -> String {
     match family {
         Family::V4 => base.to_string(),
-        Family::V6 => format!("KUBE-6-{}", base.strip_prefix("KUBE-").unwrap_or(base)),
+        // The kernel limits set names to 31 bytes; like kube-proxy, cut the IPv6 name
+        // (KUBE-6-LOAD-BALANCER-SOURCE-CIDR → KUBE-6-LOAD-BALANCER-SOURCE-CID).
+        Family::V6 => {
+            let mut name = format!("KUBE-6-{}", base.strip_prefix("KUBE-").unwrap_or(base));
+            name.truncate(31);
+            name
+        }
     }
 }
 
