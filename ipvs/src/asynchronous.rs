@@ -26,6 +26,7 @@ pub struct AsyncIpvsHandle {
     buffer: Vec<u8>,
     out: Vec<u8>,
     sends: u64,
+    ack_every_change: bool,
 }
 
 impl std::fmt::Debug for AsyncIpvsHandle {
@@ -69,6 +70,7 @@ impl AsyncIpvsHandle {
             buffer: vec![0; RECEIVE_BUFFER],
             out: Vec::with_capacity(limits.max_bytes + 4096),
             sends: 0,
+            ack_every_change: false,
         };
         handle.family = handle.resolve_family().await?;
         Ok(handle)
@@ -168,6 +170,7 @@ impl AsyncIpvsHandle {
             } else {
                 self.limits.max_requests
             },
+            !self.ack_every_change,
         );
         let mut out = std::mem::take(&mut self.out);
         let result = async {
@@ -180,6 +183,7 @@ impl AsyncIpvsHandle {
                             if source.raw_os_error() == Some(libc_errno::ENOBUFS) =>
                         {
                             tracing::warn!("netlink receive buffer overrun: acknowledgements lost");
+                            batch.current().overran();
                             // The kernel handled the whole chunk inside sendmsg: whatever
                             // it queued is there now; the rest is lost.
                             while let Some(length) = self.receive_queued() {
@@ -244,6 +248,17 @@ impl AsyncIpvsHandle {
     async fn apply_one(&mut self, change: Change) -> Result<(), Error> {
         let request = convert::change_request(&change)?;
         self.one(request, FLAGS_ACK).await.map(drop)
+    }
+
+    /// Whether every change of a batch asks for its own acknowledgement (`NLM_F_ACK`).
+    ///
+    /// Off by default: only the last change of each `sendmsg` chunk asks for one. The kernel
+    /// reports a failed change whether or not it asked, and handles a chunk in order, so the
+    /// final acknowledgement proves that every change before it without an error worked; this
+    /// saves one kernel message and one `recv` per change. After a receive-buffer overrun
+    /// the unconfirmed changes are reported as [`Error::AckLost`] either way.
+    pub fn set_ack_every_change(&mut self, on: bool) {
+        self.ack_every_change = on;
     }
 
     /// How many `sendmsg` calls this handle has made (batches need few).

@@ -24,6 +24,7 @@ pub struct IpvsHandle {
     buffer: Vec<u8>,
     out: Vec<u8>,
     sends: u64,
+    ack_every_change: bool,
 }
 
 impl std::fmt::Debug for IpvsHandle {
@@ -53,6 +54,7 @@ impl IpvsHandle {
             buffer: vec![0; RECEIVE_BUFFER],
             out: Vec::with_capacity(limits.max_bytes + 4096),
             sends: 0,
+            ack_every_change: false,
         };
         handle.family = handle.resolve_family()?;
         Ok(handle)
@@ -117,6 +119,7 @@ impl IpvsHandle {
             } else {
                 self.limits.max_requests
             },
+            !self.ack_every_change,
         );
         let mut out = std::mem::take(&mut self.out);
         let result = (|| {
@@ -129,6 +132,7 @@ impl IpvsHandle {
                             if source.raw_os_error() == Some(libc_errno::ENOBUFS) =>
                         {
                             tracing::warn!("netlink receive buffer overrun: acknowledgements lost");
+                            batch.current().overran();
                             // The kernel handled the whole chunk inside sendmsg: whatever
                             // it queued is there now; the rest is lost.
                             while let Ok(length) = self.receive(true) {
@@ -184,6 +188,17 @@ impl IpvsHandle {
     fn apply_one(&mut self, change: Change) -> Result<(), Error> {
         let request = convert::change_request(&change)?;
         self.one(request, FLAGS_ACK).map(drop)
+    }
+
+    /// Whether every change of a batch asks for its own acknowledgement (`NLM_F_ACK`).
+    ///
+    /// Off by default: only the last change of each `sendmsg` chunk asks for one. The kernel
+    /// reports a failed change whether or not it asked, and handles a chunk in order, so the
+    /// final acknowledgement proves that every change before it without an error worked; this
+    /// saves one kernel message and one `recv` per change. After a receive-buffer overrun
+    /// the unconfirmed changes are reported as [`Error::AckLost`] either way.
+    pub fn set_ack_every_change(&mut self, on: bool) {
+        self.ack_every_change = on;
     }
 
     /// How many `sendmsg` calls this handle has made (batches need few).

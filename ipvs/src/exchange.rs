@@ -7,7 +7,7 @@
 //! small enough that all its acknowledgements fit in the socket's receive buffer.
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    Emitable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
 use netlink_packet_generic::GenlMessage;
@@ -118,6 +118,10 @@ pub(crate) struct Exchange {
     first_seq: u32,
     replies: Vec<Reply>,
     pending: usize,
+    /// Only the last request asked for an acknowledgement: the kernel answers the others
+    /// only when they fail, and always before the last one's acknowledgement.
+    ack_last_only: bool,
+    overrun: bool,
 }
 
 impl Exchange {
@@ -132,6 +136,8 @@ impl Exchange {
                 count
             ],
             pending: count,
+            ack_last_only: false,
+            overrun: false,
         }
     }
 
@@ -139,6 +145,16 @@ impl Exchange {
         if self.replies[index].status == Status::Pending {
             self.replies[index].status = status;
             self.pending -= 1;
+        }
+        // The final acknowledgement means every earlier request that got no error worked,
+        // unless the receive buffer overran and errors may have been dropped.
+        if self.ack_last_only && index + 1 == self.replies.len() && !self.overrun {
+            for earlier in 0..index {
+                if self.replies[earlier].status == Status::Pending {
+                    self.replies[earlier].status = Status::Done;
+                    self.pending -= 1;
+                }
+            }
         }
     }
 
@@ -183,6 +199,11 @@ impl Exchange {
         self.pending == 0
     }
 
+    /// Records that the receive buffer overran (ENOBUFS): replies may have been dropped.
+    pub fn overran(&mut self) {
+        self.overrun = true;
+    }
+
     /// Gives up on the missing replies (their acknowledgements were dropped).
     pub fn abandon(&mut self) {
         for index in 0..self.replies.len() {
@@ -204,6 +225,7 @@ pub(crate) struct Batch<'a> {
     flags: u16,
     max_bytes: usize,
     max_requests: usize,
+    ack_last_only: bool,
     next: usize,
     current: Option<Exchange>,
     replies: Vec<Reply>,
@@ -216,6 +238,7 @@ impl<'a> Batch<'a> {
         flags: u16,
         max_bytes: usize,
         max_requests: usize,
+        ack_last_only: bool,
     ) -> Batch<'a> {
         Batch {
             requests,
@@ -223,6 +246,7 @@ impl<'a> Batch<'a> {
             flags,
             max_bytes,
             max_requests: max_requests.max(1),
+            ack_last_only: ack_last_only && flags & NLM_F_ACK != 0,
             next: 0,
             current: None,
             replies: Vec::with_capacity(requests.len()),
@@ -238,26 +262,39 @@ impl<'a> Batch<'a> {
         out.clear();
         let first_seq = *seq;
         let start = self.next;
-        while self.next < self.requests.len() && self.next - start < self.max_requests {
-            let before = out.len();
-            encode(
-                &self.requests[self.next].message,
-                self.family,
-                self.flags,
-                seq.wrapping_add((self.next - start) as u32),
-                out,
-            );
-            // A message that would push the chunk past the limit goes into the next one.
-            if out.len() > self.max_bytes && self.next > start {
-                out.truncate(before);
+        // Decide the chunk first, so that its last request is the acknowledged one.
+        let mut bytes = 0;
+        let mut end = start;
+        while end < self.requests.len() && end - start < self.max_requests {
+            // netlink header (16) + generic-netlink header (4) + attributes, 4-aligned.
+            let size = (20 + self.requests[end].message.buffer_len() + 3) & !3;
+            if end > start && bytes + size > self.max_bytes {
                 break;
             }
-            self.next += 1;
+            bytes += size;
+            end += 1;
         }
+        for index in start..end {
+            let flags = if self.ack_last_only && index + 1 != end {
+                self.flags & !NLM_F_ACK
+            } else {
+                self.flags
+            };
+            encode(
+                &self.requests[index].message,
+                self.family,
+                flags,
+                seq.wrapping_add((index - start) as u32),
+                out,
+            );
+        }
+        self.next = end;
         let count = self.next - start;
         if count > 0 {
             *seq = seq.wrapping_add(count as u32);
-            self.current = Some(Exchange::new(first_seq, count));
+            let mut exchange = Exchange::new(first_seq, count);
+            exchange.ack_last_only = self.ack_last_only;
+            self.current = Some(exchange);
         }
         count
     }

@@ -1,5 +1,5 @@
 //! Host tests of the codec on bytes captured from a real kernel (`tests/fixtures/`, written
-//! by `tests/capture.rs` in the kernel lab): every message parses, re-emits to the same
+//! by `examples/capture_fixtures.rs` in the kernel lab): every message parses, re-emits to the same
 //! bytes, and decodes to the state the capture programmed.
 
 use std::net::IpAddr;

@@ -711,6 +711,8 @@ fn async_handle_batches_lists_and_edits() {
             .unwrap();
         runtime.block_on(async {
             let mut ipvs = AsyncIpvsHandle::new().await.unwrap();
+            // The other mode: one acknowledgement per change.
+            ipvs.set_ack_every_change(true);
             let key = ServiceKey::udp(ip("fd00::10"), 53);
             let mut service = Service::new(key, Scheduler::WeightedRoundRobin);
             let changes = vec![

@@ -1,9 +1,9 @@
 //! Captures real kernel replies as byte fixtures for the host codec tests
-//! (`tests/codec.rs`). Writes only when `IPVS_CAPTURE_FIXTURES` is set:
+//! (`tests/codec.rs`), in a fresh network namespace of the kernel lab:
 //!
 //! ```text
-//! cargo test -p ipvs-netlink --test capture --no-run   # note the binary path
-//! scripts/vm 'IPVS_CAPTURE_FIXTURES=1 <binary> --ignored'
+//! cargo build -p ipvs-netlink --example capture_fixtures
+//! scripts/vm 'target/debug/examples/capture_fixtures'
 //! ```
 
 use std::net::IpAddr;
@@ -57,12 +57,7 @@ fn exchange(socket: &Socket, family: u16, message: IpvsMessage, flags: u16, seq:
     }
 }
 
-#[test]
-#[ignore = "needs the kernel lab"]
-fn capture_fixtures() {
-    let Some(_) = std::env::var_os("IPVS_CAPTURE_FIXTURES") else {
-        return;
-    };
+fn main() {
     let ns = Netns::new("capture");
     ns.sh(
         "ip link set lo up; ip link add d0 type dummy; ip link set d0 up; \
@@ -156,7 +151,8 @@ fn capture_fixtures() {
         ];
         for (seq, (name, message, flags)) in cases.into_iter().enumerate() {
             let bytes = exchange(&socket, family, message, flags, 1000 + seq as u32);
-            std::fs::write(format!("{fixtures}/{name}.bin"), bytes).unwrap();
+            std::fs::write(format!("{fixtures}/{name}.bin"), &bytes).unwrap();
+            println!("{name}: {} bytes", bytes.len());
         }
     });
 }
