@@ -119,3 +119,10 @@ fn spec_builders_fill_in_options() {
     );
     assert_eq!(SetSpec::bitmap_port("p", 1, 2).port_range, Some((1, 2)));
 }
+
+#[test]
+fn handle_can_move_into_spawn_blocking() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<ipset_netlink::IpsetHandle>();
+    assert_send::<Error>();
+}
