@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use ipvs_proxy::diff::{self, DiffOptions, DrainStarts};
 use ipvs_proxy::iptables::{self, Backend, Iptables};
 use ipvs_proxy::model::{DesiredState, Family};
-use ipvs_proxy::reconcile::Kernel;
+use ipvs_proxy::reconcile::{Kernel, SERVICE_INTERFACE, host_addresses};
 
 use crate::cmd_run::load_config;
 
@@ -54,8 +54,18 @@ async fn cleanup(args: CleanupArgs) -> Result<()> {
         // Cleanup does not wait for connections to drain.
         max_drain: std::time::Duration::ZERO,
     };
+    // Nothing is desired; the node's addresses are named so that NodePort virtual
+    // servers on them are recognised as ours through the NodePort sets.
+    let nothing = DesiredState {
+        node_port_addresses: host_addresses(SERVICE_INTERFACE)
+            .await
+            .context("cannot list this host's addresses")?
+            .into_iter()
+            .collect(),
+        ..DesiredState::default()
+    };
     let plan = diff::diff(
-        &DesiredState::default(),
+        &nothing,
         &observed,
         &options,
         &DrainStarts::new(),

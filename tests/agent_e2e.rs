@@ -357,7 +357,85 @@ fn restarting_the_agent_fails_no_request() {
     let ok = results.lines().filter(|l| *l == "ok").count();
     assert_eq!(
         (ok, failed),
-        (60, 0),
+        (30, 0),
         "request loop across the restart: {results}"
+    );
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn ipsets_are_filled_and_cleanup_removes_only_owned_state() {
+    let cluster = Cluster::new(1);
+    let ips = all_ips(&cluster);
+    cluster.node.sh("ipvsadm -A -t 172.16.0.1:443 -s wlc && \
+         iptables -A INPUT -s 198.51.100.0/24 -m comment --comment foreign -j ACCEPT && \
+         ipset create FOREIGN hash:ip");
+    cluster.write(
+        "web.json",
+        &[
+            service(
+                "web",
+                json!({"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                       "ports": [http_port(Some(30080))]}),
+                None,
+            ),
+            slice("web-1", "web", &ips),
+        ],
+    );
+    let agent = cluster.start_agent();
+    assert!(
+        wait_until(Duration::from_secs(60), || cluster
+            .node
+            .exec("ipset test KUBE-CLUSTER-IP 10.96.0.10,tcp:80")
+            .status
+            .success()),
+        "KUBE-CLUSTER-IP never got the ClusterIP:\n{}",
+        cluster.node.sh("ipset list")
+    );
+    assert!(
+        cluster
+            .node
+            .exec("ipset test KUBE-NODE-PORT-TCP 30080")
+            .status
+            .success()
+    );
+    assert!(
+        cluster
+            .node
+            .exec("ipset test KUBE-IPVS-IPS 10.96.0.10")
+            .status
+            .success()
+    );
+    assert!(
+        cluster
+            .node
+            .sh("iptables-save")
+            .contains(":KUBE-POSTROUTING")
+    );
+    drop(agent.finish());
+
+    let out = cluster.node.sh(&format!(
+        "{AGENT} cleanup --config {}",
+        cluster.dir.join("config.yaml").display()
+    ));
+    assert!(out.contains("cleanup: removed"), "{out}");
+    let table = cluster.ipvs();
+    assert!(!table.contains("10.96.0.10:80"), "{table}");
+    assert!(!table.contains(":30080"), "{table}");
+    assert!(
+        table.contains("172.16.0.1:443"),
+        "foreign service removed:\n{table}"
+    );
+    let rules = cluster.node.sh("iptables-save");
+    assert!(!rules.contains("KUBE-"), "{rules}");
+    assert!(rules.contains("foreign"), "{rules}");
+    let sets = cluster.node.sh("ipset list -n");
+    assert_eq!(sets.trim(), "FOREIGN", "{sets}");
+    assert!(
+        !cluster
+            .node
+            .exec("ip link show kube-ipvs0")
+            .status
+            .success()
     );
 }
