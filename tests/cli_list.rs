@@ -78,7 +78,7 @@ fn differs(ns: &Netns, ipvsadm: &str, ours: &str) -> Option<String> {
     for _ in 0..5 {
         let theirs = ns.exec(ipvsadm);
         let mine = ns.exec(ours);
-        if theirs.stdout == mine.stdout
+        if without_expiry(&theirs.stdout) == without_expiry(&mine.stdout)
             && theirs.status.code() == mine.status.code()
             && theirs.stderr == mine.stderr
         {
@@ -96,6 +96,25 @@ fn differs(ns: &Netns, ipvsadm: &str, ours: &str) -> Option<String> {
         std::thread::sleep(Duration::from_millis(300));
     }
     last
+}
+
+/// The output with the expiry column of connection listings (`-c`) blanked:
+/// it counts down every second, and the emulated VM can take seconds to start a
+/// binary, so the two programs never print the same instant.
+fn without_expiry(stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stdout);
+    if !text.starts_with("IPVS connection entries\n") {
+        return text.into_owned();
+    }
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| match (i, line.get(4..9)) {
+            (2.., Some(expire)) if expire.as_bytes().get(2) == Some(&b':') => {
+                format!("{}-----{}\n", &line[..4], &line[9..])
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect()
 }
 
 /// Compares `ipvsadm -L <options>` with `ipvs-proxy list <options>`, numeric and
@@ -190,38 +209,72 @@ fn traffic(bytes: u64) -> (Netns, Netns, Netns) {
     backend.sh("ip route add default via 10.244.0.1");
     node.sh("sysctl -qw net.ipv4.ip_forward=1");
     node.sh("ip link add kube-ipvs0 type dummy && ip addr add 10.96.0.20/32 dev kube-ipvs0");
+    node.sh("ip addr add 10.96.0.21/32 dev kube-ipvs0");
     node.sh("ipvsadm -A -t 10.96.0.20:80 -s rr -p 600");
     node.sh("ipvsadm -a -t 10.96.0.20:80 -r 10.244.0.10:8080 -m");
     node.sh("ipvsadm -A -t 10.96.0.21:80 -s rr");
     node.sh("ipvsadm -a -t 10.96.0.21:80 -r 10.244.0.10:8080 -m -w 2");
     client.sh("ip route add 10.96.0.0/12 via 192.168.50.1");
 
-    let server = format!(
-        "python3 -c 'import socket\n\
-s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-s.bind((\"0.0.0.0\", 8080)); s.listen(8)\n\
-chunk=bytes(1<<20)\n\
-while True:\n\
- c,_=s.accept(); c.recv(100); left={bytes}\n\
- while left>0:\n\
-  n=min(left,len(chunk)); c.sendall(chunk[:n]); left-=n\n\
- c.close()'"
-    );
-    let _server = backend.spawn(&server);
-    let listening = wait_until(Duration::from_secs(20), || {
+    // Rust's string continuations would eat Python's indentation: use files.
+    let dir = std::env::temp_dir().join(format!("cli-traffic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server_py = dir.join("server.py");
+    std::fs::write(
+        &server_py,
+        format!(
+            r#"import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080))
+s.listen(8)
+chunk = bytes(1 << 20)
+while True:
+    c, _ = s.accept()
+    try:
+        left = {bytes} if c.recv(100) == b"go" else 1
+        while left > 0:
+            n = min(left, len(chunk))
+            c.sendall(chunk[:n])
+            left -= n
+    except OSError:
+        pass
+    c.close()
+"#
+        ),
+    )
+    .unwrap();
+    let client_py = dir.join("client.py");
+    std::fs::write(
+        &client_py,
+        r#"import socket, sys
+c = socket.create_connection((sys.argv[1], 80))
+c.sendall(sys.argv[2].encode())
+n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d:
+        break
+    n += len(d)
+print(n)
+"#,
+    )
+    .unwrap();
+    let server = backend.spawn(&format!("python3 {}", server_py.display()));
+    // python3 starts slowly in the emulated VM while other tests run.
+    let listening = wait_until(Duration::from_secs(90), || {
         backend
             .exec("ss -Hltn 'sport = :8080' | grep -q LISTEN")
             .status
             .success()
     });
-    assert!(listening, "traffic server never listened");
-    let received = client.sh("python3 -c 'import socket\n\
-c=socket.create_connection((\"10.96.0.20\", 80)); c.sendall(b\"go\"); n=0\n\
-while True:\n\
- d=c.recv(1<<20)\n\
- if not d: break\n\
- n+=len(d)\n\
-print(n)'");
+    assert!(
+        listening,
+        "traffic server never listened: {}",
+        server.finish()
+    );
+    let client_py = client_py.display();
+    let received = client.sh(&format!("python3 {client_py} 10.96.0.20 go"));
     assert_eq!(
         received.trim(),
         bytes.to_string(),
@@ -229,7 +282,8 @@ print(n)'");
     );
     // A few short connections through the second service.
     for _ in 0..3 {
-        client.sh("python3 -c 'import socket; c=socket.create_connection((\"10.96.0.21\", 80)); c.sendall(b\"x\"); c.recv(1)'");
+        let one = client.sh(&format!("python3 {client_py} 10.96.0.21 x"));
+        assert_eq!(one.trim(), "1");
     }
     (client, node, backend)
 }
@@ -238,7 +292,7 @@ print(n)'");
 #[ignore = "needs the kernel lab"]
 fn counters_and_connections_from_real_traffic_match_ipvsadm() {
     // Over 100 million bytes, so ipvsadm scales the byte counters (K/M).
-    let (_client, node, _backend) = traffic(120_000_000);
+    let (_client, node, _backend) = traffic(110_000_000);
     // The kernel folds per-CPU counters into the totals every 2 seconds.
     let counted = wait_until(Duration::from_secs(10), || {
         node.sh("ipvsadm -Ln --stats -t 10.96.0.20:80")
