@@ -18,6 +18,7 @@
 //! follows the process's main thread, which stays in the original namespace.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -111,7 +112,8 @@ impl Netns {
     }
 
     /// Starts a long-running command inside the namespace (a server, a capture).
-    /// The process is killed when the returned guard is dropped.
+    /// The command runs in a process group of its own, and the whole group (pipelines,
+    /// children) is killed when the returned guard is dropped.
     pub fn spawn(&self, cmd: &str) -> Background {
         let child = Command::new("ip")
             .args([
@@ -122,6 +124,7 @@ impl Netns {
                 "-c",
                 &format!("exec {cmd}"),
             ])
+            .process_group(0)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -171,9 +174,21 @@ pub struct Background {
 }
 
 impl Background {
-    /// Kills the process and returns everything it printed (stdout, then stderr).
-    pub fn finish(mut self) -> String {
+    fn kill_group(&mut self) {
+        // The child leads its own process group (see `Netns::spawn`): killing the group
+        // also ends the processes it started, such as both sides of a pipeline.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = self.child.kill();
+    }
+
+    /// Kills the process group and returns everything it printed (stdout, then stderr).
+    pub fn finish(mut self) -> String {
+        self.kill_group();
         let mut text = String::new();
         if let Some(mut out) = self.child.stdout.take() {
             let _ = std::io::Read::read_to_string(&mut out, &mut text);
@@ -188,7 +203,7 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        self.kill_group();
         let _ = self.child.wait();
     }
 }
