@@ -166,7 +166,8 @@ fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
         })
 }
 
-fn message_address(message: &AddressMessage) -> Option<IpAddr> {
+/// The address an rtnetlink address message describes (IFA_LOCAL, else IFA_ADDRESS).
+pub(crate) fn message_address(message: &AddressMessage) -> Option<IpAddr> {
     // IFA_LOCAL is the interface's own address (IPv4); IPv6 only sends IFA_ADDRESS.
     let local = message.attributes.iter().find_map(|a| match a {
         AddressAttribute::Local(ip) => Some(*ip),
@@ -180,7 +181,8 @@ fn message_address(message: &AddressMessage) -> Option<IpAddr> {
     })
 }
 
-fn is_ipv6_link_local(address: &IpAddr) -> bool {
+/// Whether `address` is an IPv6 link-local address (fe80::/10).
+pub(crate) fn is_ipv6_link_local(address: &IpAddr) -> bool {
     matches!(address, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 

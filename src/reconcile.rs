@@ -16,7 +16,7 @@ use ipvs_netlink as ipvs;
 use crate::diff::{Change, ObservedRealServer, ObservedState, ObservedVirtualServer, Plan};
 use crate::model::ipset::{self as sets, ALL_SETS, IpsetMembers};
 use crate::model::{Family, Protocol, RealServer, VirtualServerKey};
-use crate::netif::{NetifError, ServiceInterface};
+use crate::netif::{NetifError, ServiceInterface, is_ipv6_link_local, message_address};
 
 /// Name of the dummy interface that holds service addresses.
 pub const SERVICE_INTERFACE: &str = "kube-ipvs0";
@@ -552,7 +552,6 @@ impl Kernel {
 /// default when `nodePortAddresses` is unset).
 pub async fn host_addresses(service_interface: &str) -> Result<Vec<IpAddr>, NetifError> {
     use futures_util::TryStreamExt;
-    use rtnetlink::packet_route::address::AddressAttribute;
     use rtnetlink::packet_route::link::LinkAttribute;
 
     let failed = |reason: String| NetifError::List {
@@ -588,20 +587,8 @@ pub async fn host_addresses(service_interface: &str) -> Result<Vec<IpAddr>, Neti
     let mut addresses: Vec<IpAddr> = messages
         .iter()
         .filter(|message| !skip.contains(&message.header.index))
-        .filter_map(|message| {
-            let local = message.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(ip) => Some(*ip),
-                _ => None,
-            });
-            local.or_else(|| {
-                message.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(ip) => Some(*ip),
-                    _ => None,
-                })
-            })
-        })
-        .filter(|ip| !ip.is_loopback())
-        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .filter_map(message_address)
+        .filter(|ip| !ip.is_loopback() && !is_ipv6_link_local(ip))
         .collect();
     addresses.sort();
     addresses.dedup();
