@@ -71,17 +71,22 @@ fn build_state(ns: &Netns) {
 }
 
 /// Runs both listings and returns a description of the difference, if any.
-/// Counters, rates and expiry timers move, so a difference is retried a few
-/// times before it counts.
+/// Counters, rates and expiry timers move (the kernel's rate estimator ticks
+/// every 2 seconds and starting a binary in the emulated VM can take one), so
+/// ipvsadm's output is taken between two of ours and must equal one of them; a
+/// pair that straddles a tick on both sides is retried before it counts.
 fn differs(ns: &Netns, ipvsadm: &str, ours: &str) -> Option<String> {
     let mut last = None;
-    for _ in 0..5 {
+    for _ in 0..10 {
+        let before = ns.exec(ours);
         let theirs = ns.exec(ipvsadm);
-        let mine = ns.exec(ours);
-        if without_expiry(&theirs.stdout) == without_expiry(&mine.stdout)
-            && theirs.status.code() == mine.status.code()
-            && theirs.stderr == mine.stderr
-        {
+        let after = ns.exec(ours);
+        let same = |mine: &std::process::Output| {
+            without_expiry(&theirs.stdout) == without_expiry(&mine.stdout)
+                && theirs.status.code() == mine.status.code()
+                && theirs.stderr == mine.stderr
+        };
+        if same(&before) || same(&after) {
             return None;
         }
         last = Some(format!(
@@ -89,9 +94,9 @@ fn differs(ns: &Netns, ipvsadm: &str, ours: &str) -> Option<String> {
             theirs.status,
             String::from_utf8_lossy(&theirs.stdout),
             String::from_utf8_lossy(&theirs.stderr),
-            mine.status,
-            String::from_utf8_lossy(&mine.stdout),
-            String::from_utf8_lossy(&mine.stderr),
+            after.status,
+            String::from_utf8_lossy(&after.stdout),
+            String::from_utf8_lossy(&after.stderr),
         ));
         std::thread::sleep(Duration::from_millis(300));
     }
