@@ -17,13 +17,14 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use ipvs_proxy::config::{self, Config};
-use ipvs_proxy::diff::{self, DiffOptions, DrainStarts};
+use ipvs_proxy::diff::{self, DiffOptions, DrainStarts, Scope};
 use ipvs_proxy::health::{self, ProxyHealth, ServiceHealthServers, ServiceHealthSpec};
 use ipvs_proxy::iptables::{self, Backend, Iptables, KubeSet, LocalTraffic, RuleInputs};
 use ipvs_proxy::metrics::{self, Metrics};
-use ipvs_proxy::model::{DesiredState, Family, Model, NodeInfo};
+use ipvs_proxy::model::{Family, IpsetMembers, Model, NodeInfo, ServiceKey};
 use ipvs_proxy::reconcile::{Kernel, SERVICE_INTERFACE};
 use ipvs_proxy::source::{self, SourceEvent};
+use k8s_openapi::api::core::v1::Node;
 
 /// Arguments of `ipvs-proxy run`.
 #[derive(Debug, Args)]
@@ -103,69 +104,201 @@ struct Agent {
     kernel: Kernel,
     model: Model,
     iptables: Vec<Iptables>,
+    /// The rule inputs last installed per family (index as `iptables`); a sync whose
+    /// inputs are unchanged skips iptables until the next full resync.
+    installed_rules: Vec<Option<RuleInputs>>,
     drain: DrainStarts,
     metrics: Arc<Metrics>,
     health: Arc<ProxyHealth>,
     service_health: ServiceHealthServers,
-    reported_errors: BTreeSet<String>,
+    /// Errors already logged, so each is logged once (and again after it was fixed).
+    reported_errors: BTreeMap<ServiceKey, String>,
     /// Whether MASQUERADE takes `--random-fully` here (probed once at start).
     random_fully: bool,
+    /// What the kernel holds on kube-ipvs0 and in our sets, as of the last full read
+    /// plus every change applied since. `None` forces the next sync to read it all.
+    known: Option<(BTreeSet<IpAddr>, IpsetMembers)>,
+    /// This node's Node object, with the Kubernetes source.
+    node: Option<Node>,
 }
 
+/// How much of the node a sync reads and diffs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncKind {
+    /// Only what the updates since the last sync touched.
+    Incremental,
+    /// Everything: the periodic resync that repairs drift.
+    Full,
+    /// Like incremental, plus the virtual servers with draining real servers, whose
+    /// connection counts decide when the drain ends.
+    Draining,
+}
+
+/// How often draining real servers are checked for their last connection.
+const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 impl Agent {
-    async fn sync(&mut self) {
+    async fn sync(&mut self, kind: SyncKind) {
         let started = Instant::now();
-        let desired = self.model.desired();
-        for service_error in &desired.errors {
-            let text = service_error.to_string();
-            if self.reported_errors.insert(text.clone()) {
-                warn!("{text}");
-                self.metrics.error("bad-service");
-            }
+        let mut touched = self.model.take_touched();
+        if kind == SyncKind::Draining {
+            touched
+                .virtual_servers
+                .extend(self.drain.keys().map(|(key, _, _)| *key));
         }
-        let observed = match self.kernel.observe().await {
-            Ok(observed) => observed,
-            Err(err) => {
-                error!("cannot read the kernel state, sync skipped: {err}");
-                self.metrics.error("observe");
-                return;
-            }
-        };
+        self.report_errors();
+        let full = kind == SyncKind::Full || touched.all || self.known.is_none();
+        if !full && touched.is_empty() {
+            self.health.updated(SystemTime::now());
+            return;
+        }
         let options = DiffOptions {
             exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
             max_drain: self.config.extensions.max_drain,
         };
-        let plan = diff::diff(&desired, &observed, &options, &self.drain, Instant::now());
+        let now = Instant::now();
+        let mut reads = 0;
+        let (plan, scope) = if full {
+            let observed = match self.kernel.observe().await {
+                Ok(observed) => observed,
+                Err(err) => {
+                    error!("cannot read the kernel state, sync skipped: {err}");
+                    self.metrics.error("observe");
+                    self.known = None;
+                    return;
+                }
+            };
+            let plan = diff::diff(self.model.state(), &observed, &options, &self.drain, now);
+            self.known = Some((observed.addresses, observed.ipsets));
+            (plan, None)
+        } else {
+            let scope = Scope::of(&touched);
+            let servers = match self
+                .kernel
+                .observe_virtual_servers(&scope.virtual_servers)
+                .await
+            {
+                Ok((servers, requests)) => {
+                    reads = requests;
+                    servers
+                }
+                Err(err) => {
+                    error!("cannot read the kernel state, sync skipped: {err}");
+                    self.metrics.error("observe");
+                    self.known = None;
+                    return;
+                }
+            };
+            let Some((addresses, ipsets)) = &self.known else {
+                unreachable!("an incremental sync has a known state");
+            };
+            let observed = scope.observed(servers, addresses, ipsets);
+            let desired = scope.desired(self.model.state());
+            let plan = diff::diff(&desired, &observed, &options, &self.drain, now);
+            (plan, Some(scope))
+        };
         let changes = plan.changes.len();
         let report = self.kernel.apply(&plan).await;
-        self.drain = plan.draining;
-        self.metrics.netlink_sent("all", report.netlink_messages);
+        match scope {
+            None => self.drain = plan.draining,
+            Some(scope) => {
+                self.drain
+                    .retain(|(key, _, _), _| !scope.virtual_servers.contains(key));
+                self.drain.extend(plan.draining);
+            }
+        }
+        if report.failed.is_empty() {
+            if let Some((addresses, ipsets)) = &mut self.known {
+                diff::record_applied(&plan.changes, addresses, ipsets);
+            }
+        } else {
+            // What the kernel holds is no longer certain: read it all next time.
+            self.known = None;
+        }
+        let netlink_messages = reads + report.netlink_messages;
+        self.metrics.netlink_sent("all", netlink_messages);
         for failed in &report.failed {
             warn!(change = %failed.change, "kernel refused a change: {}", failed.error);
             self.metrics.error("apply");
         }
-        self.sync_iptables(&desired);
-        self.sync_service_health(&desired).await;
-        self.record_programmed(&desired);
+        self.sync_iptables(full);
+        if full || touched.health_checks {
+            self.sync_service_health().await;
+        }
+        self.record_programmed();
         let now = SystemTime::now();
         self.metrics.synced(started.elapsed().as_secs_f64(), now);
         self.health.updated(now);
+        let scope = if full { "full" } else { "incremental" };
         if changes > 0 || !report.failed.is_empty() {
             info!(
+                scope,
+                services = touched.services,
                 changes,
                 applied = report.applied,
                 failed = report.failed.len(),
-                netlink_messages = report.netlink_messages,
-                ms = started.elapsed().as_millis() as u64,
+                netlink_messages,
+                us = started.elapsed().as_micros() as u64,
                 "synced"
             );
         } else {
-            debug!(ms = started.elapsed().as_millis() as u64, "in sync");
+            debug!(
+                scope,
+                netlink_messages,
+                us = started.elapsed().as_micros() as u64,
+                "in sync"
+            );
         }
     }
 
-    fn sync_iptables(&mut self, desired: &DesiredState) {
-        for iptables in &self.iptables {
+    /// Re-reads this host's addresses and combines them with the Node object; the model
+    /// recomputes every Service only when something changed (an address came or went,
+    /// the zone label or the primary IPs changed).
+    async fn refresh_node(&mut self) {
+        let addresses = match ipvs_proxy::reconcile::host_addresses(SERVICE_INTERFACE).await {
+            Ok(addresses) => addresses,
+            Err(err) => {
+                warn!("cannot list this host's addresses, keeping the previous ones: {err}");
+                self.metrics.error("host-addresses");
+                return;
+            }
+        };
+        let name = self.model.node().name.clone();
+        let info = match &self.node {
+            Some(node) => NodeInfo::from_node(node, addresses),
+            None => NodeInfo {
+                name,
+                zone: None,
+                addresses,
+                primary_addresses: Vec::new(),
+            },
+        };
+        if &info != self.model.node() {
+            info!(zone = ?info.zone, primary = ?info.primary_addresses, addresses = info.addresses.len(), "node changed");
+            self.model.set_node(info);
+        }
+    }
+
+    /// Logs each Service error once, and again if it comes back after being fixed.
+    fn report_errors(&mut self) {
+        let errors = &self.model.state().errors;
+        self.reported_errors
+            .retain(|key, _| errors.contains_key(key));
+        for (key, service_error) in errors {
+            let text = service_error.to_string();
+            if self.reported_errors.get(key) != Some(&text) {
+                warn!("{text}");
+                self.metrics.error("bad-service");
+                self.reported_errors.insert(key.clone(), text);
+            }
+        }
+    }
+
+    /// Installs the rules of each family when their inputs changed, or always on a
+    /// full sync (which repairs rules someone removed).
+    fn sync_iptables(&mut self, full: bool) {
+        let desired = self.model.state();
+        for (index, iptables) in self.iptables.iter().enumerate() {
             let family = iptables.family();
             let model_family = match family {
                 iptables::Family::V4 => Family::V4,
@@ -192,15 +325,24 @@ impl Agent {
                     inputs.non_empty_sets.insert(set);
                 }
             }
-            if let Err(err) = iptables.sync(&inputs) {
-                error!(%family, "iptables rules not installed: {err}");
-                self.metrics.error("iptables");
+            if !full && self.installed_rules[index].as_ref() == Some(&inputs) {
+                continue;
+            }
+            match iptables.sync(&inputs) {
+                Ok(()) => self.installed_rules[index] = Some(inputs),
+                Err(err) => {
+                    error!(%family, "iptables rules not installed: {err}");
+                    self.metrics.error("iptables");
+                    self.installed_rules[index] = None;
+                }
             }
         }
     }
 
-    async fn sync_service_health(&mut self, desired: &DesiredState) {
-        let wanted: BTreeMap<u16, ServiceHealthSpec> = desired
+    async fn sync_service_health(&mut self) {
+        let wanted: BTreeMap<u16, ServiceHealthSpec> = self
+            .model
+            .state()
             .health_check_node_ports
             .iter()
             .map(|(port, check)| {
@@ -220,12 +362,9 @@ impl Agent {
         }
     }
 
-    fn record_programmed(&self, desired: &DesiredState) {
-        let real_servers: usize = desired
-            .virtual_servers
-            .values()
-            .map(|vs| vs.real_servers.len())
-            .sum();
+    fn record_programmed(&self) {
+        let desired = self.model.state();
+        let real_servers = self.model.real_servers();
         self.metrics
             .set_programmed("virtual-server", desired.virtual_servers.len() as i64);
         self.metrics
@@ -329,28 +468,42 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         primary_addresses: Vec::new(),
     };
     let (events_tx, mut events) = mpsc::channel::<SourceEvent>(1024);
-    let source_task = match (&args.manifests, &args.kubeconfig) {
-        (Some(dir), _) => {
+    // The Node object (zone label for topology hints, primary IPs for
+    // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
+    let (source_task, node_task, mut node_object) = match &args.manifests {
+        Some(dir) => {
             info!(dir = %dir.display(), "static source");
-            source::spawn_static(dir.clone(), events_tx)
+            let (_, never) = tokio::sync::watch::channel(None);
+            (source::spawn_static(dir.clone(), events_tx), None, never)
         }
-        (None, kubeconfig) => source::spawn_kubernetes(kubeconfig.clone(), node.clone(), events_tx)
-            .await
-            .context("cannot connect to the Kubernetes API")?,
+        None => {
+            let kubeconfig = args
+                .kubeconfig
+                .clone()
+                .or_else(|| config.kubeconfig.as_ref().map(PathBuf::from));
+            let (source_task, node_task, node_object) =
+                source::kubernetes::spawn_kubernetes_with_node(kubeconfig, node.clone(), events_tx)
+                    .await
+                    .context("cannot connect to the Kubernetes API")?;
+            (source_task, Some(node_task), node_object)
+        }
     };
 
     let mut agent = Agent {
         model: Model::new(config.clone(), node_info),
         // Health check node ports answer on every node address, as kube-proxy's do.
         service_health: ServiceHealthServers::new(IpAddr::from([0, 0, 0, 0]), health.clone()),
+        installed_rules: vec![None; iptables.len()],
         config,
         kernel,
         iptables,
         drain: DrainStarts::new(),
         metrics,
         health,
-        reported_errors: BTreeSet::new(),
+        reported_errors: BTreeMap::new(),
         random_fully,
+        known: None,
+        node: None,
     };
 
     // Nothing is programmed before the source delivered its first full view: a sync
@@ -359,7 +512,7 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         bail!("the source ended before delivering any Service");
     };
     agent.handle(first);
-    agent.sync().await;
+    agent.sync(SyncKind::Full).await;
     info!("first sync done");
 
     let min_sync = agent.config.ipvs.min_sync_period;
@@ -369,6 +522,9 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
     let mut last_sync = Instant::now();
+    let mut node_watch_open = node_task.is_some();
+    let mut drain_check = tokio::time::interval(DRAIN_CHECK_INTERVAL);
+    drain_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -388,11 +544,26 @@ async fn run_agent(args: RunArgs) -> Result<()> {
                         agent.handle(more);
                     }
                 }
-                agent.sync().await;
+                agent.sync(SyncKind::Incremental).await;
                 last_sync = Instant::now();
             }
+            changed = node_object.changed(), if node_watch_open => {
+                if changed.is_err() {
+                    node_watch_open = false;
+                    continue;
+                }
+                let latest = node_object.borrow_and_update().clone();
+                agent.node = latest;
+                agent.refresh_node().await;
+                agent.sync(SyncKind::Incremental).await;
+                last_sync = Instant::now();
+            }
+            _ = drain_check.tick(), if !agent.drain.is_empty() => {
+                agent.sync(SyncKind::Draining).await;
+            }
             _ = resync.tick() => {
-                agent.sync().await;
+                agent.refresh_node().await;
+                agent.sync(SyncKind::Full).await;
                 last_sync = Instant::now();
             }
             _ = tokio::signal::ctrl_c() => { info!("interrupted; leaving the kernel state in place"); break; }
@@ -400,6 +571,9 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         }
     }
     source_task.abort();
+    if let Some(node_task) = node_task {
+        node_task.abort();
+    }
     Ok(())
 }
 

@@ -334,6 +334,35 @@ impl Kernel {
         })
     }
 
+    /// Reads only the given virtual servers with their real servers (two requests
+    /// each), for an incremental sync. Returns those that exist and the number of
+    /// netlink requests sent.
+    pub async fn observe_virtual_servers(
+        &mut self,
+        keys: &BTreeSet<VirtualServerKey>,
+    ) -> Result<(Vec<ObservedVirtualServer>, u64), ReconcileError> {
+        let mut table = Vec::with_capacity(keys.len());
+        let mut requests = 0;
+        for key in keys {
+            let key = ipvs_key(key);
+            requests += 1;
+            let service = match self.ipvs.service(&key).await {
+                Ok(service) => service,
+                Err(error) if error.is_not_found() => continue,
+                Err(error) => return Err(error.into()),
+            };
+            requests += 1;
+            let destinations = match self.ipvs.destinations(&key).await {
+                Ok(destinations) => destinations,
+                // Deleted by someone else between the two reads.
+                Err(error) if error.is_not_found() => continue,
+                Err(error) => return Err(error.into()),
+            };
+            table.push((service, destinations));
+        }
+        Ok((observed_virtual_servers(table), requests))
+    }
+
     /// Applies `plan` in order: addresses and set entries first, then IPVS (one
     /// batch), then removals of addresses and entries.
     pub async fn apply(&mut self, plan: &Plan) -> ApplyReport {

@@ -439,3 +439,114 @@ fn ipsets_are_filled_and_cleanup_removes_only_owned_state() {
             .success()
     );
 }
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn changes_are_applied_incrementally_between_resyncs() {
+    let cluster = Cluster::new(3);
+    let ips = all_ips(&cluster);
+    // No periodic resync during the test: every change below goes the incremental way.
+    std::fs::write(
+        cluster.dir.join("config.yaml"),
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
+         mode: ipvs\nipvs:\n  syncPeriod: 1h\nmetricsBindAddress: 127.0.0.1:10249\n",
+    )
+    .unwrap();
+    let web = |name: &str, vip: &str, endpoints: &[&str]| {
+        vec![
+            service(
+                name,
+                json!({"clusterIP": vip, "clusterIPs": [vip], "ports": [http_port(None)]}),
+                None,
+            ),
+            slice(&format!("{name}-1"), name, endpoints),
+        ]
+    };
+    cluster
+        .client
+        .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
+    cluster.write("a.json", &web("a", "10.96.0.31", &ips[..1]));
+    cluster.write("b.json", &web("b", "10.96.0.32", &ips[..1]));
+    let log = cluster.dir.join("agent.log");
+    let _agent = cluster.node.spawn(&format!(
+        "{AGENT} run --config {} --manifests {} --hostname-override node > {} 2>&1",
+        cluster.dir.join("config.yaml").display(),
+        cluster.manifests().display(),
+        log.display()
+    ));
+    let has = |what: &str| cluster.ipvs().contains(what);
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(60), || has("10.96.0.32:80")),
+        "{}\n{}",
+        cluster.ipvs(),
+        agent_log()
+    );
+    let synced_lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains(" synced"))
+            .map(str::to_string)
+            .collect()
+    };
+    // The first (full) sync has logged.
+    assert!(wait_until(Duration::from_secs(30), || !synced_lines().is_empty()));
+    let before = synced_lines().len();
+
+    // One endpoint added to one Service: applied without a resync, reading and
+    // writing only that Service's virtual server.
+    cluster.write("a.json", &web("a", "10.96.0.31", &ips[..2]));
+    assert!(
+        wait_until(Duration::from_secs(30), || has(&format!("{}:8080", ips[1]))),
+        "scale-up not applied:\n{}\n{}",
+        cluster.ipvs(),
+        agent_log()
+    );
+    let all = synced_lines();
+    let lines = &all[before..];
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("scope=\"incremental\""), "{}", lines[0]);
+    // The real server and its KUBE-LOOP-BACK entry.
+    assert!(lines[0].contains("changes=2 "), "{}", lines[0]);
+    let messages: u64 = lines[0]
+        .split("netlink_messages=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no message count in {}", lines[0]));
+    // Two reads (the virtual server, its real servers) and the two adds.
+    assert_eq!(messages, 4, "{}", lines[0]);
+
+    // A new Service, then a removed one: addresses and set entries follow.
+    cluster.write("c.json", &web("c", "10.96.0.33", &ips[2..]));
+    assert!(
+        wait_until(Duration::from_secs(30), || has("10.96.0.33:80")),
+        "{}",
+        cluster.ipvs()
+    );
+    let sets = cluster.node.sh("ipset list KUBE-CLUSTER-IP");
+    assert!(sets.contains("10.96.0.33,tcp:80"), "{sets}");
+    std::fs::remove_file(cluster.manifests().join("b.json")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || !has("10.96.0.32:80")),
+        "{}",
+        cluster.ipvs()
+    );
+    let addresses = cluster.node.sh("ip -o addr show dev kube-ipvs0");
+    assert!(!addresses.contains("10.96.0.32/"), "{addresses}");
+    assert!(addresses.contains("10.96.0.33/"), "{addresses}");
+    let sets = cluster.node.sh("ipset list KUBE-CLUSTER-IP");
+    assert!(!sets.contains("10.96.0.32,tcp:80"), "{sets}");
+    // Every Service still answers.
+    assert_eq!(cluster.curl("http://10.96.0.33/").as_deref(), Some("pod-2"));
+    assert!(cluster.curl("http://10.96.0.31/").is_some());
+    let all = synced_lines();
+    assert!(
+        all[before..]
+            .iter()
+            .all(|line| line.contains("scope=\"incremental\"")),
+        "{:#?}",
+        &all[before..]
+    );
+}

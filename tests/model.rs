@@ -285,7 +285,7 @@ fn malformed_services_are_skipped_with_a_reason_without_blocking_others() {
         &["eps-web.json"],
     )
     .desired();
-    let reasons: Vec<String> = state.errors.iter().map(|e| e.to_string()).collect();
+    let reasons: Vec<String> = state.errors.values().map(|e| e.to_string()).collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(
         reasons.contains(
@@ -375,11 +375,8 @@ fn sctp_node_port_and_external_ips_per_family() {
     assert_eq!(contribution.warnings.len(), 1);
     assert!(contribution.warnings[0].contains("2001:db8::7"));
     assert_eq!(
-        state.warnings,
-        vec![
-            "Service telco/diameter: spec.externalIPs[1] 2001:db8::7 ignored: the Service has \
-             no ClusterIP of its family"
-        ]
+        state.warnings[&ServiceKey::new("telco", "diameter")],
+        vec!["spec.externalIPs[1] 2001:db8::7 ignored: the Service has no ClusterIP of its family"]
     );
 }
 
@@ -389,14 +386,14 @@ fn conflicting_external_ip_goes_to_the_older_service() {
     let vs = &state.virtual_servers[&vs_key("198.51.100.20", 80, Protocol::Tcp)];
     assert_eq!(vs.service, ServiceKey::new("default", "ext-old"));
     assert_eq!(state.errors.len(), 1);
-    assert_eq!(
-        state.errors[0].service,
-        ServiceKey::new("default", "a-ext-new")
-    );
+    let error = state.errors.values().next().unwrap();
+    assert_eq!(error.service, ServiceKey::new("default", "a-ext-new"));
     assert!(
-        state.errors[0]
+        error
             .reason
-            .contains("already served for default/ext-old")
+            .contains("already claimed by the older Service default/ext-old"),
+        "{}",
+        error.reason
     );
     // The loser is skipped whole: its ClusterIP is not bound either.
     assert!(!state.addresses.contains(&ip("10.96.20.2")));

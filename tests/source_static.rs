@@ -151,6 +151,37 @@ fn counts(event: &SourceEvent) -> (usize, usize) {
     }
 }
 
+/// The events of one reload, described as `kind namespace/name`.
+async fn reload_events(events: &mut mpsc::Receiver<SourceEvent>) -> Vec<String> {
+    let mut seen = vec![describe(&next(events).await)];
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(300), events.recv()).await
+    {
+        seen.push(describe(&event));
+    }
+    seen.sort();
+    seen
+}
+
+fn describe(event: &SourceEvent) -> String {
+    let id = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    };
+    match event {
+        SourceEvent::Snapshot { .. } => "snapshot".to_string(),
+        SourceEvent::ServiceApplied(service) => format!("service {}", id(&service.metadata)),
+        SourceEvent::ServiceDeleted(key) => format!("service-deleted {key}"),
+        SourceEvent::SliceApplied(slice) => format!("slice {}", id(&slice.metadata)),
+        SourceEvent::SliceDeleted { namespace, name } => {
+            format!("slice-deleted {namespace}/{name}")
+        }
+    }
+}
+
 #[tokio::test]
 async fn reloads_on_change_and_keeps_the_last_good_view() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,8 +191,14 @@ async fn reloads_on_change_and_keeps_the_last_good_view() {
 
     assert_eq!(counts(&next(&mut events).await), (1, 0));
 
+    // After the first snapshot, one event per object that changed.
     write(dir.path(), "web-eps.json", &fixture("eps-web.json"));
-    assert_eq!(counts(&next(&mut events).await), (1, 1));
+    let slice_event = reload_events(&mut events).await;
+    assert_eq!(slice_event.len(), 1, "{slice_event:?}");
+    assert!(
+        slice_event[0].starts_with("slice default/"),
+        "{slice_event:?}"
+    );
 
     // Unchanged files produce no event.
     assert!(
@@ -181,15 +218,31 @@ async fn reloads_on_change_and_keeps_the_last_good_view() {
             .await
             .is_err()
     );
-    // Fixed: the full view again, with the new Service.
+    // Fixed: only its objects are new.
     write(dir.path(), "broken.yaml", MULTI_DOC);
-    assert_eq!(counts(&next(&mut events).await), (2, 2));
+    let added = reload_events(&mut events).await;
+    assert_eq!(added.len(), 2, "{added:?}");
+    assert!(
+        added
+            .iter()
+            .any(|e| e.starts_with("service ") && e.ends_with("/echo")),
+        "{added:?}"
+    );
+    assert!(added.iter().any(|e| e.starts_with("slice ")), "{added:?}");
+
+    // A changed Service in a file of its own: that Service only.
+    let changed = fixture("svc-web.json").replace("\"ClusterIP\"", "\"NodePort\"");
+    assert_ne!(changed, fixture("svc-web.json"));
+    write(dir.path(), "web.json", &changed);
+    assert_eq!(
+        reload_events(&mut events).await,
+        vec!["service default/web"]
+    );
 
     std::fs::remove_file(dir.path().join("web.json")).unwrap();
-    let SourceEvent::Snapshot { services, .. } = next(&mut events).await else {
-        panic!("expected a snapshot");
-    };
-    assert_eq!(services.len(), 1);
-    assert_eq!(services[0].metadata.name.as_deref(), Some("echo"));
+    assert_eq!(
+        reload_events(&mut events).await,
+        vec!["service-deleted default/web"]
+    );
     task.abort();
 }

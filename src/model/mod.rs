@@ -12,6 +12,7 @@
 
 mod endpoints;
 pub mod ipset;
+mod merged;
 pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::Config;
 pub use ipset::IpsetMembers;
+pub use merged::Touched;
 pub use service::{ServiceContribution, ServiceOutcome, Skipped};
 
 /// The label on an EndpointSlice naming its Service.
@@ -276,10 +278,10 @@ pub struct DesiredState {
     /// The node addresses serving NodePorts.
     pub node_port_addresses: BTreeSet<IpAddr>,
     /// Services that were skipped because they are invalid or conflict with another.
-    pub errors: Vec<ServiceError>,
-    /// Parts of programmed Services that were left out, e.g. `Service telco/diameter:
-    /// spec.externalIPs[1] 2001:db8::7 ignored: the Service has no ClusterIP of its family`.
-    pub warnings: Vec<String>,
+    pub errors: BTreeMap<ServiceKey, ServiceError>,
+    /// Parts of programmed Services that were left out, by Service, e.g.
+    /// `spec.externalIPs[1] 2001:db8::7 ignored: the Service has no ClusterIP of its family`.
+    pub warnings: BTreeMap<ServiceKey, Vec<String>>,
 }
 
 /// The inputs and per-Service results, updated incrementally.
@@ -291,13 +293,18 @@ pub struct Model {
     slices: BTreeMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
     slice_owner: BTreeMap<(String, String), ServiceKey>,
     outcomes: BTreeMap<ServiceKey, Result<ServiceOutcome, ServiceError>>,
+    merged: merged::Merged,
     recomputed: u64,
 }
 
 impl Model {
     /// An empty model for this node and configuration.
     pub fn new(config: Config, node: NodeInfo) -> Self {
+        let node_port_addresses = service::node_port_addresses(&node, &config)
+            .into_iter()
+            .collect();
         Self {
+            merged: merged::Merged::new(node_port_addresses),
             config,
             node,
             services: BTreeMap::new(),
@@ -312,6 +319,11 @@ impl Model {
     pub fn set_node(&mut self, node: NodeInfo) {
         if node != self.node {
             self.node = node;
+            self.merged.state.node_port_addresses =
+                service::node_port_addresses(&self.node, &self.config)
+                    .into_iter()
+                    .collect();
+            self.merged.touch_all();
             let keys: Vec<_> = self.services.keys().cloned().collect();
             for key in keys {
                 self.recompute(&key);
@@ -329,7 +341,8 @@ impl Model {
     /// Removes a Service.
     pub fn remove_service(&mut self, key: &ServiceKey) {
         self.services.remove(key);
-        self.outcomes.remove(key);
+        let old = self.outcomes.remove(key);
+        self.merged.update(key, old.as_ref(), &self.outcomes);
     }
 
     /// Adds or replaces an EndpointSlice. Slices without a Service label are ignored.
@@ -371,12 +384,21 @@ impl Model {
         }
     }
 
-    /// Replaces every Service and EndpointSlice at once (after a relist).
+    /// Replaces every Service and EndpointSlice at once (the first list, or a relist
+    /// after the watch lost its place). On a model that already holds objects only
+    /// what differs is applied, so a relist that changes one object recomputes one
+    /// Service and touches only its part of the kernel.
     pub fn replace_all(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
+        if !self.services.is_empty() || !self.slice_owner.is_empty() {
+            self.update_all(services, slices);
+            return;
+        }
         self.services.clear();
         self.slices.clear();
         self.slice_owner.clear();
         self.outcomes.clear();
+        let node_port_addresses = std::mem::take(&mut self.merged.state.node_port_addresses);
+        self.merged = merged::Merged::new(node_port_addresses);
         for slice in slices {
             let id = slice_id(&slice);
             if let Some(owner) = ServiceKey::of_slice(&slice) {
@@ -394,6 +416,52 @@ impl Model {
         }
     }
 
+    /// [`Model::replace_all`] on a filled model: applies the differences one by one.
+    fn update_all(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
+        let new_services: BTreeMap<ServiceKey, Service> = services
+            .into_iter()
+            .map(|service| (ServiceKey::of_service(&service), service))
+            .collect();
+        let new_slices: BTreeMap<(String, String), EndpointSlice> = slices
+            .into_iter()
+            .map(|slice| (slice_id(&slice), slice))
+            .collect();
+        let gone_services: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|key| !new_services.contains_key(key))
+            .cloned()
+            .collect();
+        for key in gone_services {
+            self.remove_service(&key);
+        }
+        let gone_slices: Vec<(String, String)> = self
+            .slice_owner
+            .keys()
+            .filter(|id| !new_slices.contains_key(id))
+            .cloned()
+            .collect();
+        for (namespace, name) in gone_slices {
+            self.remove_slice(&namespace, &name);
+        }
+        for (id, slice) in new_slices {
+            let unchanged = self
+                .slice_owner
+                .get(&id)
+                .and_then(|owner| self.slices.get(owner))
+                .and_then(|slices| slices.get(&id.1))
+                .is_some_and(|known| *known == slice);
+            if !unchanged {
+                self.apply_slice(slice);
+            }
+        }
+        for (key, service) in new_services {
+            if self.services.get(&key) != Some(&service) {
+                self.apply_service(service);
+            }
+        }
+    }
+
     /// The result for one Service, if it is known.
     pub fn outcome(&self, key: &ServiceKey) -> Option<&Result<ServiceOutcome, ServiceError>> {
         self.outcomes.get(key)
@@ -403,6 +471,11 @@ impl Model {
     /// callers (and tests) check that updates stay incremental.
     pub fn recomputations(&self) -> u64 {
         self.recomputed
+    }
+
+    /// This node as the model sees it.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
     }
 
     /// The configuration in use.
@@ -421,12 +494,32 @@ impl Model {
             .unwrap_or_default();
         let outcome = service::contribution(service, &slices, &self.node, &self.config);
         self.recomputed += 1;
-        self.outcomes.insert(key.clone(), outcome);
+        let old = self.outcomes.insert(key.clone(), outcome);
+        self.merged.update(key, old.as_ref(), &self.outcomes);
     }
 
-    /// Merges the per-Service contributions. Where two Services claim the same virtual
-    /// server or health-check port, the older Service (then the lower namespace/name)
-    /// keeps it and the other is skipped whole with an error naming both.
+    /// The merged desired state, kept current by every update (equal to
+    /// [`Model::desired`], without its cost).
+    pub fn state(&self) -> &DesiredState {
+        &self.merged.state
+    }
+
+    /// What changed in [`Model::state`] since the last call: the parts of the kernel the
+    /// next sync has to read and diff.
+    pub fn take_touched(&mut self) -> Touched {
+        self.merged.take_touched()
+    }
+
+    /// How many real servers [`Model::state`] holds.
+    pub fn real_servers(&self) -> usize {
+        self.merged.real_servers()
+    }
+
+    /// Merges the per-Service contributions from scratch. Where Services claim the same
+    /// virtual server or health-check port, the oldest claimant (then the lower
+    /// namespace/name) keeps it and every other claimant is skipped whole with an error
+    /// naming it. This is the reference the incremental [`Model::state`] is tested
+    /// against.
     pub fn desired(&self) -> DesiredState {
         let mut state = DesiredState {
             node_port_addresses: service::node_port_addresses(&self.node, &self.config)
@@ -439,46 +532,72 @@ impl Model {
             match outcome {
                 Ok(ServiceOutcome::Programmed(contribution)) => programmed.push(contribution),
                 Ok(ServiceOutcome::Skipped(_)) => {}
-                Err(error) => state.errors.push(error.clone()),
+                Err(error) => {
+                    state.errors.insert(error.service.clone(), error.clone());
+                }
             }
         }
-        programmed.sort_by(|a, b| (&a.created, &a.service).cmp(&(&b.created, &b.service)));
+        let claim = |c: &ServiceContribution| (c.created, c.service.clone());
+        let mut oldest_vs: BTreeMap<VirtualServerKey, merged::Claim> = BTreeMap::new();
+        let mut oldest_port: BTreeMap<u16, merged::Claim> = BTreeMap::new();
+        for contribution in &programmed {
+            for vs in &contribution.virtual_servers {
+                let entry = oldest_vs
+                    .entry(vs.key)
+                    .or_insert_with(|| claim(contribution));
+                *entry = entry.clone().min(claim(contribution));
+            }
+            if let Some((port, _)) = contribution.health_check_node_port {
+                let entry = oldest_port
+                    .entry(port)
+                    .or_insert_with(|| claim(contribution));
+                *entry = entry.clone().min(claim(contribution));
+            }
+        }
         for contribution in programmed {
+            let mine = claim(contribution);
             let taken = contribution
                 .virtual_servers
                 .iter()
                 .find_map(|vs| {
-                    state
-                        .virtual_servers
-                        .get(&vs.key)
-                        .map(|other| format!("{} is already served for {}", vs.key, other.service))
+                    let oldest = &oldest_vs[&vs.key];
+                    (*oldest != mine).then(|| {
+                        format!(
+                            "{} is already claimed by the older Service {}",
+                            vs.key, oldest.1
+                        )
+                    })
                 })
                 .or_else(|| {
                     contribution.health_check_node_port.and_then(|(port, _)| {
-                        state.health_check_node_ports.get(&port).map(|other| {
+                        let oldest = &oldest_port[&port];
+                        (*oldest != mine).then(|| {
                             format!(
-                                "healthCheckNodePort {port} is already used by {}",
-                                other.service
+                                "healthCheckNodePort {port} is already claimed by the older \
+                                 Service {}",
+                                oldest.1
                             )
                         })
                     })
                 });
             if let Some(reason) = taken {
-                state.errors.push(ServiceError {
-                    service: contribution.service.clone(),
-                    reason,
-                });
+                state.errors.insert(
+                    contribution.service.clone(),
+                    ServiceError {
+                        service: contribution.service.clone(),
+                        reason,
+                    },
+                );
                 continue;
             }
             for vs in &contribution.virtual_servers {
                 state.virtual_servers.insert(vs.key, vs.clone());
             }
-            state.warnings.extend(
-                contribution
+            if !contribution.warnings.is_empty() {
+                state
                     .warnings
-                    .iter()
-                    .map(|warning| format!("Service {}: {warning}", contribution.service)),
-            );
+                    .insert(contribution.service.clone(), contribution.warnings.clone());
+            }
             state
                 .addresses
                 .extend(contribution.addresses.iter().copied());
@@ -500,6 +619,7 @@ impl Model {
                 .iter()
                 .map(|addr| (Family::of(*addr), addr.to_string())),
         );
+        state.ipsets.0.retain(|_, entries| !entries.is_empty());
         state
     }
 }

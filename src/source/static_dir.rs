@@ -7,7 +7,8 @@
 //! directory is not read twice. Other kinds are ignored with a warning.
 //!
 //! The directory is polled: when a file's modification time or size changes, or a file
-//! appears or disappears, the whole directory is read again and a new snapshot is sent.
+//! appears or disappears, the changed files are read again and one event is sent per
+//! object added, changed or removed (the first read sends a snapshot).
 //! A directory that cannot be read keeps the previous snapshot in force and the error
 //! is logged until it is fixed; polling does not depend on inotify, so it works on
 //! ConfigMap volumes, 9p and NFS alike.
@@ -136,55 +137,82 @@ fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
     Ok(files)
 }
 
-/// Reads every manifest file in `dir`. When two files define the same object, the
-/// later file (by name) wins and a warning says so.
-pub fn load_dir(dir: &Path) -> Result<Manifests, SourceError> {
-    let mut services: BTreeMap<(String, String), Service> = BTreeMap::new();
-    let mut slices: BTreeMap<(String, String), EndpointSlice> = BTreeMap::new();
-    let mut warnings = Vec::new();
-    for path in manifest_files(dir)? {
-        let text = std::fs::read_to_string(&path).map_err(|source| SourceError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let label = path.display().to_string();
-        let parsed = parse_manifests(&label, &text)?;
-        warnings.extend(parsed.warnings);
-        let id = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            (
-                meta.namespace.clone().unwrap_or_else(|| "default".into()),
-                meta.name.clone().unwrap_or_default(),
-            )
-        };
-        for mut service in parsed.services {
-            service.metadata.namespace = Some(id(&service.metadata).0);
-            if services
-                .insert(id(&service.metadata), service.clone())
-                .is_some()
-            {
-                let (ns, name) = id(&service.metadata);
-                warnings.push(format!(
+/// Objects by (namespace, name).
+type Id = (String, String);
+
+/// The objects of several files merged in file order, with the warnings of merging.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Merged {
+    services: BTreeMap<Id, Service>,
+    slices: BTreeMap<Id, EndpointSlice>,
+    warnings: Vec<String>,
+}
+
+fn object_id(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Id {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Merges parsed files in order: when two files define the same object, the later
+/// file wins and a warning says so.
+fn merge_files<'a>(files: impl IntoIterator<Item = (String, &'a Manifests)>) -> Merged {
+    let mut merged = Merged::default();
+    for (label, parsed) in files {
+        merged.warnings.extend(parsed.warnings.iter().cloned());
+        for service in &parsed.services {
+            let mut service = service.clone();
+            let id = object_id(&service.metadata);
+            service.metadata.namespace = Some(id.0.clone());
+            if merged.services.insert(id.clone(), service).is_some() {
+                let (ns, name) = id;
+                merged.warnings.push(format!(
                     "{label}: Service {ns}/{name} defined again; this one is used"
                 ));
             }
         }
-        for mut slice in parsed.slices {
-            slice.metadata.namespace = Some(id(&slice.metadata).0);
-            if slices.insert(id(&slice.metadata), slice.clone()).is_some() {
-                let (ns, name) = id(&slice.metadata);
-                warnings.push(format!(
+        for slice in &parsed.slices {
+            let mut slice = slice.clone();
+            let id = object_id(&slice.metadata);
+            slice.metadata.namespace = Some(id.0.clone());
+            if merged.slices.insert(id.clone(), slice).is_some() {
+                let (ns, name) = id;
+                merged.warnings.push(format!(
                     "{label}: EndpointSlice {ns}/{name} defined again; this one is used"
                 ));
             }
         }
     }
+    merged
+}
+
+fn read_file(path: &Path) -> Result<Manifests, SourceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SourceError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_manifests(&path.display().to_string(), &text)
+}
+
+/// Reads every manifest file in `dir`. When two files define the same object, the
+/// later file (by name) wins and a warning says so.
+pub fn load_dir(dir: &Path) -> Result<Manifests, SourceError> {
+    let mut files = Vec::new();
+    for path in manifest_files(dir)? {
+        let parsed = read_file(&path)?;
+        files.push((path.display().to_string(), parsed));
+    }
+    let merged = merge_files(files.iter().map(|(label, parsed)| (label.clone(), parsed)));
     Ok(Manifests {
-        services: services.into_values().collect(),
-        slices: slices.into_values().collect(),
-        warnings,
+        services: merged.services.into_values().collect(),
+        slices: merged.slices.into_values().collect(),
+        warnings: merged.warnings,
     })
 }
 
+/// A file's identity for change detection: modification time and size.
+type Stamp = (Option<SystemTime>, u64);
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
 fn fingerprint(dir: &Path) -> Result<Fingerprint, SourceError> {
@@ -199,8 +227,66 @@ fn fingerprint(dir: &Path) -> Result<Fingerprint, SourceError> {
         .collect())
 }
 
-/// Watches `dir`, sending a [`SourceEvent::Snapshot`] at start and after every change,
-/// polling every [`POLL_INTERVAL`]. Ends when the receiver is dropped.
+/// The parsed files, each with the stamp it was read at, so a reload parses only
+/// the files that changed.
+type FileCache = BTreeMap<PathBuf, (Stamp, std::sync::Arc<Manifests>)>;
+
+/// Re-reads the files of `print` that are not in `cache` with the same stamp.
+fn reload(print: &Fingerprint, cache: &FileCache) -> Result<FileCache, SourceError> {
+    let mut next = FileCache::new();
+    for (path, modified, len) in print {
+        let stamp = (*modified, *len);
+        let parsed = match cache.get(path) {
+            Some((cached, parsed)) if *cached == stamp => parsed.clone(),
+            _ => std::sync::Arc::new(read_file(path)?),
+        };
+        next.insert(path.clone(), (stamp, parsed));
+    }
+    Ok(next)
+}
+
+/// The events that turn the `before` view into `after`: one per object added, changed
+/// or removed.
+fn changes(before: &Merged, after: &Merged) -> Vec<SourceEvent> {
+    let mut events = Vec::new();
+    for (id, service) in &after.services {
+        if before.services.get(id) != Some(service) {
+            events.push(SourceEvent::ServiceApplied(service.clone()));
+        }
+    }
+    for (id, slice) in &after.slices {
+        if before.slices.get(id) != Some(slice) {
+            events.push(SourceEvent::SliceApplied(slice.clone()));
+        }
+    }
+    for (namespace, name) in before.slices.keys() {
+        if !after
+            .slices
+            .contains_key(&(namespace.clone(), name.clone()))
+        {
+            events.push(SourceEvent::SliceDeleted {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            });
+        }
+    }
+    for (namespace, name) in before.services.keys() {
+        if !after
+            .services
+            .contains_key(&(namespace.clone(), name.clone()))
+        {
+            events.push(SourceEvent::ServiceDeleted(crate::model::ServiceKey::new(
+                namespace.clone(),
+                name.clone(),
+            )));
+        }
+    }
+    events
+}
+
+/// Watches `dir`, sending a [`SourceEvent::Snapshot`] at start and, after every change,
+/// one event per object added, changed or removed, polling every [`POLL_INTERVAL`].
+/// Only changed files are parsed again. Ends when the receiver is dropped.
 pub fn spawn_static(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> JoinHandle<()> {
     spawn_static_every(dir, POLL_INTERVAL, events)
 }
@@ -213,6 +299,8 @@ pub fn spawn_static_every(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen: Option<Fingerprint> = None;
+        let mut cache = FileCache::new();
+        let mut sent: Option<Merged> = None;
         let mut last_error: Option<String> = None;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -223,41 +311,67 @@ pub fn spawn_static_every(
             }
             let dir_for_read = dir.clone();
             let previous = seen.clone();
+            let previous_cache = cache.clone();
             // File reads block; keep them off the async workers.
             let result = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
                 let print = fingerprint(&dir_for_read)?;
                 if previous.as_ref() == Some(&print) {
                     return Ok(None);
                 }
-                let manifests = load_dir(&dir_for_read)?;
+                let next_cache = reload(&print, &previous_cache)?;
+                let merged = merge_files(
+                    next_cache
+                        .iter()
+                        .map(|(path, (_, parsed))| (path.display().to_string(), parsed.as_ref())),
+                );
                 // A file changed while it was read: take it again next round.
                 let after = fingerprint(&dir_for_read)?;
                 Ok(Some((
                     if after == print { Some(print) } else { None },
-                    manifests,
+                    next_cache,
+                    merged,
                 )))
             })
             .await;
             match result {
                 Ok(Ok(None)) => {}
-                Ok(Ok(Some((print, manifests)))) => {
+                Ok(Ok(Some((print, next_cache, merged)))) => {
                     last_error = None;
-                    for warning in &manifests.warnings {
+                    for warning in &merged.warnings {
                         warn!("{warning}");
                     }
-                    info!(
-                        dir = %dir.display(),
-                        services = manifests.services.len(),
-                        slices = manifests.slices.len(),
-                        "manifests loaded"
-                    );
                     seen = print;
-                    let snapshot = SourceEvent::Snapshot {
-                        services: manifests.services,
-                        slices: manifests.slices,
+                    cache = next_cache;
+                    let batch = match &sent {
+                        None => {
+                            info!(
+                                dir = %dir.display(),
+                                services = merged.services.len(),
+                                slices = merged.slices.len(),
+                                "manifests loaded"
+                            );
+                            vec![SourceEvent::Snapshot {
+                                services: merged.services.values().cloned().collect(),
+                                slices: merged.slices.values().cloned().collect(),
+                            }]
+                        }
+                        Some(before) => {
+                            let batch = changes(before, &merged);
+                            info!(
+                                dir = %dir.display(),
+                                changed = batch.len(),
+                                services = merged.services.len(),
+                                slices = merged.slices.len(),
+                                "manifests reloaded"
+                            );
+                            batch
+                        }
                     };
-                    if events.send(snapshot).await.is_err() {
-                        return;
+                    sent = Some(merged);
+                    for event in batch {
+                        if events.send(event).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 Ok(Err(err)) => {
