@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod diff;
+pub mod events;
 pub mod health;
 pub mod iptables;
 pub mod listing;
