@@ -3,6 +3,7 @@
 //!
 //! The binary (`src/main.rs`) is a thin command line over these modules.
 
+pub mod caps;
 pub mod config;
 pub mod diff;
 pub mod events;
