@@ -3,8 +3,10 @@
 //!
 //! The binary (`src/main.rs`) is a thin command line over these modules.
 
+pub mod caps;
 pub mod config;
 pub mod diff;
+pub mod events;
 pub mod health;
 pub mod iptables;
 pub mod listing;
