@@ -18,10 +18,11 @@ use tracing::{debug, error, info, warn};
 
 use ipvs_proxy::config::{self, Config};
 use ipvs_proxy::diff::{self, DiffOptions, DrainStarts, Scope};
+use ipvs_proxy::events::{self, EventReporter};
 use ipvs_proxy::health::{self, ProxyHealth, ServiceHealthServers, ServiceHealthSpec};
 use ipvs_proxy::iptables::{self, Backend, Iptables, KubeSet, LocalTraffic, RuleInputs};
 use ipvs_proxy::metrics::{self, Metrics};
-use ipvs_proxy::model::{Family, IpsetMembers, Model, NodeInfo, ServiceKey};
+use ipvs_proxy::model::{Family, IpsetMembers, Model, NodeInfo};
 use ipvs_proxy::reconcile::{Kernel, SERVICE_INTERFACE};
 use ipvs_proxy::source::{self, SourceEvent};
 use k8s_openapi::api::core::v1::Node;
@@ -57,22 +58,6 @@ pub(crate) fn load_config(path: Option<&PathBuf>) -> Result<Config> {
         warn!("configuration: {warning}");
     }
     Ok(loaded.config)
-}
-
-/// CAP_NET_ADMIN is bit 12 of the effective capability set.
-fn check_capabilities() -> Result<()> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|line| line.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
-    match effective {
-        Some(caps) if caps & (1 << 12) == 0 => bail!(
-            "ipvs-proxy needs CAP_NET_ADMIN to program IPVS, ipsets, addresses and iptables: \
-             run it as root or grant the capability (securityContext.capabilities.add: [NET_ADMIN])"
-        ),
-        _ => Ok(()),
-    }
 }
 
 fn node_name(args: &RunArgs, config: &Config) -> String {
@@ -111,8 +96,8 @@ struct Agent {
     metrics: Arc<Metrics>,
     health: Arc<ProxyHealth>,
     service_health: ServiceHealthServers,
-    /// Errors already logged, so each is logged once (and again after it was fixed).
-    reported_errors: BTreeMap<ServiceKey, String>,
+    /// Logs and events (once each) the Services that cannot be programmed.
+    events: EventReporter,
     /// Whether MASQUERADE takes `--random-fully` here (probed once at start).
     random_fully: bool,
     /// What the kernel holds on kube-ipvs0 and in our sets, as of the last full read
@@ -279,19 +264,13 @@ impl Agent {
         }
     }
 
-    /// Logs each Service error once, and again if it comes back after being fixed.
+    /// Logs and events each Service error once, and again if it comes back after
+    /// being fixed.
     fn report_errors(&mut self) {
-        let errors = &self.model.state().errors;
-        self.reported_errors
-            .retain(|key, _| errors.contains_key(key));
-        for (key, service_error) in errors {
-            let text = service_error.to_string();
-            if self.reported_errors.get(key) != Some(&text) {
-                warn!("{text}");
-                self.metrics.error("bad-service");
-                self.reported_errors.insert(key.clone(), text);
-            }
-        }
+        let model = &self.model;
+        self.events.report(model.state().errors.values(), |key| {
+            model.service(key).map(events::service_reference)
+        });
     }
 
     /// Installs the rules of each family when their inputs changed, or always on a
@@ -418,7 +397,23 @@ async fn bind(addr: Option<std::net::SocketAddr>, what: &str) -> Option<tokio::n
 
 async fn run_agent(args: RunArgs) -> Result<()> {
     let config = load_config(args.config.as_ref())?;
-    check_capabilities()?;
+    match ipvs_proxy::caps::check_self(config.ipvs.strict_arp) {
+        Ok(report) => {
+            if let Some(missing) = report.fatal() {
+                bail!("ipvs-proxy cannot run: {missing}");
+            }
+            for missing in report.degraded() {
+                warn!("{missing}");
+            }
+            for missing in report.notes() {
+                info!("{missing}");
+            }
+            if let Some(problem) = report.proc_sys_net_problem() {
+                warn!("{problem}");
+            }
+        }
+        Err(err) => warn!("capabilities not checked: {err}"),
+    }
     let node = node_name(&args, &config);
     info!(node = %node, scheduler = %config.ipvs.scheduler, "ipvs-proxy starting");
 
@@ -470,22 +465,34 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     let (events_tx, mut events) = mpsc::channel::<SourceEvent>(1024);
     // The Node object (zone label for topology hints, primary IPs for
     // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
-    let (source_task, node_task, mut node_object) = match &args.manifests {
+    let (source_task, node_task, mut node_object, event_reporter) = match &args.manifests {
         Some(dir) => {
             info!(dir = %dir.display(), "static source");
             let (_, never) = tokio::sync::watch::channel(None);
-            (source::spawn_static(dir.clone(), events_tx), None, never)
+            (
+                source::spawn_static(dir.clone(), events_tx),
+                None,
+                never,
+                EventReporter::log_only(metrics.clone()),
+            )
         }
         None => {
             let kubeconfig = args
                 .kubeconfig
                 .clone()
                 .or_else(|| config.kubeconfig.as_ref().map(PathBuf::from));
-            let (source_task, node_task, node_object) =
-                source::kubernetes::spawn_kubernetes_with_node(kubeconfig, node.clone(), events_tx)
-                    .await
-                    .context("cannot connect to the Kubernetes API")?;
-            (source_task, Some(node_task), node_object)
+            let client = source::kubernetes::client(kubeconfig)
+                .await
+                .context("cannot connect to the Kubernetes API")?;
+            let (node_tx, node_object) = tokio::sync::watch::channel(None);
+            let node_task =
+                source::kubernetes::spawn_node_watch(client.clone(), node.clone(), node_tx);
+            (
+                source::kubernetes::spawn_with_client(client.clone(), events_tx),
+                Some(node_task),
+                node_object,
+                EventReporter::new(client, &node, metrics.clone()),
+            )
         }
     };
 
@@ -500,7 +507,7 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         drain: DrainStarts::new(),
         metrics,
         health,
-        reported_errors: BTreeMap::new(),
+        events: event_reporter,
         random_fully,
         known: None,
         node: None,

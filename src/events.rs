@@ -173,9 +173,9 @@ impl EventReporter {
     /// returns `None` the Event names the Service by namespace and name only.
     ///
     /// Never waits on the API server.
-    pub fn report(
+    pub fn report<'a>(
         &mut self,
-        errors: &[ServiceError],
+        errors: impl IntoIterator<Item = &'a ServiceError>,
         mut regarding: impl FnMut(&ServiceKey) -> Option<ObjectReference>,
     ) {
         // One reason per Service, in case it failed for several.

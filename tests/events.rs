@@ -163,7 +163,7 @@ impl Cluster {
     }
 
     fn errors(&self) -> Vec<ServiceError> {
-        self.model.desired().errors
+        self.model.desired().errors.into_values().collect()
     }
 
     fn report(&self, reporter: &mut EventReporter) {

@@ -462,6 +462,11 @@ impl Model {
         }
     }
 
+    /// The Service object, as last applied.
+    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+        self.services.get(key)
+    }
+
     /// The result for one Service, if it is known.
     pub fn outcome(&self, key: &ServiceKey) -> Option<&Result<ServiceOutcome, ServiceError>> {
         self.outcomes.get(key)
