@@ -227,61 +227,276 @@ fn fingerprint(dir: &Path) -> Result<Fingerprint, SourceError> {
         .collect())
 }
 
-/// The parsed files, each with the stamp it was read at, so a reload parses only
-/// the files that changed.
-type FileCache = BTreeMap<PathBuf, (Stamp, std::sync::Arc<Manifests>)>;
-
-/// Re-reads the files of `print` that are not in `cache` with the same stamp.
-fn reload(print: &Fingerprint, cache: &FileCache) -> Result<FileCache, SourceError> {
-    let mut next = FileCache::new();
-    for (path, modified, len) in print {
-        let stamp = (*modified, *len);
-        let parsed = match cache.get(path) {
-            Some((cached, parsed)) if *cached == stamp => parsed.clone(),
-            _ => std::sync::Arc::new(read_file(path)?),
-        };
-        next.insert(path.clone(), (stamp, parsed));
-    }
-    Ok(next)
+/// Which kind of object an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Service,
+    Slice,
 }
 
-/// The events that turn the `before` view into `after`: one per object added, changed
-/// or removed.
-fn changes(before: &Merged, after: &Merged) -> Vec<SourceEvent> {
-    let mut events = Vec::new();
-    for (id, service) in &after.services {
-        if before.services.get(id) != Some(service) {
-            events.push(SourceEvent::ServiceApplied(service.clone()));
-        }
-    }
-    for (id, slice) in &after.slices {
-        if before.slices.get(id) != Some(slice) {
-            events.push(SourceEvent::SliceApplied(slice.clone()));
-        }
-    }
-    for (namespace, name) in before.slices.keys() {
-        if !after
-            .slices
-            .contains_key(&(namespace.clone(), name.clone()))
-        {
-            events.push(SourceEvent::SliceDeleted {
-                namespace: namespace.clone(),
-                name: name.clone(),
+/// An object as last sent: the file it came from and a hash of its content. Only the
+/// hash is kept: holding thousands of parsed objects twice (here and in the model)
+/// would double the agent's memory for nothing.
+type Sent = BTreeMap<(Kind, Id), (PathBuf, u64)>;
+
+fn content_hash<T: serde::Serialize>(object: &T) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(object)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What the poller remembers between rounds.
+#[derive(Debug, Default)]
+struct DirState {
+    /// Each file's stamp and the objects it defined.
+    files: BTreeMap<PathBuf, (Stamp, Vec<(Kind, Id)>)>,
+    /// Every object sent, with the file that defines it.
+    sent: Sent,
+    /// The files defining each object (more than one only by mistake).
+    defined_in: BTreeMap<(Kind, Id), std::collections::BTreeSet<PathBuf>>,
+    /// Whether the first snapshot went out.
+    loaded: bool,
+}
+
+/// One round's outcome.
+struct Round {
+    events: Vec<SourceEvent>,
+    warnings: Vec<String>,
+    services: usize,
+    slices: usize,
+}
+
+impl DirState {
+    /// Reads the files that changed since the last round and returns the events that
+    /// bring a consumer up to date: a snapshot the first time, then one event per
+    /// object added, changed or removed. `Ok(None)` when nothing changed. On an error
+    /// nothing is remembered, so the next round tries again.
+    fn poll(&mut self, dir: &Path) -> Result<Option<Round>, SourceError> {
+        let print = fingerprint(dir)?;
+        let unchanged = print.len() == self.files.len()
+            && print.iter().all(|(path, modified, len)| {
+                self.files
+                    .get(path)
+                    .is_some_and(|(stamp, _)| *stamp == (*modified, *len))
             });
+        if unchanged && self.loaded {
+            return Ok(None);
         }
-    }
-    for (namespace, name) in before.services.keys() {
-        if !after
-            .services
-            .contains_key(&(namespace.clone(), name.clone()))
-        {
-            events.push(SourceEvent::ServiceDeleted(crate::model::ServiceKey::new(
-                namespace.clone(),
-                name.clone(),
-            )));
+        // Parse every changed file first: one bad file keeps everything as it was.
+        let mut parsed: BTreeMap<PathBuf, (Stamp, Manifests)> = BTreeMap::new();
+        for (path, modified, len) in &print {
+            let stamp = (*modified, *len);
+            if self
+                .files
+                .get(path)
+                .is_some_and(|(known, _)| *known == stamp)
+            {
+                continue;
+            }
+            parsed.insert(path.clone(), (stamp, read_file(path)?));
         }
+        // A file changed while it was read: take it again next round.
+        if fingerprint(dir)? != print {
+            return Ok(None);
+        }
+        let present: std::collections::BTreeSet<&PathBuf> =
+            print.iter().map(|(path, _, _)| path).collect();
+        let removed: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|path| !present.contains(path))
+            .cloned()
+            .collect();
+
+        // The objects of changed files, merged in file order (a later file wins).
+        let merged = merge_files(
+            parsed
+                .iter()
+                .map(|(path, (_, manifests))| (path.display().to_string(), manifests)),
+        );
+        let mut warnings = merged.warnings.clone();
+        let mut affected: std::collections::BTreeSet<(Kind, Id)> = Default::default();
+        for path in parsed.keys().chain(removed.iter()) {
+            if let Some((_, objects)) = self.files.remove(path) {
+                for object in objects {
+                    if let Some(paths) = self.defined_in.get_mut(&object) {
+                        paths.remove(path);
+                        if paths.is_empty() {
+                            self.defined_in.remove(&object);
+                        }
+                    }
+                    affected.insert(object);
+                }
+            }
+        }
+        for (path, (stamp, manifests)) in &parsed {
+            let objects: Vec<(Kind, Id)> = manifests
+                .services
+                .iter()
+                .map(|service| (Kind::Service, object_id(&service.metadata)))
+                .chain(
+                    manifests
+                        .slices
+                        .iter()
+                        .map(|slice| (Kind::Slice, object_id(&slice.metadata))),
+                )
+                .collect();
+            for object in &objects {
+                self.defined_in
+                    .entry(object.clone())
+                    .or_default()
+                    .insert(path.clone());
+                affected.insert(object.clone());
+            }
+            self.files.insert(path.clone(), (*stamp, objects));
+        }
+
+        let mut round = Round {
+            events: Vec::new(),
+            warnings: Vec::new(),
+            services: 0,
+            slices: 0,
+        };
+        if !self.loaded {
+            for (id, service) in &merged.services {
+                self.sent.insert(
+                    (Kind::Service, id.clone()),
+                    (
+                        self.owner(Kind::Service, id).unwrap_or_default(),
+                        content_hash(service),
+                    ),
+                );
+            }
+            for (id, slice) in &merged.slices {
+                self.sent.insert(
+                    (Kind::Slice, id.clone()),
+                    (
+                        self.owner(Kind::Slice, id).unwrap_or_default(),
+                        content_hash(slice),
+                    ),
+                );
+            }
+            round.services = merged.services.len();
+            round.slices = merged.slices.len();
+            round.events.push(SourceEvent::Snapshot {
+                services: merged.services.into_values().collect(),
+                slices: merged.slices.into_values().collect(),
+            });
+            round.warnings = warnings;
+            self.loaded = true;
+            return Ok(Some(round));
+        }
+
+        for (kind, id) in affected {
+            let owner = self.owner(kind, &id);
+            let key = (kind, id.clone());
+            let Some(owner) = owner else {
+                if self.sent.remove(&key).is_some() {
+                    round.events.push(match kind {
+                        Kind::Service => SourceEvent::ServiceDeleted(
+                            crate::model::ServiceKey::new(id.0.clone(), id.1.clone()),
+                        ),
+                        Kind::Slice => SourceEvent::SliceDeleted {
+                            namespace: id.0.clone(),
+                            name: id.1.clone(),
+                        },
+                    });
+                }
+                continue;
+            };
+            // The defining file is a changed one (its objects are at hand) or, when an
+            // unchanged file defines the object too, that file is read again.
+            let event = if parsed.contains_key(&owner) {
+                match kind {
+                    Kind::Service => parsed[&owner]
+                        .1
+                        .services
+                        .iter()
+                        .rev()
+                        .find(|s| object_id(&s.metadata) == id)
+                        .map(|s| {
+                            let mut s = s.clone();
+                            s.metadata.namespace = Some(id.0.clone());
+                            (content_hash(&s), SourceEvent::ServiceApplied(s))
+                        }),
+                    Kind::Slice => parsed[&owner]
+                        .1
+                        .slices
+                        .iter()
+                        .rev()
+                        .find(|s| object_id(&s.metadata) == id)
+                        .map(|s| {
+                            let mut s = s.clone();
+                            s.metadata.namespace = Some(id.0.clone());
+                            (content_hash(&s), SourceEvent::SliceApplied(s))
+                        }),
+                }
+            } else {
+                let manifests = match read_file(&owner) {
+                    Ok(manifests) => manifests,
+                    Err(error) => {
+                        round.warnings.push(format!(
+                            "{} {}/{} not reloaded: {error}",
+                            if kind == Kind::Service {
+                                "Service"
+                            } else {
+                                "EndpointSlice"
+                            },
+                            id.0,
+                            id.1
+                        ));
+                        continue;
+                    }
+                };
+                match kind {
+                    Kind::Service => manifests
+                        .services
+                        .into_iter()
+                        .rev()
+                        .find(|s| object_id(&s.metadata) == id)
+                        .map(|mut s| {
+                            s.metadata.namespace = Some(id.0.clone());
+                            (content_hash(&s), SourceEvent::ServiceApplied(s))
+                        }),
+                    Kind::Slice => manifests
+                        .slices
+                        .into_iter()
+                        .rev()
+                        .find(|s| object_id(&s.metadata) == id)
+                        .map(|mut s| {
+                            s.metadata.namespace = Some(id.0.clone());
+                            (content_hash(&s), SourceEvent::SliceApplied(s))
+                        }),
+                }
+            };
+            let Some((hash, event)) = event else {
+                continue;
+            };
+            if self.sent.get(&key).map(|(_, sent)| *sent) != Some(hash) {
+                round.events.push(event);
+            }
+            self.sent.insert(key, (owner, hash));
+        }
+        round.services = self
+            .sent
+            .keys()
+            .filter(|(k, _)| *k == Kind::Service)
+            .count();
+        round.slices = self.sent.len() - round.services;
+        round.warnings.append(&mut warnings);
+        Ok(Some(round))
     }
-    events
+
+    /// The last file (by name) defining the object, if any.
+    fn owner(&self, kind: Kind, id: &Id) -> Option<PathBuf> {
+        self.defined_in
+            .get(&(kind, id.clone()))
+            .and_then(|paths| paths.last())
+            .cloned()
+    }
 }
 
 /// Watches `dir`, sending a [`SourceEvent::Snapshot`] at start and, after every change,
@@ -298,9 +513,7 @@ pub fn spawn_static_every(
     events: mpsc::Sender<SourceEvent>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut seen: Option<Fingerprint> = None;
-        let mut cache = FileCache::new();
-        let mut sent: Option<Merged> = None;
+        let mut state = Some(DirState::default());
         let mut last_error: Option<String> = None;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -310,65 +523,41 @@ pub fn spawn_static_every(
                 return;
             }
             let dir_for_read = dir.clone();
-            let previous = seen.clone();
-            let previous_cache = cache.clone();
+            let Some(mut current) = state.take() else {
+                return;
+            };
             // File reads block; keep them off the async workers.
-            let result = tokio::task::spawn_blocking(move || -> Result<_, SourceError> {
-                let print = fingerprint(&dir_for_read)?;
-                if previous.as_ref() == Some(&print) {
-                    return Ok(None);
-                }
-                let next_cache = reload(&print, &previous_cache)?;
-                let merged = merge_files(
-                    next_cache
-                        .iter()
-                        .map(|(path, (_, parsed))| (path.display().to_string(), parsed.as_ref())),
-                );
-                // A file changed while it was read: take it again next round.
-                let after = fingerprint(&dir_for_read)?;
-                Ok(Some((
-                    if after == print { Some(print) } else { None },
-                    next_cache,
-                    merged,
-                )))
+            let result = tokio::task::spawn_blocking(move || {
+                let round = current.poll(&dir_for_read);
+                (current, round)
             })
             .await;
+            let result = match result {
+                Ok((current, round)) => {
+                    state = Some(current);
+                    Ok(round)
+                }
+                Err(join_error) => {
+                    // Start over: the next round sends a snapshot again.
+                    state = Some(DirState::default());
+                    Err(join_error)
+                }
+            };
             match result {
                 Ok(Ok(None)) => {}
-                Ok(Ok(Some((print, next_cache, merged)))) => {
+                Ok(Ok(Some(round))) => {
                     last_error = None;
-                    for warning in &merged.warnings {
+                    for warning in &round.warnings {
                         warn!("{warning}");
                     }
-                    seen = print;
-                    cache = next_cache;
-                    let batch = match &sent {
-                        None => {
-                            info!(
-                                dir = %dir.display(),
-                                services = merged.services.len(),
-                                slices = merged.slices.len(),
-                                "manifests loaded"
-                            );
-                            vec![SourceEvent::Snapshot {
-                                services: merged.services.values().cloned().collect(),
-                                slices: merged.slices.values().cloned().collect(),
-                            }]
-                        }
-                        Some(before) => {
-                            let batch = changes(before, &merged);
-                            info!(
-                                dir = %dir.display(),
-                                changed = batch.len(),
-                                services = merged.services.len(),
-                                slices = merged.slices.len(),
-                                "manifests reloaded"
-                            );
-                            batch
-                        }
-                    };
-                    sent = Some(merged);
-                    for event in batch {
+                    info!(
+                        dir = %dir.display(),
+                        events = round.events.len(),
+                        services = round.services,
+                        slices = round.slices,
+                        "manifests loaded"
+                    );
+                    for event in round.events {
                         if events.send(event).await.is_err() {
                             return;
                         }
@@ -382,8 +571,7 @@ pub fn spawn_static_every(
                         );
                         last_error = Some(message);
                     }
-                    // Retry on the next tick even if nothing changes.
-                    seen = None;
+                    // The bad file is not remembered, so the next tick tries it again.
                 }
                 Err(join_error) => {
                     error!("manifest reader failed: {join_error}");
