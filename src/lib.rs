@@ -4,6 +4,7 @@
 //! The binary (`src/main.rs`) is a thin command line over these modules.
 
 pub mod config;
+pub mod conntrack;
 pub mod diff;
 pub mod health;
 pub mod iptables;
