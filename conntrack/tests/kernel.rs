@@ -70,11 +70,22 @@ while True:
     ));
     // ss cannot list UDP sockets here (no udp_diag in the lab kernel): read /proc.
     let table = if family == 4 { "udp" } else { "udp6" };
-    let listening = netns_lab::wait_until(std::time::Duration::from_secs(60), || {
+    // Polled twice a second: python starts slowly in the lab, slower still when every
+    // CPU cycle goes to polling it.
+    let listening = netns_lab::wait_until(std::time::Duration::from_secs(90), || {
         let bound = ns.sh(&format!("grep -c ':{port:04X} ' /proc/net/{table} || true"));
-        bound.trim().parse::<usize>().unwrap_or(0) >= addrs.len()
+        let ready = bound.trim().parse::<usize>().unwrap_or(0) >= addrs.len();
+        if !ready {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        ready
     });
-    assert!(listening, "udp echo on {addrs:?}:{port} never listened");
+    if !listening {
+        panic!(
+            "udp echo on {addrs:?}:{port} never listened: {}",
+            server.finish()
+        );
+    }
     server
 }
 
