@@ -5,6 +5,7 @@
 
 pub mod caps;
 pub mod config;
+pub mod conntrack;
 pub mod diff;
 pub mod events;
 pub mod health;
