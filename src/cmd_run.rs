@@ -105,6 +105,9 @@ struct Agent {
     known: Option<(BTreeSet<IpAddr>, IpsetMembers)>,
     /// This node's Node object, with the Kubernetes source.
     node: Option<Node>,
+    /// For deleting stale UDP/SCTP flows after endpoint changes; `None` when the
+    /// kernel's conntrack netlink is unavailable (logged once at start).
+    conntrack: Option<conntrack_netlink::ConntrackHandle>,
 }
 
 /// How much of the node a sync reads and diffs.
@@ -184,6 +187,12 @@ impl Agent {
         };
         let changes = plan.changes.len();
         let report = self.kernel.apply(&plan).await;
+        if let Some(conntrack) = self.conntrack.as_mut() {
+            let cleaned = ipvs_proxy::conntrack::cleanup_after(&plan.changes, conntrack);
+            if !cleaned.is_complete() {
+                self.metrics.error("conntrack");
+            }
+        }
         match scope {
             None => self.drain = plan.draining,
             Some(scope) => {
@@ -511,6 +520,13 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         random_fully,
         known: None,
         node: None,
+        conntrack: match conntrack_netlink::ConntrackHandle::new() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                warn!("stale UDP conntrack entries will not be cleaned: {err}");
+                None
+            }
+        },
     };
 
     // Nothing is programmed before the source delivered its first full view: a sync

@@ -82,9 +82,10 @@ impl Cluster {
 
     fn start_agent(&self) -> Background {
         self.node.spawn(&format!(
-            "{AGENT} run --config {} --manifests {} --hostname-override node",
+            "{AGENT} run --config {} --manifests {} --hostname-override node >> {} 2>&1",
             self.dir.join("config.yaml").display(),
-            self.manifests().display()
+            self.manifests().display(),
+            self.dir.join("agent.log").display()
         ))
     }
 
@@ -106,6 +107,10 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
+            eprintln!("--- agent log ({}):\n{log}", self.node.name());
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
