@@ -1333,6 +1333,42 @@ mod tests {
     }
 
     #[test]
+    fn the_text_view_lays_out_services_servers_and_problems() {
+        let model = model_with(
+            &["svc-web.json", "svc-bad-ip.json", "svc-headless.json"],
+            &["eps-web.json"],
+        );
+        let mut observed = observed_from(&model.desired());
+        let http = observed
+            .virtual_servers
+            .iter_mut()
+            .find(|vs| vs.key == vs_key("10.96.12.34", 80))
+            .unwrap();
+        http.real_servers.retain(|rs| rs.addr != ip("10.244.2.11"));
+        let text = render_text(&report(&model, &observed, &DrainStarts::new()));
+        assert_eq!(
+            text,
+            concat!(
+                "Node node-a\n",
+                "Prot LocalAddress:Port Scheduler Flags Kind Port-name\n",
+                "  -> RemoteAddress:Port           Weight ActiveConn InActConn State                Pod                            Node\n",
+                "Service default/web type ClusterIP affinity None externalTrafficPolicy Cluster internalTrafficPolicy Cluster\n",
+                "TCP  10.96.12.34:80 rr cluster-ip http\n",
+                "  -> 10.244.1.10:8080             1      3          1         ready                pod-10-244-1-10                node-a\n",
+                "  -> 10.244.2.11:8080             1      -          -         ready MISSING        pod-10-244-2-11                node-b\n",
+                "TCP  10.96.12.34:443 rr cluster-ip https\n",
+                "  -> 10.244.1.10:8443             1      3          1         ready                pod-10-244-1-10                node-a\n",
+                "  -> 10.244.2.11:8443             1      3          1         ready                pod-10-244-2-11                node-b\n",
+                "Not proxied:\n",
+                "  default/db: headless (clusterIP: None)\n",
+                "Problems:\n",
+                "  skipped  default/broken                 spec.clusterIPs[0] \"10.96.0.999\" is not an IP address\n",
+                "  drift    default/web                    real server 10.244.2.11:8080 of 10.96.12.34:80/tcp is missing in the kernel\n",
+            )
+        );
+    }
+
+    #[test]
     fn filters_select_services_vips_and_their_problems() {
         let model = model_with(
             &[
