@@ -383,6 +383,17 @@ mod tests {
             IpvsadmCli::try_parse_from(argv("ipvsadm -L --timeout --persistent-conn")).is_err()
         );
         assert!(IpvsadmCli::try_parse_from(argv("ipvsadm -L -6")).is_err());
+        assert!(
+            IpvsadmCli::try_parse_from(argv("ipvsadm -L --daemon"))
+                .is_ok_and(|cli| cli.args.daemon)
+        );
+        for line in [
+            "ipvsadm -L --daemon --stats",
+            "ipvsadm -L --daemon --timeout",
+            "ipvsadm -Lc --daemon",
+        ] {
+            assert!(IpvsadmCli::try_parse_from(argv(line)).is_err(), "{line}");
+        }
     }
 
     #[test]
