@@ -56,6 +56,9 @@ pub struct ListArgs {
     /// Show the kernel's TCP, TCP FIN and UDP timeouts.
     #[arg(long, conflicts_with_all = ["service", "stats", "rate", "thresholds", "persistent_conn"])]
     pub timeout: bool,
+    /// Show the connection-synchronisation daemons.
+    #[arg(long, conflicts_with_all = ["connection", "service", "timeout", "stats", "rate", "thresholds", "persistent_conn", "save"])]
+    pub daemon: bool,
     /// Show counters.
     #[arg(long)]
     pub stats: bool,
@@ -209,8 +212,21 @@ pub fn run(args: ListArgs) -> Result<()> {
             names.as_ref(),
         ));
     }
-    if args.timeout && !args.json {
-        return write_stdout(&text::timeouts(&kernel::read_timeouts()?));
+    if args.daemon {
+        let daemons = kernel::read_daemons()?;
+        if args.json {
+            let json = serde_json::json!({ "daemons": daemons });
+            return write_stdout(&format!("{}\n", serde_json::to_string_pretty(&json)?));
+        }
+        return write_stdout(&text::daemons(&daemons));
+    }
+    if args.timeout {
+        let timeouts = kernel::read_timeouts()?;
+        if args.json {
+            let json = serde_json::json!({ "timeouts": timeouts });
+            return write_stdout(&format!("{}\n", serde_json::to_string_pretty(&json)?));
+        }
+        return write_stdout(&text::timeouts(&timeouts));
     }
     let table = kernel::read_table()?;
     let selected = args.selected_service()?;
@@ -227,12 +243,7 @@ pub fn run(args: ListArgs) -> Result<()> {
         }
     };
     if args.json {
-        let timeouts = if args.timeout {
-            Some(kernel::read_timeouts()?)
-        } else {
-            None
-        };
-        let mut listing = JsonListing::new(&table, args.nosort, timeouts);
+        let mut listing = JsonListing::new(&table, args.nosort, None);
         if let Some(key) = &selected {
             listing.services.retain(|s| &s.key == key);
         }
@@ -372,6 +383,17 @@ mod tests {
             IpvsadmCli::try_parse_from(argv("ipvsadm -L --timeout --persistent-conn")).is_err()
         );
         assert!(IpvsadmCli::try_parse_from(argv("ipvsadm -L -6")).is_err());
+        assert!(
+            IpvsadmCli::try_parse_from(argv("ipvsadm -L --daemon"))
+                .is_ok_and(|cli| cli.args.daemon)
+        );
+        for line in [
+            "ipvsadm -L --daemon --stats",
+            "ipvsadm -L --daemon --timeout",
+            "ipvsadm -Lc --daemon",
+        ] {
+            assert!(IpvsadmCli::try_parse_from(argv(line)).is_err(), "{line}");
+        }
     }
 
     #[test]

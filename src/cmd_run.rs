@@ -25,6 +25,7 @@ use ipvs_proxy::metrics::{self, Metrics};
 use ipvs_proxy::model::{Family, IpsetMembers, Model, NodeInfo};
 use ipvs_proxy::reconcile::{Kernel, SERVICE_INTERFACE};
 use ipvs_proxy::source::{self, SourceEvent};
+use ipvs_proxy::status;
 use k8s_openapi::api::core::v1::Node;
 
 /// Arguments of `ipvs-proxy run`.
@@ -42,6 +43,9 @@ pub struct RunArgs {
     /// Name of this node (defaults to the config's hostnameOverride, then the hostname).
     #[arg(long)]
     pub hostname_override: Option<String>,
+    /// Unix socket answering `ipvs-proxy services` (read-only, mode 0600).
+    #[arg(long, default_value = ipvs_proxy::status::DEFAULT_SOCKET)]
+    pub status_socket: PathBuf,
 }
 
 /// The configuration used when no file is given: kube-proxy's defaults in IPVS mode.
@@ -548,6 +552,9 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     let mut node_watch_open = node_task.is_some();
     let mut drain_check = tokio::time::interval(DRAIN_CHECK_INTERVAL);
     drain_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Status socket for `ipvs-proxy services` (answered by the select arm below).
+    let (status_tx, mut status_requests) = mpsc::channel::<status::StatusRequest>(8);
+    let status_server = spawn_status_server(&args.status_socket, status_tx);
     loop {
         tokio::select! {
             event = events.recv() => {
@@ -589,6 +596,7 @@ async fn run_agent(args: RunArgs) -> Result<()> {
                 agent.sync(SyncKind::Full).await;
                 last_sync = Instant::now();
             }
+            Some(request) = status_requests.recv() => agent.answer_status(request).await,
             _ = tokio::signal::ctrl_c() => { info!("interrupted; leaving the kernel state in place"); break; }
             _ = terminate.recv() => { info!("terminated; leaving the kernel state in place"); break; }
         }
@@ -597,7 +605,54 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     if let Some(node_task) = node_task {
         node_task.abort();
     }
+    if let Some(server) = status_server {
+        server.abort();
+        let _ = std::fs::remove_file(&args.status_socket);
+    }
     Ok(())
+}
+
+// ---- `ipvs-proxy services`: the status socket (report built by ipvs_proxy::status) ----
+
+fn spawn_status_server(
+    path: &std::path::Path,
+    requests: mpsc::Sender<status::StatusRequest>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match status::spawn_status_server(path.to_path_buf(), requests) {
+        Ok(server) => Some(server),
+        Err(err) => {
+            warn!("`ipvs-proxy services` will not work: {err}");
+            None
+        }
+    }
+}
+
+impl Agent {
+    /// Answers one status request with the model, the kernel's state now and the
+    /// changes the next sync would make.
+    async fn answer_status(&mut self, request: status::StatusRequest) {
+        let reply = match self.kernel.observe().await {
+            Ok(observed) => {
+                let desired = self.model.state();
+                let options = DiffOptions {
+                    exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
+                    max_drain: self.config.extensions.max_drain,
+                };
+                let now = Instant::now();
+                let plan = diff::diff(desired, &observed, &options, &self.drain, now);
+                status::StatusReply::Report(Box::new(status::StatusReport::build(
+                    &self.model,
+                    desired,
+                    &observed,
+                    &plan.changes,
+                    &plan.draining,
+                    now,
+                )))
+            }
+            Err(err) => status::StatusReply::Error(format!("cannot read the kernel state: {err}")),
+        };
+        let _ = request.reply.send(reply);
+    }
 }
 
 fn apply_sysctls(config: &Config, metrics: &Metrics) {

@@ -16,3 +16,4 @@ pub mod model;
 pub mod netif;
 pub mod reconcile;
 pub mod source;
+pub mod status;

@@ -7,6 +7,7 @@ mod cmd_check;
 mod cmd_cleanup;
 mod cmd_list;
 mod cmd_run;
+mod cmd_services;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Cleanup(cmd_cleanup::CleanupArgs),
     /// List the kernel's IPVS table, like `ipvsadm -L`.
     List(cmd_list::ListArgs),
+    /// Show what the running agent programmed for each Service, and what is wrong.
+    Services(cmd_services::ServicesArgs),
     /// Check that this node is ready for IPVS mode.
     Check(cmd_check::CheckArgs),
     /// Print the version.
@@ -66,5 +69,6 @@ fn main() -> Result<()> {
         Command::Cleanup(args) => cmd_cleanup::run(args),
         Command::List(args) => cmd_list::run(args),
         Command::Check(args) => cmd_check::run(args),
+        Command::Services(args) => cmd_services::run(args),
     }
 }

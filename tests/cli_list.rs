@@ -395,7 +395,7 @@ fn json_lists_the_kernel_state() {
     let ns = Netns::new("cli-json");
     build_state(&ns);
     let json: serde_json::Value =
-        serde_json::from_str(&ns.sh(&format!("RUST_LOG=off {BIN} list --json --timeout"))).unwrap();
+        serde_json::from_str(&ns.sh(&format!("RUST_LOG=off {BIN} list --json"))).unwrap();
     let services = json["services"].as_array().unwrap();
     assert_eq!(services.len(), 14, "{json:#}");
     // Same order as ipvsadm: 200.1.2.3 before 10.96.0.9 (the C comparison wraps).
@@ -412,7 +412,15 @@ fn json_lists_the_kernel_state() {
         .find(|s| s["key"]["address"] == "10.96.0.11")
         .unwrap();
     assert_eq!(persistent["persistence"]["netmask"], "255.255.255.0");
-    assert_eq!(json["timeouts"]["tcp"], 900);
+    assert_eq!(json["timeouts"], serde_json::Value::Null);
+    // With --timeout, only the timeouts (as `ipvsadm -L --timeout` prints only them).
+    ns.sh("ipvsadm --set 901 121 301");
+    let timeouts: serde_json::Value =
+        serde_json::from_str(&ns.sh(&format!("RUST_LOG=off {BIN} list --json --timeout"))).unwrap();
+    assert_eq!(
+        timeouts,
+        serde_json::json!({"timeouts": {"tcp": 901, "tcp_fin": 121, "udp": 301}})
+    );
 
     let one: serde_json::Value =
         serde_json::from_str(&ns.sh(&format!("RUST_LOG=off {BIN} list --json -f 8 -6"))).unwrap();
@@ -532,4 +540,44 @@ fn json_schema_is_stable() {
     let golden = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{path}: {e} (UPDATE_FIXTURES=1 writes it)"));
     assert_eq!(json, golden, "the --json schema changed");
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn daemon_listing_matches_ipvsadm() {
+    let ns = Netns::new("cli-daemon");
+    ns.sh("ip link set lo up && ip link add d0 type dummy && ip link set d0 up");
+    let daemons = |ns: &Netns| -> serde_json::Value {
+        serde_json::from_str(&ns.sh(&format!("RUST_LOG=off {BIN} list --daemon --json"))).unwrap()
+    };
+    // No daemon: both print nothing and succeed.
+    let mut failures = compare_all(&ns, &["--daemon"]);
+    assert_eq!(daemons(&ns), serde_json::json!({"daemons": []}));
+
+    ns.sh("ipvsadm --start-daemon master --mcast-interface lo");
+    failures.extend(compare_all(&ns, &["--daemon"]));
+    ns.sh(
+        "ipvsadm --start-daemon backup --mcast-interface d0 --syncid 7 --sync-maxlen 1200 \
+         --mcast-group 224.0.0.99 --mcast-port 9000 --mcast-ttl 3",
+    );
+    failures.extend(compare_all(&ns, &["--daemon"]));
+    let both = daemons(&ns);
+    assert_eq!(both["daemons"][0]["role"], "master", "{both:#}");
+    assert_eq!(both["daemons"][1]["mcast_interface"], "d0", "{both:#}");
+    assert_eq!(both["daemons"][1]["mcast_group"], "224.0.0.99", "{both:#}");
+    assert_eq!(both["daemons"][1]["mcast_port"], 9000, "{both:#}");
+
+    ns.sh("ipvsadm --stop-daemon master");
+    failures.extend(compare_all(&ns, &["--daemon"]));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+
+    // Like ipvsadm, --daemon does not combine with options that shape other listings.
+    for options in ["--daemon --stats", "--daemon --timeout", "--daemon -c"] {
+        let out = ns.exec(&format!("RUST_LOG=off {BIN} list {options}"));
+        assert!(!out.status.success(), "`list {options}` was accepted");
+        assert!(
+            !ns.exec(&format!("ipvsadm -L {options}")).status.success(),
+            "ipvsadm accepts `{options}`"
+        );
+    }
 }

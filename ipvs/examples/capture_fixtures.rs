@@ -5,6 +5,9 @@
 //! cargo build -p ipvs-netlink --example capture_fixtures
 //! scripts/vm 'target/debug/examples/capture_fixtures'
 //! ```
+//!
+//! Fixture names given as arguments limit the capture to those (the others keep their
+//! bytes; a new capture differs in the socket's port id).
 
 use std::net::IpAddr;
 
@@ -149,10 +152,31 @@ fn main() {
                 ack,
             ),
         ];
+        let only: Vec<String> = std::env::args().skip(1).collect();
+        let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
         for (seq, (name, message, flags)) in cases.into_iter().enumerate() {
+            if !wanted(name) {
+                continue;
+            }
             let bytes = exchange(&socket, family, message, flags, 1000 + seq as u32);
             std::fs::write(format!("{fixtures}/{name}.bin"), &bytes).unwrap();
             println!("{name}: {} bytes", bytes.len());
+        }
+        // Both sync daemons, the backup with every option set (last: the daemons stay
+        // up until the namespace goes).
+        if wanted("daemons_dump") {
+            ns.sh("ipvsadm --start-daemon master --mcast-interface lo && \
+                 ipvsadm --start-daemon backup --mcast-interface lo --syncid 7 \
+                   --sync-maxlen 1000 --mcast-group 224.0.0.99 --mcast-port 9000 --mcast-ttl 3");
+            let bytes = exchange(
+                &socket,
+                family,
+                IpvsMessage::new(IPVS_CMD_GET_DAEMON, vec![]),
+                dump,
+                2000,
+            );
+            std::fs::write(format!("{fixtures}/daemons_dump.bin"), &bytes).unwrap();
+            println!("daemons_dump: {} bytes", bytes.len());
         }
     });
 }

@@ -366,6 +366,15 @@ impl AsyncIpvsHandle {
         convert::decode_info(&request, &messages)
     }
 
+    /// Lists the running connection-synchronisation daemons (none, master, backup or
+    /// both), master first.
+    pub async fn daemons(&mut self) -> Result<Vec<SyncDaemon>, Error> {
+        let (request, messages) = self
+            .one(convert::list_daemons_request(), FLAGS_DUMP)
+            .await?;
+        convert::decode_daemons(&request, &messages)
+    }
+
     /// Reads the connection timeouts.
     pub async fn timeouts(&mut self) -> Result<Timeouts, Error> {
         let (request, messages) = self.one(convert::timeouts_request(), FLAGS_ACK).await?;

@@ -286,6 +286,13 @@ impl IpvsHandle {
         convert::decode_info(&request, &messages)
     }
 
+    /// Lists the running connection-synchronisation daemons (none, master, backup or
+    /// both), master first.
+    pub fn daemons(&mut self) -> Result<Vec<SyncDaemon>, Error> {
+        let (request, messages) = self.one(convert::list_daemons_request(), FLAGS_DUMP)?;
+        convert::decode_daemons(&request, &messages)
+    }
+
     /// Reads the connection timeouts.
     pub fn timeouts(&mut self) -> Result<Timeouts, Error> {
         let (request, messages) = self.one(convert::timeouts_request(), FLAGS_ACK)?;

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::error::{Error, Operation};
 use crate::packet::constants::*;
 use crate::packet::{
-    Attribute, DestinationAttribute, IpvsMessage, ServiceAttribute, StatsAttribute, StatsField,
+    Attribute, DaemonAttribute, DestinationAttribute, IpvsMessage, ServiceAttribute,
+    StatsAttribute, StatsField,
 };
 use crate::types::*;
 
@@ -538,6 +539,73 @@ pub fn single<'m>(
             format!("expected one reply message, got {}", messages.len()),
         )),
     }
+}
+
+/// The dump request that lists the sync daemons.
+pub fn list_daemons_request() -> Request {
+    Request {
+        message: IpvsMessage::new(IPVS_CMD_GET_DAEMON, vec![]),
+        operation: Operation::ListDaemons,
+        object: String::new(),
+    }
+}
+
+/// Reads one sync daemon nest.
+pub fn daemon_from_attributes(attrs: &[DaemonAttribute]) -> Result<SyncDaemon, String> {
+    let mut state = None;
+    let mut daemon = SyncDaemon {
+        role: SyncRole::Master,
+        mcast_interface: String::new(),
+        sync_id: 0,
+        sync_max_len: None,
+        mcast_group: None,
+        mcast_port: None,
+        mcast_ttl: None,
+    };
+    for attr in attrs {
+        match attr {
+            DaemonAttribute::State(value) => state = Some(*value),
+            DaemonAttribute::McastInterface(name) => daemon.mcast_interface = name.clone(),
+            DaemonAttribute::SyncId(id) => daemon.sync_id = *id,
+            DaemonAttribute::SyncMaxLen(len) => daemon.sync_max_len = Some(*len),
+            DaemonAttribute::McastGroup(bytes) => {
+                daemon.mcast_group = Some(IpAddr::V4(Ipv4Addr::from(*bytes)))
+            }
+            DaemonAttribute::McastGroup6(bytes) => {
+                daemon.mcast_group = Some(IpAddr::V6(Ipv6Addr::from(*bytes)))
+            }
+            DaemonAttribute::McastPort(port) => daemon.mcast_port = Some(*port),
+            DaemonAttribute::McastTtl(ttl) => daemon.mcast_ttl = Some(*ttl),
+            DaemonAttribute::Other(_) => {}
+        }
+    }
+    daemon.role = match state {
+        Some(IP_VS_STATE_MASTER) => SyncRole::Master,
+        Some(IP_VS_STATE_BACKUP) => SyncRole::Backup,
+        Some(other) => return Err(format!("sync daemon with unknown state {other:#x}")),
+        None => return Err("sync daemon without a state".to_string()),
+    };
+    Ok(daemon)
+}
+
+/// Sync daemons from the replies to [`list_daemons_request`], master first.
+pub fn decode_daemons(
+    request: &Request,
+    messages: &[IpvsMessage],
+) -> Result<Vec<SyncDaemon>, Error> {
+    let mut daemons = Vec::with_capacity(messages.len());
+    for message in messages {
+        let Some(attrs) = message.attributes.iter().find_map(|attr| match attr {
+            Attribute::Daemon(attrs) => Some(attrs),
+            _ => None,
+        }) else {
+            return Err(decode_error(request, "reply without a daemon nest".into()));
+        };
+        daemons
+            .push(daemon_from_attributes(attrs).map_err(|reason| decode_error(request, reason))?);
+    }
+    daemons.sort_by_key(|daemon| daemon.role);
+    Ok(daemons)
 }
 
 /// Reads the info reply, with the request's context on failure.

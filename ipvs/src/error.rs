@@ -36,6 +36,8 @@ pub enum Operation {
     Zero,
     /// Deleting every service.
     Flush,
+    /// Listing the sync daemons.
+    ListDaemons,
 }
 
 impl fmt::Display for Operation {
@@ -56,6 +58,7 @@ impl fmt::Display for Operation {
             Operation::SetTimeouts => "set timeouts",
             Operation::Zero => "zero counters of",
             Operation::Flush => "flush all services",
+            Operation::ListDaemons => "list sync daemons",
         })
     }
 }

@@ -573,6 +573,44 @@ impl Info {
     }
 }
 
+/// Which side of connection synchronisation a sync daemon is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SyncRole {
+    /// Sends this node's connection state.
+    Master,
+    /// Receives another node's connection state.
+    Backup,
+}
+
+impl fmt::Display for SyncRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SyncRole::Master => "master",
+            SyncRole::Backup => "backup",
+        })
+    }
+}
+
+/// A running connection-synchronisation daemon (`ipvsadm --start-daemon`). Settings an
+/// older kernel does not report are `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SyncDaemon {
+    /// Master or backup.
+    pub role: SyncRole,
+    /// The multicast interface.
+    pub mcast_interface: String,
+    /// The sync ID.
+    pub sync_id: u32,
+    /// The largest sync message, in bytes.
+    pub sync_max_len: Option<u16>,
+    /// The multicast group.
+    pub mcast_group: Option<IpAddr>,
+    /// The multicast port.
+    pub mcast_port: Option<u16>,
+    /// The multicast TTL.
+    pub mcast_ttl: Option<u8>,
+}
+
 /// One change to apply, for [`crate::IpvsHandle::apply_batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

@@ -175,6 +175,46 @@ fn get_info_and_timeouts_replies_decode() {
 }
 
 #[test]
+fn daemon_dump_parses_re_emits_and_decodes() {
+    let (payloads, parsed) = round_trip("daemons_dump");
+    assert!(matches!(
+        parsed.last().unwrap().payload,
+        NetlinkPayload::Done(_)
+    ));
+    // Master with the defaults, backup with every option set (`--sync-maxlen 1000` was
+    // asked; the kernel reports 1024).
+    let daemons = convert::decode_daemons(&convert::list_daemons_request(), &payloads).unwrap();
+    assert_eq!(
+        daemons,
+        [
+            SyncDaemon {
+                role: SyncRole::Master,
+                mcast_interface: "lo".into(),
+                sync_id: 0,
+                sync_max_len: Some(1472),
+                mcast_group: Some(ip("224.0.0.81")),
+                mcast_port: Some(8848),
+                mcast_ttl: Some(1),
+            },
+            SyncDaemon {
+                role: SyncRole::Backup,
+                mcast_interface: "lo".into(),
+                sync_id: 7,
+                sync_max_len: Some(1024),
+                mcast_group: Some(ip("224.0.0.99")),
+                mcast_port: Some(9000),
+                mcast_ttl: Some(3),
+            },
+        ]
+    );
+    // No daemon running: the dump is empty.
+    assert_eq!(
+        convert::decode_daemons(&convert::list_daemons_request(), &[]).unwrap(),
+        []
+    );
+}
+
+#[test]
 fn error_replies_carry_the_errno_and_the_request() {
     for (name, errno) in [("error_service_exists", -17), ("error_no_such_service", -3)] {
         let (_, parsed) = round_trip(name);
@@ -259,6 +299,7 @@ fn all_fixtures() -> Vec<Vec<u8>> {
         "timeouts",
         "error_service_exists",
         "error_no_such_service",
+        "daemons_dump",
     ]
     .iter()
     .map(|name| fixture(name))

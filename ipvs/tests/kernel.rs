@@ -762,3 +762,60 @@ fn async_handle_batches_lists_and_edits() {
         });
     });
 }
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn sync_daemons_started_by_ipvsadm_are_listed() {
+    let ns = node("daemon");
+    ns.run(|| assert_eq!(ipvs().daemons().unwrap(), []));
+    ns.sh("ipvsadm --start-daemon backup --mcast-interface lo --syncid 9 --mcast-port 9100 --mcast-ttl 2");
+    // The kernel derives a backup's maxlen from the interface MTU: take ipvsadm's word.
+    let listed = ns.sh("ipvsadm -L --daemon");
+    let max_len: u16 = listed
+        .split(", maxlen=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no maxlen in {listed:?}"));
+    ns.run(|| {
+        assert_eq!(
+            ipvs().daemons().unwrap(),
+            [SyncDaemon {
+                role: SyncRole::Backup,
+                mcast_interface: "lo".into(),
+                sync_id: 9,
+                sync_max_len: Some(max_len),
+                mcast_group: Some(ip("224.0.0.81")),
+                mcast_port: Some(9100),
+                mcast_ttl: Some(2),
+            }]
+        )
+    });
+    ns.sh("ipvsadm --start-daemon master --mcast-interface d0 --syncid 3");
+    ns.run(|| {
+        let daemons = ipvs().daemons().unwrap();
+        let roles: Vec<(SyncRole, &str, u32)> = daemons
+            .iter()
+            .map(|d| (d.role, d.mcast_interface.as_str(), d.sync_id))
+            .collect();
+        assert_eq!(
+            roles,
+            [(SyncRole::Master, "d0", 3), (SyncRole::Backup, "lo", 9)]
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let from_async = runtime.block_on(async {
+            AsyncIpvsHandle::new()
+                .await
+                .unwrap()
+                .daemons()
+                .await
+                .unwrap()
+        });
+        assert_eq!(from_async, daemons);
+    });
+    ns.sh("ipvsadm --stop-daemon master && ipvsadm --stop-daemon backup");
+    ns.run(|| assert_eq!(ipvs().daemons().unwrap(), []));
+}

@@ -7,7 +7,7 @@ use ipvs_netlink::{AddressFamily, ForwardMethod, IpvsHandle, TunnelFlags};
 
 use super::model::{
     Destination, Family, Forwarding, Netmask, Persistence, Service, ServiceFlags, ServiceKey,
-    Stats, Table, Timeouts, Tunnel, TunnelChecksum, TunnelType,
+    Stats, SyncDaemon, Table, Timeouts, Tunnel, TunnelChecksum, TunnelType,
 };
 
 /// Why the kernel's IPVS table could not be read.
@@ -40,6 +40,23 @@ pub fn read_timeouts() -> Result<Timeouts, Error> {
         tcp_fin: timeouts.tcp_fin,
         udp: timeouts.udp,
     })
+}
+
+/// The running connection-synchronisation daemons, master first.
+pub fn read_daemons() -> Result<Vec<SyncDaemon>, Error> {
+    Ok(IpvsHandle::new()?
+        .daemons()?
+        .into_iter()
+        .map(|daemon| SyncDaemon {
+            role: daemon.role.to_string(),
+            mcast_interface: daemon.mcast_interface,
+            sync_id: daemon.sync_id,
+            sync_max_len: daemon.sync_max_len,
+            mcast_group: daemon.mcast_group,
+            mcast_port: daemon.mcast_port,
+            mcast_ttl: daemon.mcast_ttl,
+        })
+        .collect())
 }
 
 fn family(family: AddressFamily) -> Family {

@@ -39,6 +39,13 @@
 //! }
 //! ```
 //!
+//! With `--timeout` the output is instead `{"timeouts": {"tcp": 900, "tcp_fin": 120,
+//! "udp": 300}}` (the listing's `timeouts` field stays `null`, kept for compatibility).
+//!
+//! With `--daemon` the output is instead `{"daemons": [{"role": "master" | "backup",
+//! "mcast_interface": "eth0", "sync_id": 0, "sync_max_len": 1472 | null,
+//! "mcast_group": "224.0.0.81" | null, "mcast_port": 8848 | null, "mcast_ttl": 1 | null}]}`.
+//!
 //! With `-c` the output is instead `{"connections": [...]}`, each entry with
 //! `protocol`, `client_address`, `client_port`, `virtual_address`, `virtual_port`,
 //! `destination_address`, `destination_port`, `state`, `expires` (seconds) and

@@ -327,3 +327,23 @@ pub struct Timeouts {
     /// UDP, in seconds.
     pub udp: u32,
 }
+
+/// A running connection-synchronisation daemon (`ipvsadm -L --daemon`). Settings the
+/// kernel does not report are `None`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SyncDaemon {
+    /// `master` or `backup`.
+    pub role: String,
+    /// The multicast interface.
+    pub mcast_interface: String,
+    /// The sync ID.
+    pub sync_id: u32,
+    /// The largest sync message, in bytes.
+    pub sync_max_len: Option<u16>,
+    /// The multicast group.
+    pub mcast_group: Option<IpAddr>,
+    /// The multicast port.
+    pub mcast_port: Option<u16>,
+    /// The multicast TTL.
+    pub mcast_ttl: Option<u8>,
+}

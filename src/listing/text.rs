@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::model::{
-    Destination, Family, Forwarding, Netmask, Service, ServiceKey, Stats, Table, Timeouts,
-    TunnelChecksum, TunnelType, protocol,
+    Destination, Family, Forwarding, Netmask, Service, ServiceKey, Stats, SyncDaemon, Table,
+    Timeouts, TunnelChecksum, TunnelType, protocol,
 };
 use super::names::{Resolver, addr_port, truncate_bytes};
 use super::order::{cmp_destinations, cmp_services, merge_sort};
@@ -72,6 +72,33 @@ pub fn timeouts(timeouts: &Timeouts) -> String {
         "Timeout (tcp tcpfin udp): {} {} {}\n",
         timeouts.tcp, timeouts.tcp_fin, timeouts.udp
     )
+}
+
+/// `ipvsadm -L --daemon`: one line per running sync daemon, master first; settings
+/// the kernel does not report (or reports as 0) are left out, as ipvsadm does.
+pub fn daemons(daemons: &[SyncDaemon]) -> String {
+    let mut out = String::new();
+    for daemon in daemons {
+        let _ = write!(
+            out,
+            "{} sync daemon (mcast={}, syncid={}",
+            daemon.role, daemon.mcast_interface, daemon.sync_id
+        );
+        if let Some(max_len) = daemon.sync_max_len.filter(|len| *len != 0) {
+            let _ = write!(out, ", maxlen={max_len}");
+        }
+        if let Some(group) = daemon.mcast_group {
+            let _ = write!(out, ", group={group}");
+        }
+        if let Some(port) = daemon.mcast_port.filter(|port| *port != 0) {
+            let _ = write!(out, ", port={port}");
+        }
+        if let Some(ttl) = daemon.mcast_ttl.filter(|ttl| *ttl != 0) {
+            let _ = write!(out, ", ttl={ttl}");
+        }
+        out.push_str(")\n");
+    }
+    out
 }
 
 /// The column titles for `format`.

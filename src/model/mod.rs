@@ -11,6 +11,7 @@
 //! rtnetlink and `ipset-netlink`.
 
 mod endpoints;
+pub mod inspect;
 pub mod ipset;
 mod merged;
 pub mod service;

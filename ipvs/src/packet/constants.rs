@@ -165,3 +165,25 @@ pub const IP_VS_CONN_F_FWD_MASK: u32 = 7;
 pub const AF_INET: u16 = 2;
 /// `AF_INET6`.
 pub const AF_INET6: u16 = 10;
+
+/// Sync daemon state (u32): [`IP_VS_STATE_MASTER`] or [`IP_VS_STATE_BACKUP`].
+pub const IPVS_DAEMON_ATTR_STATE: u16 = 1;
+/// Multicast interface name (string).
+pub const IPVS_DAEMON_ATTR_MCAST_IFN: u16 = 2;
+/// Sync ID (u32).
+pub const IPVS_DAEMON_ATTR_SYNC_ID: u16 = 3;
+/// Largest sync message (u16).
+pub const IPVS_DAEMON_ATTR_SYNC_MAXLEN: u16 = 4;
+/// IPv4 multicast group (4 bytes, network order).
+pub const IPVS_DAEMON_ATTR_MCAST_GROUP: u16 = 5;
+/// IPv6 multicast group (16 bytes).
+pub const IPVS_DAEMON_ATTR_MCAST_GROUP6: u16 = 6;
+/// Multicast port (u16).
+pub const IPVS_DAEMON_ATTR_MCAST_PORT: u16 = 7;
+/// Multicast TTL (u8).
+pub const IPVS_DAEMON_ATTR_MCAST_TTL: u16 = 8;
+
+/// The master sync daemon (sends connection state).
+pub const IP_VS_STATE_MASTER: u32 = 0x0001;
+/// The backup sync daemon (receives connection state).
+pub const IP_VS_STATE_BACKUP: u32 = 0x0002;

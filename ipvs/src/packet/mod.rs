@@ -4,6 +4,7 @@
 //! parsed kernel message emits back to the same bytes.
 
 pub mod constants;
+pub mod daemon;
 pub mod destination;
 pub mod service;
 pub mod stats;
@@ -15,6 +16,7 @@ use netlink_packet_core::{
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 
 use constants::*;
+pub use daemon::{DaemonAttribute, parse_daemon};
 pub use destination::{DestinationAttribute, parse_destination};
 pub use service::{ServiceAttribute, parse_service};
 pub use stats::{StatsAttribute, StatsField, parse_stats};
@@ -26,6 +28,8 @@ pub enum Attribute {
     Service(Vec<ServiceAttribute>),
     /// The destination nest.
     Destination(Vec<DestinationAttribute>),
+    /// The sync daemon nest (in `IPVS_CMD_NEW_DAEMON` replies to a daemon dump).
+    Daemon(Vec<DaemonAttribute>),
     /// TCP established timeout, seconds.
     TimeoutTcp(u32),
     /// TCP FIN-wait timeout, seconds.
@@ -36,7 +40,7 @@ pub enum Attribute {
     Version(u32),
     /// Connection table size (only in the reply to `IPVS_CMD_GET_INFO`).
     ConnTableSize(u32),
-    /// An attribute this crate does not know (e.g. the sync daemon nest), kept verbatim.
+    /// An attribute this crate does not know, kept verbatim.
     Other(DefaultNla),
 }
 
@@ -45,6 +49,7 @@ impl Nla for Attribute {
         match self {
             Attribute::Service(attrs) => attrs.as_slice().buffer_len(),
             Attribute::Destination(attrs) => attrs.as_slice().buffer_len(),
+            Attribute::Daemon(attrs) => attrs.as_slice().buffer_len(),
             Attribute::TimeoutTcp(_)
             | Attribute::TimeoutTcpFin(_)
             | Attribute::TimeoutUdp(_)
@@ -58,6 +63,7 @@ impl Nla for Attribute {
         match self {
             Attribute::Service(_) => IPVS_CMD_ATTR_SERVICE,
             Attribute::Destination(_) => IPVS_CMD_ATTR_DEST,
+            Attribute::Daemon(_) => IPVS_CMD_ATTR_DAEMON,
             Attribute::TimeoutTcp(_) => IPVS_CMD_ATTR_TIMEOUT_TCP,
             Attribute::TimeoutTcpFin(_) => IPVS_CMD_ATTR_TIMEOUT_TCP_FIN,
             Attribute::TimeoutUdp(_) => IPVS_CMD_ATTR_TIMEOUT_UDP,
@@ -71,6 +77,7 @@ impl Nla for Attribute {
         match self {
             Attribute::Service(attrs) => attrs.as_slice().emit(buffer),
             Attribute::Destination(attrs) => attrs.as_slice().emit(buffer),
+            Attribute::Daemon(attrs) => attrs.as_slice().emit(buffer),
             Attribute::TimeoutTcp(value)
             | Attribute::TimeoutTcpFin(value)
             | Attribute::TimeoutUdp(value)
@@ -99,6 +106,7 @@ impl Attribute {
         Ok(match buf.kind() {
             IPVS_CMD_ATTR_SERVICE => Attribute::Service(parse_service(value)?),
             IPVS_CMD_ATTR_DEST => Attribute::Destination(parse_destination(value)?),
+            IPVS_CMD_ATTR_DAEMON => Attribute::Daemon(parse_daemon(value)?),
             IPVS_CMD_ATTR_TIMEOUT_TCP => Attribute::TimeoutTcp(parse_u32(value)?),
             IPVS_CMD_ATTR_TIMEOUT_TCP_FIN => Attribute::TimeoutTcpFin(parse_u32(value)?),
             IPVS_CMD_ATTR_TIMEOUT_UDP => Attribute::TimeoutUdp(parse_u32(value)?),

@@ -1,0 +1,122 @@
+//! Read-only views of the model's inputs for `ipvs-proxy services`: the Service
+//! objects' settings and the EndpointSlices' endpoints (pod, node, conditions), which
+//! the desired state itself does not keep.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::{Model, ServiceError, ServiceKey, ServiceOutcome};
+
+/// The settings of a Service that explain what the agent programmed for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// `spec.type` (`ClusterIP` when unset).
+    pub service_type: String,
+    /// `spec.sessionAffinity` (`None` when unset).
+    pub session_affinity: String,
+    /// `spec.externalTrafficPolicy` (`Cluster` when unset).
+    pub external_traffic_policy: String,
+    /// `spec.internalTrafficPolicy` (`Cluster` when unset).
+    pub internal_traffic_policy: String,
+}
+
+/// One endpoint address of a Service as its EndpointSlices describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The endpoint's first address (the one the proxy uses).
+    pub addr: IpAddr,
+    /// `targetRef.name` when the target is a Pod.
+    pub pod: Option<String>,
+    /// `nodeName`.
+    pub node: Option<String>,
+    /// `conditions.ready` (unset means ready).
+    pub ready: bool,
+    /// `conditions.serving` (unset means the same as ready).
+    pub serving: bool,
+    /// `conditions.terminating` (unset means false).
+    pub terminating: bool,
+}
+
+impl Model {
+    /// The keys of every Service the model holds, in order.
+    pub fn service_keys(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services.keys()
+    }
+
+    /// Every Service's computed outcome, in key order.
+    pub fn outcomes(
+        &self,
+    ) -> impl Iterator<Item = (&ServiceKey, &Result<ServiceOutcome, ServiceError>)> {
+        self.outcomes.iter()
+    }
+
+    /// The settings of one Service, or `None` when the model does not hold it.
+    pub fn service_settings(&self, key: &ServiceKey) -> Option<ServiceSettings> {
+        let service = self.services.get(key)?;
+        let spec = service.spec.as_ref();
+        let text = |value: Option<&String>, default: &str| {
+            value
+                .filter(|value| !value.is_empty())
+                .cloned()
+                .unwrap_or_else(|| default.to_string())
+        };
+        Some(ServiceSettings {
+            service_type: text(spec.and_then(|s| s.type_.as_ref()), "ClusterIP"),
+            session_affinity: text(spec.and_then(|s| s.session_affinity.as_ref()), "None"),
+            external_traffic_policy: text(
+                spec.and_then(|s| s.external_traffic_policy.as_ref()),
+                "Cluster",
+            ),
+            internal_traffic_policy: text(
+                spec.and_then(|s| s.internal_traffic_policy.as_ref()),
+                "Cluster",
+            ),
+        })
+    }
+
+    /// The endpoints of a Service's EndpointSlices by address. An address listed in
+    /// two slices (while a slice is being replaced) keeps its ready copy, as the
+    /// endpoint selection does.
+    pub fn endpoint_infos(&self, key: &ServiceKey) -> BTreeMap<IpAddr, EndpointInfo> {
+        let mut by_address: BTreeMap<IpAddr, EndpointInfo> = BTreeMap::new();
+        for slice in self.slices.get(key).into_iter().flat_map(|s| s.values()) {
+            for endpoint in slice.endpoints.iter().flatten() {
+                let Some(addr) = endpoint
+                    .addresses
+                    .first()
+                    .and_then(|text| text.parse::<IpAddr>().ok())
+                else {
+                    continue;
+                };
+                let conditions = endpoint.conditions.clone().unwrap_or_default();
+                let ready = conditions.ready.unwrap_or(true);
+                let info = EndpointInfo {
+                    addr,
+                    pod: endpoint
+                        .target_ref
+                        .as_ref()
+                        .filter(|target| target.kind.as_deref() == Some("Pod"))
+                        .and_then(|target| target.name.clone()),
+                    node: endpoint.node_name.clone(),
+                    ready,
+                    serving: conditions.serving.unwrap_or(ready),
+                    terminating: conditions.terminating.unwrap_or(false),
+                };
+                match by_address.get(&addr) {
+                    Some(existing) if existing.ready || !info.ready => {}
+                    _ => {
+                        by_address.insert(addr, info);
+                    }
+                }
+            }
+        }
+        by_address
+    }
+}
+
+impl Model {
+    /// The name of the node the model computes for.
+    pub fn node_name(&self) -> &str {
+        &self.node.name
+    }
+}
