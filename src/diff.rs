@@ -151,6 +151,19 @@ pub enum Change {
 }
 
 impl Change {
+    /// Whether the change is made in IPVS (not on kube-ipvs0 or in an ipset).
+    pub fn is_ipvs(&self) -> bool {
+        matches!(
+            self,
+            Self::AddVirtualServer(_)
+                | Self::UpdateVirtualServer(_)
+                | Self::DeleteVirtualServer(_)
+                | Self::AddRealServer { .. }
+                | Self::UpdateRealServer { .. }
+                | Self::DeleteRealServer { .. }
+        )
+    }
+
     fn rank(&self) -> u8 {
         match self {
             Self::AddAddress(_) => 0,

@@ -40,6 +40,10 @@ enum Command {
     Version,
 }
 
+/// jemalloc returns memory freed after a burst to the system (see .cargo/config.toml).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -367,12 +367,18 @@ impl Kernel {
     /// batch), then removals of addresses and entries.
     pub async fn apply(&mut self, plan: &Plan) -> ApplyReport {
         let mut report = ApplyReport::default();
-        let mut ipvs_changes: Vec<(String, ipvs::Change)> = Vec::new();
+        // The IPVS changes, and for each the index of its plan change (for the message of a
+        // failure: formatting every change up front would cost a string per change).
+        let mut ipvs_changes: Vec<ipvs::Change> = Vec::new();
+        let mut ipvs_origin: Vec<usize> = Vec::new();
         let mut add_addresses = Vec::new();
         let mut remove_addresses = Vec::new();
         let mut ipset_adds: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut ipset_dels: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for change in &plan.changes {
+        for (index, change) in plan.changes.iter().enumerate() {
+            if change.is_ipvs() {
+                ipvs_origin.push(index);
+            }
             match change {
                 Change::AddAddress(addr) => add_addresses.push(*addr),
                 Change::DeleteAddress(addr) => remove_addresses.push(*addr),
@@ -384,45 +390,28 @@ impl Kernel {
                     .entry(set.clone())
                     .or_default()
                     .push(entry.clone()),
-                Change::AddVirtualServer(spec) => ipvs_changes.push((
-                    change.to_string(),
-                    ipvs::Change::AddService(ipvs_service(
-                        &spec.key,
-                        &spec.scheduler,
-                        spec.persistence_timeout,
-                    )),
+                Change::AddVirtualServer(spec) => ipvs_changes.push(ipvs::Change::AddService(
+                    ipvs_service(&spec.key, &spec.scheduler, spec.persistence_timeout),
                 )),
-                Change::UpdateVirtualServer(spec) => ipvs_changes.push((
-                    change.to_string(),
-                    ipvs::Change::EditService(ipvs_service(
-                        &spec.key,
-                        &spec.scheduler,
-                        spec.persistence_timeout,
-                    )),
+                Change::UpdateVirtualServer(spec) => ipvs_changes.push(ipvs::Change::EditService(
+                    ipvs_service(&spec.key, &spec.scheduler, spec.persistence_timeout),
                 )),
-                Change::DeleteVirtualServer(key) => ipvs_changes.push((
-                    change.to_string(),
-                    ipvs::Change::DeleteService(ipvs_key(key)),
-                )),
+                Change::DeleteVirtualServer(key) => {
+                    ipvs_changes.push(ipvs::Change::DeleteService(ipvs_key(key)))
+                }
                 Change::AddRealServer {
                     virtual_server,
                     real_server,
-                } => ipvs_changes.push((
-                    change.to_string(),
-                    ipvs::Change::AddDestination(
-                        ipvs_key(virtual_server),
-                        ipvs_destination(real_server),
-                    ),
+                } => ipvs_changes.push(ipvs::Change::AddDestination(
+                    ipvs_key(virtual_server),
+                    ipvs_destination(real_server),
                 )),
                 Change::UpdateRealServer {
                     virtual_server,
                     real_server,
-                } => ipvs_changes.push((
-                    change.to_string(),
-                    ipvs::Change::EditDestination(
-                        ipvs_key(virtual_server),
-                        ipvs_destination(real_server),
-                    ),
+                } => ipvs_changes.push(ipvs::Change::EditDestination(
+                    ipvs_key(virtual_server),
+                    ipvs_destination(real_server),
                 )),
                 Change::DeleteRealServer {
                     virtual_server,
@@ -431,12 +420,9 @@ impl Kernel {
                 } => {
                     let destination =
                         ipvs::Destination::new(*addr, *port, ipvs::ForwardMethod::Masquerade);
-                    ipvs_changes.push((
-                        change.to_string(),
-                        ipvs::Change::DeleteDestination(
-                            ipvs_key(virtual_server),
-                            destination.key(),
-                        ),
+                    ipvs_changes.push(ipvs::Change::DeleteDestination(
+                        ipvs_key(virtual_server),
+                        destination.key(),
                     ))
                 }
             }
@@ -459,22 +445,21 @@ impl Kernel {
         self.apply_ipset(&ipset_adds, true, &mut report);
 
         if !ipvs_changes.is_empty() {
-            let batch: Vec<ipvs::Change> = ipvs_changes.iter().map(|(_, c)| c.clone()).collect();
-            report.netlink_messages += batch.len() as u64;
-            match self.ipvs.apply_batch(&batch).await {
+            report.netlink_messages += ipvs_changes.len() as u64;
+            match self.ipvs.apply_batch(&ipvs_changes).await {
                 Ok(results) => {
-                    for ((text, _), result) in ipvs_changes.iter().zip(results) {
+                    for (index, result) in ipvs_origin.iter().zip(results) {
                         match result {
                             Ok(()) => report.applied += 1,
                             Err(error) => report.failed.push(FailedChange {
-                                change: text.clone(),
+                                change: plan.changes[*index].to_string(),
                                 error: error.to_string(),
                             }),
                         }
                     }
                 }
                 Err(error) => report.failed.push(FailedChange {
-                    change: format!("{} IPVS change(s)", batch.len()),
+                    change: format!("{} IPVS change(s)", ipvs_changes.len()),
                     error: error.to_string(),
                 }),
             }
