@@ -219,7 +219,9 @@ impl Agent {
             warn!(change = %failed.change, "kernel refused a change: {}", failed.error);
             self.metrics.error("apply");
         }
+        let iptables_started = Instant::now();
         self.sync_iptables(full);
+        let iptables_ms = iptables_started.elapsed().as_millis() as u64;
         if full || touched.health_checks {
             self.sync_service_health().await;
         }
@@ -236,6 +238,7 @@ impl Agent {
                 applied = report.applied,
                 failed = report.failed.len(),
                 netlink_messages,
+                iptables_ms,
                 us = started.elapsed().as_micros() as u64,
                 "synced"
             );

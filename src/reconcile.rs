@@ -363,8 +363,8 @@ impl Kernel {
         Ok((observed_virtual_servers(table), requests))
     }
 
-    /// Applies `plan` in order: addresses and set entries first, then IPVS (one
-    /// batch), then removals of addresses and entries.
+    /// Applies `plan`: set entries first, then addresses and IPVS (one batch) at the
+    /// same time, then removals of entries and addresses.
     pub async fn apply(&mut self, plan: &Plan) -> ApplyReport {
         let mut report = ApplyReport::default();
         // The IPVS changes, and for each the index of its plan change (for the message of a
@@ -428,25 +428,56 @@ impl Kernel {
             }
         }
 
-        // Addresses first: a virtual server must not exist before its VIP is local.
-        if !add_addresses.is_empty() {
-            report.netlink_messages += add_addresses.len() as u64;
-            match self.iface.add(add_addresses.iter().copied()).await {
-                Ok(_) => report.applied += add_addresses.len(),
+        // Set entries first, so the filter and masquerade rules know a VIP before it
+        // carries traffic. Then addresses and IPVS together: each is one pipelined stream
+        // of requests and the kernel works on both at once (on two CPUs where it has
+        // them); until both are in, a new VIP is simply not served yet.
+        let started = std::time::Instant::now();
+        self.apply_ipset(&ipset_adds, true, &mut report);
+        let ipset_done = started.elapsed();
+        let iface = &mut self.iface;
+        let ipvs = &mut self.ipvs;
+        let add_count = add_addresses.len();
+        let (address_result, ipvs_result) = tokio::join!(
+            async move {
+                if add_addresses.is_empty() {
+                    return None;
+                }
+                let result = iface.add(add_addresses.iter().copied()).await;
+                Some((result, started.elapsed()))
+            },
+            async {
+                if ipvs_changes.is_empty() {
+                    return None;
+                }
+                let result = ipvs.apply_batch(&ipvs_changes).await;
+                Some((result, started.elapsed()))
+            },
+        );
+        if let Some((result, done)) = address_result {
+            report.netlink_messages += add_count as u64;
+            tracing::debug!(
+                addresses = add_count,
+                ms = done.as_millis() as u64,
+                "addresses bound"
+            );
+            match result {
+                Ok(_) => report.applied += add_count,
                 Err(error) => report.failed.push(FailedChange {
-                    change: format!(
-                        "add {} address(es) to {SERVICE_INTERFACE}",
-                        add_addresses.len()
-                    ),
+                    change: format!("add {add_count} address(es) to {SERVICE_INTERFACE}"),
                     error: error.to_string(),
                 }),
             }
         }
-        self.apply_ipset(&ipset_adds, true, &mut report);
-
-        if !ipvs_changes.is_empty() {
+        if let Some((result, done)) = ipvs_result {
             report.netlink_messages += ipvs_changes.len() as u64;
-            match self.ipvs.apply_batch(&ipvs_changes).await {
+            tracing::debug!(
+                changes = ipvs_changes.len(),
+                ms = done.as_millis() as u64,
+                ipset_ms = ipset_done.as_millis() as u64,
+                "IPVS programmed"
+            );
+            match result {
                 Ok(results) => {
                     for (index, result) in ipvs_origin.iter().zip(results) {
                         match result {
