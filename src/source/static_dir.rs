@@ -234,6 +234,41 @@ enum Kind {
     Slice,
 }
 
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Slice => "EndpointSlice",
+        }
+    }
+}
+
+/// The last definition of object `id` in `manifests`, as an event with its content hash.
+fn applied_event(manifests: &Manifests, kind: Kind, id: &Id) -> Option<(u64, SourceEvent)> {
+    match kind {
+        Kind::Service => {
+            let mut service = manifests
+                .services
+                .iter()
+                .rev()
+                .find(|s| object_id(&s.metadata) == *id)?
+                .clone();
+            service.metadata.namespace = Some(id.0.clone());
+            Some((content_hash(&service), SourceEvent::ServiceApplied(service)))
+        }
+        Kind::Slice => {
+            let mut slice = manifests
+                .slices
+                .iter()
+                .rev()
+                .find(|s| object_id(&s.metadata) == *id)?
+                .clone();
+            slice.metadata.namespace = Some(id.0.clone());
+            Some((content_hash(&slice), SourceEvent::SliceApplied(slice)))
+        }
+    }
+}
+
 /// An object as last sent: the file it came from and a hash of its content. Only the
 /// hash is kept: holding thousands of parsed objects twice (here and in the model)
 /// would double the agent's memory for nothing.
@@ -409,69 +444,26 @@ impl DirState {
             };
             // The defining file is a changed one (its objects are at hand) or, when an
             // unchanged file defines the object too, that file is read again.
-            let event = if parsed.contains_key(&owner) {
-                match kind {
-                    Kind::Service => parsed[&owner]
-                        .1
-                        .services
-                        .iter()
-                        .rev()
-                        .find(|s| object_id(&s.metadata) == id)
-                        .map(|s| {
-                            let mut s = s.clone();
-                            s.metadata.namespace = Some(id.0.clone());
-                            (content_hash(&s), SourceEvent::ServiceApplied(s))
-                        }),
-                    Kind::Slice => parsed[&owner]
-                        .1
-                        .slices
-                        .iter()
-                        .rev()
-                        .find(|s| object_id(&s.metadata) == id)
-                        .map(|s| {
-                            let mut s = s.clone();
-                            s.metadata.namespace = Some(id.0.clone());
-                            (content_hash(&s), SourceEvent::SliceApplied(s))
-                        }),
-                }
-            } else {
-                let manifests = match read_file(&owner) {
-                    Ok(manifests) => manifests,
+            let reread;
+            let manifests = match parsed.get(&owner) {
+                Some((_, manifests)) => manifests,
+                None => match read_file(&owner) {
+                    Ok(manifests) => {
+                        reread = manifests;
+                        &reread
+                    }
                     Err(error) => {
                         round.warnings.push(format!(
                             "{} {}/{} not reloaded: {error}",
-                            if kind == Kind::Service {
-                                "Service"
-                            } else {
-                                "EndpointSlice"
-                            },
+                            kind.name(),
                             id.0,
                             id.1
                         ));
                         continue;
                     }
-                };
-                match kind {
-                    Kind::Service => manifests
-                        .services
-                        .into_iter()
-                        .rev()
-                        .find(|s| object_id(&s.metadata) == id)
-                        .map(|mut s| {
-                            s.metadata.namespace = Some(id.0.clone());
-                            (content_hash(&s), SourceEvent::ServiceApplied(s))
-                        }),
-                    Kind::Slice => manifests
-                        .slices
-                        .into_iter()
-                        .rev()
-                        .find(|s| object_id(&s.metadata) == id)
-                        .map(|mut s| {
-                            s.metadata.namespace = Some(id.0.clone());
-                            (content_hash(&s), SourceEvent::SliceApplied(s))
-                        }),
-                }
+                },
             };
+            let event = applied_event(manifests, kind, &id);
             let Some((hash, event)) = event else {
                 continue;
             };
