@@ -316,7 +316,7 @@ impl Agent {
                 inputs.local_traffic = LocalTraffic::Cidr(*cidr);
             }
             for set in KubeSet::ALL {
-                if !desired.ipsets.get(&set.name(family)).is_empty() {
+                if desired.ipsets.has_members(&set.name(family)) {
                     inputs.non_empty_sets.insert(set);
                 }
             }

@@ -116,6 +116,11 @@ impl IpsetMembers {
         self.0.get(set).cloned().unwrap_or_default()
     }
 
+    /// Whether `set` has at least one member (without copying it, unlike [`IpsetMembers::get`]).
+    pub fn has_members(&self, set: &str) -> bool {
+        self.0.get(set).is_some_and(|entries| !entries.is_empty())
+    }
+
     /// Whether a set (by full name) holds an entry.
     pub fn contains(&self, set: &str, entry: &str) -> bool {
         self.0
