@@ -68,6 +68,38 @@ pub struct ObservedState {
     pub ipsets: IpsetMembers,
 }
 
+impl ObservedState {
+    /// What the kernel holds right after `desired` was programmed faithfully: every
+    /// virtual and real server as desired, no connections yet, the addresses and set
+    /// members. The reference point for tests and for "what would change" reasoning.
+    pub fn programmed(desired: &DesiredState) -> ObservedState {
+        ObservedState {
+            virtual_servers: desired
+                .virtual_servers
+                .values()
+                .map(|vs| ObservedVirtualServer {
+                    key: vs.key,
+                    scheduler: vs.scheduler.clone(),
+                    persistence_timeout: vs.persistence_timeout,
+                    real_servers: vs
+                        .real_servers
+                        .iter()
+                        .map(|rs| ObservedRealServer {
+                            addr: rs.addr,
+                            port: rs.port,
+                            weight: rs.weight,
+                            active_connections: 0,
+                            inactive_connections: 0,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            addresses: desired.addresses.clone(),
+            ipsets: desired.ipsets.clone(),
+        }
+    }
+}
+
 /// The settings the diff needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffOptions {

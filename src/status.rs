@@ -1016,30 +1016,16 @@ mod tests {
     /// The kernel after a faithful sync, with 3 active and 1 inactive connection on
     /// every real server.
     fn observed_from(state: &DesiredState) -> ObservedState {
-        ObservedState {
-            virtual_servers: state
-                .virtual_servers
-                .values()
-                .map(|vs| ObservedVirtualServer {
-                    key: vs.key,
-                    scheduler: vs.scheduler.clone(),
-                    persistence_timeout: vs.persistence_timeout,
-                    real_servers: vs
-                        .real_servers
-                        .iter()
-                        .map(|rs| ObservedRealServer {
-                            addr: rs.addr,
-                            port: rs.port,
-                            weight: rs.weight,
-                            active_connections: 3,
-                            inactive_connections: 1,
-                        })
-                        .collect(),
-                })
-                .collect(),
-            addresses: state.addresses.clone(),
-            ipsets: state.ipsets.clone(),
+        let mut observed = ObservedState::programmed(state);
+        for rs in observed
+            .virtual_servers
+            .iter_mut()
+            .flat_map(|vs| vs.real_servers.iter_mut())
+        {
+            rs.active_connections = 3;
+            rs.inactive_connections = 1;
         }
+        observed
     }
 
     /// Builds the report the agent would send for `model` and `observed`.

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use ipvs_proxy::config::{self, Config};
 use ipvs_proxy::diff::{
-    Change, DiffOptions, DrainStarts, ObservedRealServer, ObservedState, ObservedVirtualServer,
-    diff,
+    Change, DiffOptions, DrainStarts, ObservedState, ObservedVirtualServer, diff,
 };
 use ipvs_proxy::model::{
     DesiredState, Model, NodeInfo, Protocol, RealServer, ServiceKey, ServiceOutcome, Skipped,
@@ -457,30 +456,7 @@ fn options() -> DiffOptions {
 
 /// The observed state after applying `state` faithfully.
 fn observed_from(state: &DesiredState) -> ObservedState {
-    ObservedState {
-        virtual_servers: state
-            .virtual_servers
-            .values()
-            .map(|vs| ObservedVirtualServer {
-                key: vs.key,
-                scheduler: vs.scheduler.clone(),
-                persistence_timeout: vs.persistence_timeout,
-                real_servers: vs
-                    .real_servers
-                    .iter()
-                    .map(|rs| ObservedRealServer {
-                        addr: rs.addr,
-                        port: rs.port,
-                        weight: rs.weight,
-                        active_connections: 0,
-                        inactive_connections: 0,
-                    })
-                    .collect(),
-            })
-            .collect(),
-        addresses: state.addresses.clone(),
-        ipsets: state.ipsets.clone(),
-    }
+    ObservedState::programmed(state)
 }
 
 #[test]

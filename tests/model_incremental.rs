@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ipvs_proxy::config::Config;
 use ipvs_proxy::diff::{
-    self, DiffOptions, DrainStarts, ObservedRealServer, ObservedState, ObservedVirtualServer, Scope,
+    self, DiffOptions, DrainStarts, ObservedState, ObservedVirtualServer, Scope,
 };
 use ipvs_proxy::model::{
     DesiredState, Model, NodeInfo, Protocol, ServiceKey, Touched, VirtualServerKey,
@@ -271,27 +271,8 @@ fn one_slice_update_touches_only_its_service() {
 /// What the kernel would hold after `state` was programmed, plus a foreign virtual
 /// server (another program's) that no plan may touch.
 fn kernel_holding(state: &DesiredState) -> ObservedState {
-    let mut virtual_servers: Vec<ObservedVirtualServer> = state
-        .virtual_servers
-        .values()
-        .map(|vs| ObservedVirtualServer {
-            key: vs.key,
-            scheduler: vs.scheduler.clone(),
-            persistence_timeout: vs.persistence_timeout,
-            real_servers: vs
-                .real_servers
-                .iter()
-                .map(|rs| ObservedRealServer {
-                    addr: rs.addr,
-                    port: rs.port,
-                    weight: rs.weight,
-                    active_connections: 0,
-                    inactive_connections: 0,
-                })
-                .collect(),
-        })
-        .collect();
-    virtual_servers.push(ObservedVirtualServer {
+    let mut kernel = ObservedState::programmed(state);
+    kernel.virtual_servers.push(ObservedVirtualServer {
         key: VirtualServerKey {
             addr: "192.0.2.200".parse().unwrap(),
             port: 80,
@@ -301,11 +282,7 @@ fn kernel_holding(state: &DesiredState) -> ObservedState {
         persistence_timeout: None,
         real_servers: Vec::new(),
     });
-    ObservedState {
-        virtual_servers,
-        addresses: state.addresses.clone(),
-        ipsets: state.ipsets.clone(),
-    }
+    kernel
 }
 
 #[test]
