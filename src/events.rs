@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::model::input::ServiceInput;
 use crate::model::{ServiceError, ServiceKey};
 
 /// The `reportingController` of every Event: this agent.
@@ -264,9 +265,12 @@ impl EventReporter {
 }
 
 /// The object reference of a Service for [`EventReporter::report`]: apiVersion, kind,
-/// namespace, name, uid and resourceVersion.
-pub fn service_reference(service: &Service) -> ObjectReference {
-    kube::Resource::object_ref(service, &())
+/// namespace, name and uid (what `kubectl describe` matches Events on).
+pub fn service_reference(service: &ServiceInput) -> ObjectReference {
+    ObjectReference {
+        uid: service.uid.clone(),
+        ..key_reference(&service.key)
+    }
 }
 
 /// A reference by namespace and name, for a Service whose object is not at hand.

@@ -581,7 +581,7 @@ fn virtual_server_status(
         port: vs.key.port,
         protocol: vs.key.protocol.as_str().to_string(),
         kind: kind_name(vs.kind).to_string(),
-        port_name: vs.port_name.clone(),
+        port_name: vs.port_name.to_string(),
         scheduler: vs.scheduler.clone(),
         persistence_timeout: vs.persistence_timeout,
         in_kernel: observed.is_some(),

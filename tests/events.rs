@@ -168,7 +168,7 @@ impl Cluster {
 
     fn report(&self, reporter: &mut EventReporter) {
         reporter.report(&self.errors(), |key| {
-            self.services.get(key).map(service_reference)
+            self.model.service(key).map(service_reference)
         });
     }
 }

@@ -109,7 +109,7 @@ fn cluster_ip_uses_ready_endpoints_per_port() {
     assert_eq!(vs.scheduler, "rr");
     assert_eq!(vs.persistence_timeout, None);
     assert_eq!(vs.kind, VipKind::ClusterIp);
-    assert_eq!(vs.port_name, "http");
+    assert_eq!(&*vs.port_name, "http");
     assert_eq!(state.addresses, BTreeSet::from([ip("10.96.12.34")]));
     assert_eq!(
         state.ipsets.get("KUBE-CLUSTER-IP"),
@@ -396,6 +396,36 @@ fn conflicting_external_ip_goes_to_the_older_service() {
     );
     // The loser is skipped whole: its ClusterIP is not bound either.
     assert!(!state.addresses.contains(&ip("10.96.20.2")));
+}
+
+#[test]
+fn updates_of_fields_the_model_does_not_read_cost_nothing() {
+    let mut model = model_with(&["svc-web.json"], &["eps-web.json"]);
+    let _ = model.take_touched();
+    let before = model.recomputations();
+    // What the API server changes on every write, and what kubectl apply adds.
+    let mut service: Service = fixture("svc-web.json");
+    service.metadata.resource_version = Some("999999".into());
+    service.metadata.annotations = Some(
+        [(
+            "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+            "{\"big\": \"blob\"}".to_string(),
+        )]
+        .into(),
+    );
+    model.apply_service(service);
+    let mut slice: EndpointSlice = fixture("eps-web.json");
+    slice.metadata.resource_version = Some("1000000".into());
+    slice.metadata.generation = Some(42);
+    model.apply_slice(slice);
+    assert_eq!(model.recomputations(), before);
+    assert!(model.take_touched().is_empty());
+    // A change the model reads is recomputed.
+    let mut slice: EndpointSlice = fixture("eps-web.json");
+    slice.endpoints.as_mut().unwrap().truncate(1);
+    model.apply_slice(slice);
+    assert_eq!(model.recomputations(), before + 1);
+    assert!(!model.take_touched().is_empty());
 }
 
 #[test]

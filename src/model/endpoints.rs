@@ -2,96 +2,68 @@
 //! termination, locality and topology-hint rules kube-proxy applies.
 
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
+use super::input::SliceInput;
 use super::{Family, NodeInfo, Protocol};
 
 /// One endpoint of one Service port, with what the selection rules look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Endpoint {
+pub(crate) struct Endpoint<'a> {
     pub addr: IpAddr,
     pub port: u16,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
     pub local: bool,
-    pub zone_hints: BTreeSet<String>,
-    pub node_hints: BTreeSet<String>,
+    pub zone_hints: &'a [Arc<str>],
+    pub node_hints: &'a [Arc<str>],
+}
+
+/// Whether `hints` names `name`.
+fn hinted(hints: &[Arc<str>], name: &str) -> bool {
+    hints.iter().any(|hint| **hint == *name)
 }
 
 /// The endpoints of a Service port with the given name, protocol and family, merged over
 /// the Service's slices. An address listed in two slices (while a slice is being
 /// replaced) counts once, preferring its ready copy.
-pub(crate) fn endpoints_for_port(
-    slices: &[&EndpointSlice],
+pub(crate) fn endpoints_for_port<'a>(
+    slices: &[&'a SliceInput],
     port_name: &str,
     protocol: Protocol,
     family: Family,
     node: &NodeInfo,
-) -> Vec<Endpoint> {
-    let address_type = match family {
-        Family::V4 => "IPv4",
-        Family::V6 => "IPv6",
-    };
-    let mut by_address: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
+) -> Vec<Endpoint<'a>> {
+    let mut by_address: BTreeMap<(IpAddr, u16), Endpoint<'a>> = BTreeMap::new();
     for slice in slices {
-        if slice.address_type != address_type {
+        if slice.family != Some(family) {
             continue;
         }
-        let Some(port) = slice.ports.iter().flatten().find_map(|port| {
-            let name_matches = port.name.as_deref().unwrap_or("") == port_name;
-            let protocol_matches =
-                Protocol::from_kubernetes(port.protocol.as_deref()) == Some(protocol);
-            (name_matches && protocol_matches)
+        let Some(port) = slice.ports.iter().find_map(|port| {
+            (*port.name == *port_name && port.protocol == Some(protocol))
                 .then_some(port.port)
                 .flatten()
-                .and_then(|port| u16::try_from(port).ok())
-                .filter(|port| *port != 0)
         }) else {
             continue;
         };
-        for endpoint in slice.endpoints.iter().flatten() {
-            let conditions = endpoint.conditions.clone().unwrap_or_default();
-            // The API: a nil ready means ready, a nil serving means "same as ready".
-            let ready = conditions.ready.unwrap_or(true);
-            let serving = conditions.serving.unwrap_or(ready);
-            let terminating = conditions.terminating.unwrap_or(false);
-            let hints = endpoint.hints.as_ref();
-            let zone_hints: BTreeSet<String> = hints
-                .and_then(|hints| hints.for_zones.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|zone| zone.name.clone())
-                .collect();
-            let node_hints: BTreeSet<String> = hints
-                .and_then(|hints| hints.for_nodes.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|node| node.name.clone())
-                .collect();
+        for endpoint in &slice.endpoints {
             let local =
-                endpoint.node_name.as_deref() == Some(node.name.as_str()) && !node.name.is_empty();
+                !node.name.is_empty() && endpoint.node.as_deref() == Some(node.name.as_str());
             // Only the first address is used, as the API documents for consumers.
-            let Some(addr) = endpoint
-                .addresses
-                .first()
-                .and_then(|text| text.parse::<IpAddr>().ok())
-                .filter(|addr| Family::of(*addr) == family)
-            else {
+            let Some(addr) = endpoint.addr.filter(|addr| Family::of(*addr) == family) else {
                 continue;
             };
             let candidate = Endpoint {
                 addr,
                 port,
-                ready,
-                serving,
-                terminating,
+                ready: endpoint.ready,
+                serving: endpoint.serving,
+                terminating: endpoint.terminating,
                 local,
-                zone_hints,
-                node_hints,
+                zone_hints: &endpoint.zone_hints,
+                node_hints: &endpoint.node_hints,
             };
             match by_address.get(&(addr, port)) {
                 Some(existing) if existing.ready || !candidate.ready => {}
@@ -118,13 +90,13 @@ enum TopologyMode {
 fn topology_mode(endpoints: &[Endpoint], node: &NodeInfo) -> TopologyMode {
     let ready = || endpoints.iter().filter(|endpoint| endpoint.ready);
     let all_node_hints = ready().all(|endpoint| !endpoint.node_hints.is_empty());
-    let node_hinted = ready().any(|endpoint| endpoint.node_hints.contains(&node.name));
+    let node_hinted = ready().any(|endpoint| hinted(endpoint.node_hints, &node.name));
     if all_node_hints && node_hinted {
         return TopologyMode::SameNode;
     }
     if let Some(zone) = &node.zone {
         let all_zone_hints = ready().all(|endpoint| !endpoint.zone_hints.is_empty());
-        let zone_hinted = ready().any(|endpoint| endpoint.zone_hints.contains(zone));
+        let zone_hinted = ready().any(|endpoint| hinted(endpoint.zone_hints, zone));
         if all_zone_hints && zone_hinted {
             return TopologyMode::SameZone;
         }
@@ -134,26 +106,26 @@ fn topology_mode(endpoints: &[Endpoint], node: &NodeInfo) -> TopologyMode {
 
 /// The endpoints each kind of traffic uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Categorized {
+pub(crate) struct Categorized<'a> {
     /// For traffic policy Cluster: ready endpoints (topology applied), or if none is
     /// ready, the serving terminating ones.
-    pub cluster: Vec<Endpoint>,
+    pub cluster: Vec<Endpoint<'a>>,
     /// For traffic policy Local: this node's ready endpoints, or if none is ready, its
     /// serving terminating ones. Empty means the traffic is dropped.
-    pub local: Vec<Endpoint>,
+    pub local: Vec<Endpoint<'a>>,
 }
 
-pub(crate) fn categorize(endpoints: &[Endpoint], node: &NodeInfo) -> Categorized {
+pub(crate) fn categorize<'a>(endpoints: &[Endpoint<'a>], node: &NodeInfo) -> Categorized<'a> {
     let mode = topology_mode(endpoints, node);
     let in_topology = |endpoint: &Endpoint| match mode {
         TopologyMode::None => true,
-        TopologyMode::SameNode => endpoint.node_hints.contains(&node.name),
+        TopologyMode::SameNode => hinted(endpoint.node_hints, &node.name),
         TopologyMode::SameZone => node
             .zone
             .as_ref()
-            .is_some_and(|zone| endpoint.zone_hints.contains(zone)),
+            .is_some_and(|zone| hinted(endpoint.zone_hints, zone)),
     };
-    let pick = |filter: &dyn Fn(&Endpoint) -> bool| -> Vec<Endpoint> {
+    let pick = |filter: &dyn Fn(&Endpoint) -> bool| -> Vec<Endpoint<'a>> {
         endpoints.iter().filter(|e| filter(e)).cloned().collect()
     };
     let mut cluster = pick(&|e| e.ready && in_topology(e));

@@ -53,7 +53,6 @@ impl Model {
     /// The settings of one Service, or `None` when the model does not hold it.
     pub fn service_settings(&self, key: &ServiceKey) -> Option<ServiceSettings> {
         let service = self.services.get(key)?;
-        let spec = service.spec.as_ref();
         let text = |value: Option<&String>, default: &str| {
             value
                 .filter(|value| !value.is_empty())
@@ -61,16 +60,10 @@ impl Model {
                 .unwrap_or_else(|| default.to_string())
         };
         Some(ServiceSettings {
-            service_type: text(spec.and_then(|s| s.type_.as_ref()), "ClusterIP"),
-            session_affinity: text(spec.and_then(|s| s.session_affinity.as_ref()), "None"),
-            external_traffic_policy: text(
-                spec.and_then(|s| s.external_traffic_policy.as_ref()),
-                "Cluster",
-            ),
-            internal_traffic_policy: text(
-                spec.and_then(|s| s.internal_traffic_policy.as_ref()),
-                "Cluster",
-            ),
+            service_type: text(service.service_type.as_ref(), "ClusterIP"),
+            session_affinity: text(service.session_affinity.as_ref(), "None"),
+            external_traffic_policy: text(service.external_traffic_policy.as_ref(), "Cluster"),
+            internal_traffic_policy: text(service.internal_traffic_policy.as_ref(), "Cluster"),
         })
     }
 
@@ -79,28 +72,18 @@ impl Model {
     /// endpoint selection does.
     pub fn endpoint_infos(&self, key: &ServiceKey) -> BTreeMap<IpAddr, EndpointInfo> {
         let mut by_address: BTreeMap<IpAddr, EndpointInfo> = BTreeMap::new();
-        for slice in self.slices.get(key).into_iter().flat_map(|s| s.values()) {
-            for endpoint in slice.endpoints.iter().flatten() {
-                let Some(addr) = endpoint
-                    .addresses
-                    .first()
-                    .and_then(|text| text.parse::<IpAddr>().ok())
-                else {
+        for (_, slice) in self.slices.get(key).into_iter().flatten() {
+            for endpoint in &slice.endpoints {
+                let Some(addr) = endpoint.addr else {
                     continue;
                 };
-                let conditions = endpoint.conditions.clone().unwrap_or_default();
-                let ready = conditions.ready.unwrap_or(true);
                 let info = EndpointInfo {
                     addr,
-                    pod: endpoint
-                        .target_ref
-                        .as_ref()
-                        .filter(|target| target.kind.as_deref() == Some("Pod"))
-                        .and_then(|target| target.name.clone()),
-                    node: endpoint.node_name.clone(),
-                    ready,
-                    serving: conditions.serving.unwrap_or(ready),
-                    terminating: conditions.terminating.unwrap_or(false),
+                    pod: endpoint.pod.as_deref().map(str::to_string),
+                    node: endpoint.node.as_deref().map(str::to_string),
+                    ready: endpoint.ready,
+                    serving: endpoint.serving,
+                    terminating: endpoint.terminating,
                 };
                 match by_address.get(&addr) {
                     Some(existing) if existing.ready || !info.ready => {}

@@ -7,6 +7,7 @@
 //! `bitmap:port`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
 use super::Family;
 
@@ -81,6 +82,58 @@ pub fn set_name(base: &str, family: Family) -> String {
     }
 }
 
+/// [`set_name`] for one of the kube-proxy sets of [`ALL_SETS`], without allocating.
+///
+/// # Panics
+/// When `base` is not one of [`ALL_SETS`] (a programming error).
+pub fn static_set_name(base: &'static str, family: Family) -> &'static str {
+    static IPV6_NAMES: OnceLock<BTreeMap<&'static str, &'static str>> = OnceLock::new();
+    match family {
+        Family::V4 => base,
+        Family::V6 => IPV6_NAMES.get_or_init(|| {
+            ALL_SETS
+                .iter()
+                .map(|base| {
+                    let name: &'static str = Box::leak(set_name(base, Family::V6).into_boxed_str());
+                    (*base, name)
+                })
+                .collect()
+        })[base],
+    }
+}
+
+/// One Service's set entries as `(set name, entry)`. A Service has a handful, so a
+/// list: a map of sets would allocate two tree nodes per Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetEntries(Vec<(&'static str, Box<str>)>);
+
+impl SetEntries {
+    /// Adds one entry to the family's set (once).
+    pub fn add(&mut self, base: &'static str, family: Family, entry: String) {
+        let set = static_set_name(base, family);
+        if !self.contains(set, &entry) {
+            self.0.push((set, entry.into_boxed_str()));
+        }
+    }
+
+    /// Whether a set (by full name) holds an entry.
+    pub fn contains(&self, set: &str, entry: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(name, known)| *name == set && **known == *entry)
+    }
+
+    /// Every `(set name, entry)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.0.iter().map(|(set, entry)| (*set, &**entry))
+    }
+
+    /// Frees spare capacity (the list is kept as long as its Service).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+}
+
 /// Set name → entries (ipset text syntax).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpsetMembers(pub BTreeMap<String, BTreeSet<String>>);
@@ -108,6 +161,16 @@ impl IpsetMembers {
                 .entry(set.clone())
                 .or_default()
                 .extend(entries.iter().cloned());
+        }
+    }
+
+    /// Adds every entry of one Service's [`SetEntries`].
+    pub fn extend_entries(&mut self, other: &SetEntries) {
+        for (set, entry) in other.iter() {
+            self.0
+                .entry(set.to_string())
+                .or_default()
+                .insert(entry.to_string());
         }
     }
 

@@ -58,18 +58,49 @@ impl Touched {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Merged {
     pub(super) state: DesiredState,
-    vs_claims: BTreeMap<VirtualServerKey, BTreeSet<Claim>>,
-    health_check_claims: BTreeMap<u16, BTreeSet<Claim>>,
+    vs_claims: BTreeMap<VirtualServerKey, Claims>,
+    health_check_claims: BTreeMap<u16, Claims>,
     winners: BTreeSet<ServiceKey>,
     address_refs: BTreeMap<IpAddr, usize>,
-    entry_refs: BTreeMap<(String, String), usize>,
+    entry_refs: BTreeMap<(&'static str, Box<str>), usize>,
     real_servers: usize,
     touched: Touched,
     /// Addresses and entries whose presence flipped during the current update, with
     /// their presence before it: an update that removes and re-adds one (a Service's
     /// old contribution out, its new one in) did not touch it.
     flipped_addresses: BTreeMap<IpAddr, bool>,
-    flipped_entries: BTreeMap<(String, String), bool>,
+    flipped_entries: BTreeMap<(&'static str, Box<str>), bool>,
+}
+
+/// The claimants of one key, oldest first. Almost every key has one claimant, so a
+/// sorted list: a `BTreeSet` would allocate a node for eleven per key.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Claims(Vec<Claim>);
+
+impl Claims {
+    fn insert(&mut self, claim: Claim) {
+        if let Err(at) = self.0.binary_search(&claim) {
+            self.0.insert(at, claim);
+        }
+    }
+
+    fn remove(&mut self, claim: &Claim) {
+        if let Ok(at) = self.0.binary_search(claim) {
+            self.0.remove(at);
+        }
+    }
+
+    fn first(&self) -> Option<&Claim> {
+        self.0.first()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Claim> {
+        self.0.iter()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 type Outcomes = BTreeMap<ServiceKey, Result<ServiceOutcome, ServiceError>>;
@@ -156,9 +187,9 @@ impl Merged {
                 self.touched.addresses.insert(addr);
             }
         }
-        for (entry, was_present) in std::mem::take(&mut self.flipped_entries) {
-            if self.state.ipsets.contains(&entry.0, &entry.1) != was_present {
-                self.touched.entries.insert(entry);
+        for ((set, entry), was_present) in std::mem::take(&mut self.flipped_entries) {
+            if self.state.ipsets.contains(set, &entry) != was_present {
+                self.touched.entries.insert((set.to_string(), entry.into()));
             }
         }
     }
@@ -206,7 +237,7 @@ impl Merged {
     /// Why `contribution` loses to an older Service, if it does.
     fn conflict(&self, contribution: &ServiceContribution) -> Option<String> {
         let claim = claim_of(contribution);
-        let older = |claims: Option<&BTreeSet<Claim>>| {
+        let older = |claims: Option<&Claims>| {
             claims
                 .and_then(|claims| claims.first())
                 .filter(|first| **first != claim)
@@ -267,14 +298,12 @@ impl Merged {
             if *count == 1 {
                 self.state.addresses.insert(*addr);
                 self.flipped_addresses.entry(*addr).or_insert(false);
-                let set = ipset::set_name(ipset::IPVS_IPS, Family::of(*addr));
-                self.add_entry(set, addr.to_string());
+                let set = ipset::static_set_name(ipset::IPVS_IPS, Family::of(*addr));
+                self.add_entry(set, &addr.to_string());
             }
         }
-        for (set, entries) in &contribution.ipsets.0 {
-            for entry in entries {
-                self.add_entry(set.clone(), entry.clone());
-            }
+        for (set, entry) in contribution.ipsets.iter() {
+            self.add_entry(set, entry);
         }
         if let Some((port, local_endpoints)) = contribution.health_check_node_port {
             self.touched.health_checks = true;
@@ -313,15 +342,13 @@ impl Merged {
                     self.address_refs.remove(addr);
                     self.state.addresses.remove(addr);
                     self.flipped_addresses.entry(*addr).or_insert(true);
-                    let set = ipset::set_name(ipset::IPVS_IPS, Family::of(*addr));
-                    self.remove_entry(set, addr.to_string());
+                    let set = ipset::static_set_name(ipset::IPVS_IPS, Family::of(*addr));
+                    self.remove_entry(set, &addr.to_string());
                 }
             }
         }
-        for (set, entries) in &contribution.ipsets.0 {
-            for entry in entries {
-                self.remove_entry(set.clone(), entry.clone());
-            }
+        for (set, entry) in contribution.ipsets.iter() {
+            self.remove_entry(set, entry);
         }
         if let Some((port, _)) = contribution.health_check_node_port
             && self
@@ -336,19 +363,26 @@ impl Merged {
         self.state.warnings.remove(&contribution.service);
     }
 
-    fn add_entry(&mut self, set: String, entry: String) {
-        let key = (set, entry);
+    fn add_entry(&mut self, set: &'static str, entry: &str) {
+        let key = (set, Box::from(entry));
         let count = self.entry_refs.entry(key.clone()).or_default();
         *count += 1;
         if *count == 1 {
-            let (set, entry) = key.clone();
-            self.state.ipsets.0.entry(set).or_default().insert(entry);
+            match self.state.ipsets.0.get_mut(set) {
+                Some(entries) => {
+                    entries.insert(entry.to_string());
+                }
+                None => {
+                    let entries = BTreeSet::from([entry.to_string()]);
+                    self.state.ipsets.0.insert(set.to_string(), entries);
+                }
+            }
             self.flipped_entries.entry(key).or_insert(false);
         }
     }
 
-    fn remove_entry(&mut self, set: String, entry: String) {
-        let key = (set, entry);
+    fn remove_entry(&mut self, set: &'static str, entry: &str) {
+        let key = (set, Box::from(entry));
         let Some(count) = self.entry_refs.get_mut(&key) else {
             return;
         };
@@ -357,7 +391,7 @@ impl Merged {
             return;
         }
         self.entry_refs.remove(&key);
-        remove_member(&mut self.state.ipsets, &key.0, &key.1);
+        remove_member(&mut self.state.ipsets, set, entry);
         self.flipped_entries.entry(key).or_insert(true);
     }
 }

@@ -11,6 +11,7 @@
 //! rtnetlink and `ipset-netlink`.
 
 mod endpoints;
+pub mod input;
 pub mod inspect;
 pub mod ipset;
 mod merged;
@@ -19,11 +20,13 @@ pub mod service;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::Config;
+use input::{Interner, ServiceInput, SliceInput};
 pub use ipset::IpsetMembers;
 pub use merged::Touched;
 pub use service::{ServiceContribution, ServiceOutcome, Skipped};
@@ -191,8 +194,9 @@ pub struct VirtualServer {
     pub kind: VipKind,
     /// The Service that owns it.
     pub service: ServiceKey,
-    /// The Service port's name ("" when unnamed).
-    pub port_name: String,
+    /// The Service port's name ("" when unnamed), shared with the other Services'
+    /// ports of that name.
+    pub port_name: Arc<str>,
     /// The backends.
     pub real_servers: BTreeSet<RealServer>,
 }
@@ -290,8 +294,11 @@ pub struct DesiredState {
 pub struct Model {
     config: Config,
     node: NodeInfo,
-    services: BTreeMap<ServiceKey, Service>,
-    slices: BTreeMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+    /// Shares node, zone and port names between the inputs.
+    interner: Interner,
+    services: BTreeMap<ServiceKey, ServiceInput>,
+    /// Each Service's slices by name; a Service has few, so a list.
+    slices: BTreeMap<ServiceKey, Vec<(String, SliceInput)>>,
     slice_owner: BTreeMap<(String, String), ServiceKey>,
     outcomes: BTreeMap<ServiceKey, Result<ServiceOutcome, ServiceError>>,
     merged: merged::Merged,
@@ -308,6 +315,7 @@ impl Model {
             merged: merged::Merged::new(node_port_addresses),
             config,
             node,
+            interner: Interner::default(),
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
             slice_owner: BTreeMap::new(),
@@ -332,10 +340,20 @@ impl Model {
         }
     }
 
-    /// Adds or replaces a Service.
+    /// Adds or replaces a Service. A Service whose fields the model reads did not
+    /// change (only annotations, resourceVersion, ...) costs nothing.
     pub fn apply_service(&mut self, service: Service) {
-        let key = ServiceKey::of_service(&service);
-        self.services.insert(key.clone(), service);
+        let input = ServiceInput::from_service(&service, &mut self.interner);
+        drop(service);
+        self.apply_service_input(input);
+    }
+
+    fn apply_service_input(&mut self, input: ServiceInput) {
+        if self.services.get(&input.key) == Some(&input) {
+            return;
+        }
+        let key = input.key.clone();
+        self.services.insert(key.clone(), input);
         self.recompute(&key);
     }
 
@@ -349,19 +367,35 @@ impl Model {
     /// Adds or replaces an EndpointSlice. Slices without a Service label are ignored.
     pub fn apply_slice(&mut self, slice: EndpointSlice) {
         let id = slice_id(&slice);
+        let owner = ServiceKey::of_slice(&slice);
+        let input = SliceInput::from_slice(&slice, &mut self.interner);
+        drop(slice);
+        self.apply_slice_input(id, owner, input);
+    }
+
+    fn apply_slice_input(
+        &mut self,
+        id: (String, String),
+        owner: Option<ServiceKey>,
+        input: SliceInput,
+    ) {
+        if let Some(owner) = &owner
+            && self.slice_owner.get(&id) == Some(owner)
+            && self.slice(owner, &id.1) == Some(&input)
+        {
+            return;
+        }
         let previous_owner = self.slice_owner.remove(&id);
         if let Some(previous) = &previous_owner {
-            if let Some(slices) = self.slices.get_mut(previous) {
-                slices.remove(&id.1);
-            }
+            self.take_slice(previous, &id.1);
         }
-        let owner = ServiceKey::of_slice(&slice);
         if let Some(owner) = &owner {
             self.slice_owner.insert(id.clone(), owner.clone());
-            self.slices
-                .entry(owner.clone())
-                .or_default()
-                .insert(id.1.clone(), slice);
+            let slices = self.slices.entry(owner.clone()).or_default();
+            // In name order, as the endpoint merge expects (ties keep the first copy).
+            let at = slices.partition_point(|(name, _)| *name < id.1);
+            slices.insert(at, (id.1.clone(), input));
+            slices.shrink_to_fit();
             self.recompute(owner);
         }
         if let Some(previous) = previous_owner
@@ -375,13 +409,27 @@ impl Model {
     pub fn remove_slice(&mut self, namespace: &str, name: &str) {
         let id = (namespace.to_string(), name.to_string());
         if let Some(owner) = self.slice_owner.remove(&id) {
-            if let Some(slices) = self.slices.get_mut(&owner) {
-                slices.remove(name);
-                if slices.is_empty() {
-                    self.slices.remove(&owner);
-                }
-            }
+            self.take_slice(&owner, name);
             self.recompute(&owner);
+        }
+    }
+
+    /// One slice of a Service, by name.
+    fn slice(&self, owner: &ServiceKey, name: &str) -> Option<&SliceInput> {
+        self.slices
+            .get(owner)?
+            .iter()
+            .find(|(slice, _)| slice == name)
+            .map(|(_, input)| input)
+    }
+
+    /// Removes one slice of a Service, and the Service's list once it is empty.
+    fn take_slice(&mut self, owner: &ServiceKey, name: &str) {
+        if let Some(slices) = self.slices.get_mut(owner) {
+            slices.retain(|(slice, _)| slice != name);
+            if slices.is_empty() {
+                self.slices.remove(owner);
+            }
         }
     }
 
@@ -403,13 +451,21 @@ impl Model {
         for slice in slices {
             let id = slice_id(&slice);
             if let Some(owner) = ServiceKey::of_slice(&slice) {
+                let input = SliceInput::from_slice(&slice, &mut self.interner);
                 self.slice_owner.insert(id.clone(), owner.clone());
-                self.slices.entry(owner).or_default().insert(id.1, slice);
+                let slices = self.slices.entry(owner).or_default();
+                // A second slice of the same name replaces the first, as in a map.
+                slices.retain(|(name, _)| *name != id.1);
+                slices.push((id.1, input));
             }
         }
+        for slices in self.slices.values_mut() {
+            slices.sort_by(|a, b| a.0.cmp(&b.0));
+            slices.shrink_to_fit();
+        }
         for service in services {
-            let key = ServiceKey::of_service(&service);
-            self.services.insert(key, service);
+            let input = ServiceInput::from_service(&service, &mut self.interner);
+            self.services.insert(input.key.clone(), input);
         }
         let keys: Vec<_> = self.services.keys().cloned().collect();
         for key in keys {
@@ -419,13 +475,19 @@ impl Model {
 
     /// [`Model::replace_all`] on a filled model: applies the differences one by one.
     fn update_all(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
-        let new_services: BTreeMap<ServiceKey, Service> = services
+        let new_services: BTreeMap<ServiceKey, ServiceInput> = services
             .into_iter()
-            .map(|service| (ServiceKey::of_service(&service), service))
+            .map(|service| {
+                let input = ServiceInput::from_service(&service, &mut self.interner);
+                (input.key.clone(), input)
+            })
             .collect();
-        let new_slices: BTreeMap<(String, String), EndpointSlice> = slices
+        let new_slices: BTreeMap<(String, String), (Option<ServiceKey>, SliceInput)> = slices
             .into_iter()
-            .map(|slice| (slice_id(&slice), slice))
+            .map(|slice| {
+                let input = SliceInput::from_slice(&slice, &mut self.interner);
+                (slice_id(&slice), (ServiceKey::of_slice(&slice), input))
+            })
             .collect();
         let gone_services: Vec<ServiceKey> = self
             .services
@@ -445,26 +507,17 @@ impl Model {
         for (namespace, name) in gone_slices {
             self.remove_slice(&namespace, &name);
         }
-        for (id, slice) in new_slices {
-            let unchanged = self
-                .slice_owner
-                .get(&id)
-                .and_then(|owner| self.slices.get(owner))
-                .and_then(|slices| slices.get(&id.1))
-                .is_some_and(|known| *known == slice);
-            if !unchanged {
-                self.apply_slice(slice);
-            }
+        for (id, (owner, input)) in new_slices {
+            self.apply_slice_input(id, owner, input);
         }
-        for (key, service) in new_services {
-            if self.services.get(&key) != Some(&service) {
-                self.apply_service(service);
-            }
+        for (_, input) in new_services {
+            self.apply_service_input(input);
         }
+        self.interner.collect_garbage();
     }
 
-    /// The Service object, as last applied.
-    pub fn service(&self, key: &ServiceKey) -> Option<&Service> {
+    /// The Service, as the model keeps it (the fields it reads), as last applied.
+    pub fn service(&self, key: &ServiceKey) -> Option<&ServiceInput> {
         self.services.get(key)
     }
 
@@ -493,10 +546,10 @@ impl Model {
         let Some(service) = self.services.get(key) else {
             return;
         };
-        let slices: Vec<&EndpointSlice> = self
+        let slices: Vec<&SliceInput> = self
             .slices
             .get(key)
-            .map(|slices| slices.values().collect())
+            .map(|slices| slices.iter().map(|(_, input)| input).collect())
             .unwrap_or_default();
         let outcome = service::contribution(service, &slices, &self.node, &self.config);
         self.recomputed += 1;
@@ -607,7 +660,7 @@ impl Model {
             state
                 .addresses
                 .extend(contribution.addresses.iter().copied());
-            state.ipsets.extend(&contribution.ipsets);
+            state.ipsets.extend_entries(&contribution.ipsets);
             if let Some((port, local_endpoints)) = contribution.health_check_node_port {
                 state.health_check_node_ports.insert(
                     port,

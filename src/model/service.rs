@@ -2,17 +2,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 
 use super::endpoints::{self, Endpoint};
-use super::ipset::{self, IpsetMembers};
+use super::input::{ServiceInput, SliceInput};
+use super::ipset::{self, SetEntries};
 use super::{
-    Family, HEADLESS_LABEL, NodeInfo, Protocol, RealServer, SERVICE_PROXY_NAME_LABEL, ServiceError,
-    ServiceKey, VipKind, VirtualServer, VirtualServerKey,
+    Family, NodeInfo, Protocol, RealServer, ServiceError, ServiceKey, VipKind, VirtualServer,
+    VirtualServerKey,
 };
 use crate::config::Config;
 
@@ -52,10 +52,10 @@ pub struct ServiceContribution {
     pub created: Option<Timestamp>,
     /// Virtual servers.
     pub virtual_servers: Vec<VirtualServer>,
-    /// Addresses to bind on kube-ipvs0.
-    pub addresses: BTreeSet<IpAddr>,
+    /// Addresses to bind on kube-ipvs0, sorted, each once.
+    pub addresses: Vec<IpAddr>,
     /// ipset members.
-    pub ipsets: IpsetMembers,
+    pub ipsets: SetEntries,
     /// `(healthCheckNodePort, ready local endpoints)` for externalTrafficPolicy Local.
     pub health_check_node_port: Option<(u16, usize)>,
     /// Parts of the Service that were left out, with the reason (e.g. an external IP of
@@ -87,7 +87,7 @@ pub fn node_port_addresses(node: &NodeInfo, config: &Config) -> Vec<IpAddr> {
 }
 
 struct PortSpec {
-    name: String,
+    name: Arc<str>,
     port: u16,
     protocol: Protocol,
     node_port: Option<u16>,
@@ -96,27 +96,27 @@ struct PortSpec {
 /// Computes one Service's share of the desired state from the Service, its
 /// EndpointSlices, the node and the configuration.
 pub fn contribution(
-    service: &Service,
-    slices: &[&EndpointSlice],
+    service: &ServiceInput,
+    slices: &[&SliceInput],
     node: &NodeInfo,
     config: &Config,
 ) -> Result<ServiceOutcome, ServiceError> {
-    let key = ServiceKey::of_service(service);
+    let key = &service.key;
     let error = |reason: String| ServiceError {
         service: key.clone(),
         reason,
     };
-    let labels = service.metadata.labels.clone().unwrap_or_default();
-    if let Some(proxy) = labels.get(SERVICE_PROXY_NAME_LABEL) {
+    if let Some(proxy) = &service.proxy_name {
         return Ok(ServiceOutcome::Skipped(Skipped::OtherProxy(proxy.clone())));
     }
-    if labels.contains_key(HEADLESS_LABEL) {
+    if service.headless_label {
         return Ok(ServiceOutcome::Skipped(Skipped::Headless));
     }
-    let Some(spec) = service.spec.as_ref() else {
+    if !service.has_spec {
         return Ok(ServiceOutcome::Skipped(Skipped::NoClusterIp));
-    };
-    let service_type = spec.type_.as_deref().unwrap_or("ClusterIP");
+    }
+    let spec = service;
+    let service_type = spec.service_type.as_deref().unwrap_or("ClusterIP");
     if service_type == "ExternalName" {
         return Ok(ServiceOutcome::Skipped(Skipped::ExternalName));
     }
@@ -127,11 +127,7 @@ pub fn contribution(
     }
 
     // ClusterIPs: spec.clusterIPs, falling back to spec.clusterIP; at most one per family.
-    let cluster_ip_texts: Vec<String> = match (&spec.cluster_ips, &spec.cluster_ip) {
-        (Some(ips), _) if !ips.is_empty() => ips.clone(),
-        (_, Some(ip)) if !ip.is_empty() => vec![ip.clone()],
-        _ => Vec::new(),
-    };
+    let cluster_ip_texts = &spec.cluster_ips;
     if cluster_ip_texts.iter().any(|ip| ip == "None") {
         return Ok(ServiceOutcome::Skipped(Skipped::Headless));
     }
@@ -150,11 +146,7 @@ pub fn contribution(
                 "spec.clusterIPs has two addresses of the same family ({text:?} is the second)"
             )));
         }
-        if let Some(declared) = spec
-            .ip_families
-            .as_ref()
-            .and_then(|families| families.get(index))
-        {
+        if let Some(declared) = spec.ip_families.get(index) {
             let expected = match Family::of(addr) {
                 Family::V4 => "IPv4",
                 Family::V6 => "IPv6",
@@ -170,7 +162,7 @@ pub fn contribution(
     // Ports.
     let mut ports = Vec::new();
     let mut seen = BTreeSet::new();
-    for (index, port) in spec.ports.iter().flatten().enumerate() {
+    for (index, port) in spec.ports.iter().enumerate() {
         let protocol = Protocol::from_kubernetes(port.protocol.as_deref()).ok_or_else(|| {
             error(format!(
                 "spec.ports[{index}].protocol {:?} is not one of TCP, UDP, SCTP",
@@ -200,7 +192,7 @@ pub fn contribution(
             })?),
         };
         ports.push(PortSpec {
-            name: port.name.clone().unwrap_or_default(),
+            name: port.name.clone(),
             port: number,
             protocol,
             node_port: if service_type == "ClusterIP" {
@@ -212,17 +204,13 @@ pub fn contribution(
     }
 
     let mut warnings = Vec::new();
-    let external_local = service_type != "ClusterIP"
-        || spec
-            .external_ips
-            .as_ref()
-            .is_some_and(|ips| !ips.is_empty());
+    let external_local = service_type != "ClusterIP" || !spec.external_ips.is_empty();
     let external_local = external_local && spec.external_traffic_policy.as_deref() == Some("Local");
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
 
     // External IPs and load-balancer IPs, only of the Service's families.
     let mut external_ips = Vec::new();
-    for (index, text) in spec.external_ips.iter().flatten().enumerate() {
+    for (index, text) in spec.external_ips.iter().enumerate() {
         let addr: IpAddr = text.parse().map_err(|_| {
             error(format!(
                 "spec.externalIPs[{index}] {text:?} is not an IP address"
@@ -238,15 +226,7 @@ pub fn contribution(
     }
     let mut load_balancer_ips = Vec::new();
     if service_type == "LoadBalancer" {
-        for (index, ingress) in service
-            .status
-            .as_ref()
-            .and_then(|status| status.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (index, ingress) in service.ingress.iter().enumerate() {
             let Some(text) = ingress.ip.as_deref().filter(|ip| !ip.is_empty()) else {
                 continue;
             };
@@ -269,9 +249,8 @@ pub fn contribution(
         }
     }
     let source_ranges: Vec<IpNet> = spec
-        .load_balancer_source_ranges
+        .source_ranges
         .iter()
-        .flatten()
         .enumerate()
         .map(|(index, text)| {
             text.trim().parse::<IpNet>().map_err(|_| {
@@ -283,24 +262,17 @@ pub fn contribution(
         .collect::<Result<_, _>>()?;
 
     let persistence_timeout = match spec.session_affinity.as_deref() {
-        Some("ClientIP") => {
-            let timeout = spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|config| config.client_ip.as_ref())
-                .and_then(|client_ip| client_ip.timeout_seconds);
-            match timeout {
-                None => Some(DEFAULT_AFFINITY_SECONDS),
-                Some(seconds) if (1..=MAX_AFFINITY_SECONDS as i32).contains(&seconds) => {
-                    Some(seconds as u32)
-                }
-                Some(seconds) => {
-                    return Err(error(format!(
-                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds {seconds} is not in 1-{MAX_AFFINITY_SECONDS}"
-                    )));
-                }
+        Some("ClientIP") => match spec.affinity_timeout {
+            None => Some(DEFAULT_AFFINITY_SECONDS),
+            Some(seconds) if (1..=MAX_AFFINITY_SECONDS as i32).contains(&seconds) => {
+                Some(seconds as u32)
             }
-        }
+            Some(seconds) => {
+                return Err(error(format!(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds {seconds} is not in 1-{MAX_AFFINITY_SECONDS}"
+                )));
+            }
+        },
         None | Some("None") | Some("") => None,
         Some(other) => {
             return Err(error(format!(
@@ -312,14 +284,10 @@ pub fn contribution(
     let node_addresses = node_port_addresses(node, config);
     let mut contribution = ServiceContribution {
         service: key.clone(),
-        created: service
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|time| time.0),
+        created: service.created,
         virtual_servers: Vec::new(),
-        addresses: BTreeSet::new(),
-        ipsets: IpsetMembers::default(),
+        addresses: Vec::new(),
+        ipsets: SetEntries::default(),
         health_check_node_port: None,
         warnings,
     };
@@ -366,7 +334,7 @@ pub fn contribution(
             };
 
             add(cluster_ip, port.port, VipKind::ClusterIp, internal);
-            contribution.addresses.insert(cluster_ip);
+            contribution.addresses.push(cluster_ip);
             contribution.ipsets.add(
                 ipset::CLUSTER_IP,
                 family,
@@ -375,7 +343,7 @@ pub fn contribution(
 
             for &addr in external_ips.iter().filter(|a| Family::of(**a) == family) {
                 add(addr, port.port, VipKind::ExternalIp, external);
-                contribution.addresses.insert(addr);
+                contribution.addresses.push(addr);
                 let set = if external_local {
                     ipset::EXTERNAL_IP_LOCAL
                 } else {
@@ -391,7 +359,7 @@ pub fn contribution(
                 .filter(|a| Family::of(**a) == family)
             {
                 add(addr, port.port, VipKind::LoadBalancer, external);
-                contribution.addresses.insert(addr);
+                contribution.addresses.push(addr);
                 let entry = format!("{addr},{proto_port}");
                 contribution
                     .ipsets
@@ -484,5 +452,10 @@ pub fn contribution(
         }
     }
 
+    contribution.addresses.sort();
+    contribution.addresses.dedup();
+    contribution.addresses.shrink_to_fit();
+    contribution.ipsets.shrink_to_fit();
+    contribution.virtual_servers.shrink_to_fit();
     Ok(ServiceOutcome::Programmed(contribution))
 }

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Service;
@@ -272,7 +273,9 @@ fn applied_event(manifests: &Manifests, kind: Kind, id: &Id) -> Option<(u64, Sou
 /// An object as last sent: the file it came from and a hash of its content. Only the
 /// hash is kept: holding thousands of parsed objects twice (here and in the model)
 /// would double the agent's memory for nothing.
-type Sent = BTreeMap<(Kind, Id), (PathBuf, u64)>;
+/// Every object sent: the file defining it (shared with the other objects of that
+/// file) and its content hash.
+type Sent = BTreeMap<(Kind, Id), (Arc<Path>, u64)>;
 
 fn content_hash<T: serde::Serialize>(object: &T) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -291,7 +294,9 @@ struct DirState {
     /// Every object sent, with the file that defines it.
     sent: Sent,
     /// The files defining each object (more than one only by mistake).
-    defined_in: BTreeMap<(Kind, Id), std::collections::BTreeSet<PathBuf>>,
+    /// A sorted list: one path per object but by mistake (a set would allocate a tree
+    /// node per object).
+    defined_in: BTreeMap<(Kind, Id), Vec<Arc<Path>>>,
     /// Whether the first snapshot went out.
     loaded: bool,
 }
@@ -358,7 +363,7 @@ impl DirState {
             if let Some((_, objects)) = self.files.remove(path) {
                 for object in objects {
                     if let Some(paths) = self.defined_in.get_mut(&object) {
-                        paths.remove(path);
+                        paths.retain(|known| **known != **path);
                         if paths.is_empty() {
                             self.defined_in.remove(&object);
                         }
@@ -368,6 +373,7 @@ impl DirState {
             }
         }
         for (path, (stamp, manifests)) in &parsed {
+            let shared: Arc<Path> = Arc::from(path.as_path());
             let objects: Vec<(Kind, Id)> = manifests
                 .services
                 .iter()
@@ -380,10 +386,10 @@ impl DirState {
                 )
                 .collect();
             for object in &objects {
-                self.defined_in
-                    .entry(object.clone())
-                    .or_default()
-                    .insert(path.clone());
+                let paths = self.defined_in.entry(object.clone()).or_default();
+                if let Err(at) = paths.binary_search(&shared) {
+                    paths.insert(at, shared.clone());
+                }
                 affected.insert(object.clone());
             }
             self.files.insert(path.clone(), (*stamp, objects));
@@ -400,7 +406,7 @@ impl DirState {
                 self.sent.insert(
                     (Kind::Service, id.clone()),
                     (
-                        self.owner(Kind::Service, id).unwrap_or_default(),
+                        self.owner(Kind::Service, id).unwrap_or_else(no_path),
                         content_hash(service),
                     ),
                 );
@@ -409,7 +415,7 @@ impl DirState {
                 self.sent.insert(
                     (Kind::Slice, id.clone()),
                     (
-                        self.owner(Kind::Slice, id).unwrap_or_default(),
+                        self.owner(Kind::Slice, id).unwrap_or_else(no_path),
                         content_hash(slice),
                     ),
                 );
@@ -445,7 +451,7 @@ impl DirState {
             // The defining file is a changed one (its objects are at hand) or, when an
             // unchanged file defines the object too, that file is read again.
             let reread;
-            let manifests = match parsed.get(&owner) {
+            let manifests = match parsed.get(&*owner) {
                 Some((_, manifests)) => manifests,
                 None => match read_file(&owner) {
                     Ok(manifests) => {
@@ -483,12 +489,17 @@ impl DirState {
     }
 
     /// The last file (by name) defining the object, if any.
-    fn owner(&self, kind: Kind, id: &Id) -> Option<PathBuf> {
+    fn owner(&self, kind: Kind, id: &Id) -> Option<Arc<Path>> {
         self.defined_in
             .get(&(kind, id.clone()))
             .and_then(|paths| paths.last())
             .cloned()
     }
+}
+
+/// The owner of an object no file defines any more (only while it is being removed).
+fn no_path() -> Arc<Path> {
+    Arc::from(Path::new(""))
 }
 
 /// Watches `dir`, sending a [`SourceEvent::Snapshot`] at start and, after every change,

@@ -1,0 +1,117 @@
+//! Heap bytes held by the desired-state model for N ClusterIP Services x M endpoints
+//! (the shape of `scripts/bench agent`), stage by stage.
+//!   cargo run --release --example model_memory -- [services] [endpoints]
+#![allow(missing_docs)]
+
+use ipvs_proxy::config;
+use ipvs_proxy::model::{Model, NodeInfo};
+use ipvs_proxy::source::static_dir::parse_manifests;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Bytes the program has allocated and not freed, per jemalloc's statistics.
+fn mib() -> f64 {
+    tikv_jemalloc_ctl::epoch::advance().expect("jemalloc epoch");
+    tikv_jemalloc_ctl::stats::allocated::read().expect("jemalloc stats") as f64 / 1048576.0
+}
+
+fn ip(v: u32) -> String {
+    std::net::Ipv4Addr::from(v).to_string()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10000);
+    let per: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let mut docs = Vec::new();
+    for i in 0..n {
+        let vip = ip((10 << 24) | (96 << 16) | 1 + i);
+        let name = format!("svc-{i}");
+        docs.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {"clusterIP": vip, "clusterIPs": [vip],
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}));
+        let endpoints: Vec<_> = (0..per)
+            .map(|d| {
+                let v = (10 << 24) | (128 << 16) | (i * 16 + d);
+                let node = if v % 50 == 0 { "node".to_string() } else { format!("node-{}", v % 100) };
+                serde_json::json!({"addresses": [ip(v)], "nodeName": node, "conditions": {"ready": true}})
+            })
+            .collect();
+        docs.push(
+            serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-1"), "namespace": "bench",
+                "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": endpoints}),
+        );
+    }
+    let text = docs
+        .iter()
+        .map(|doc| doc.to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    drop(docs);
+    let base = mib();
+    let manifests = parse_manifests("services.json", &text).expect("manifests parse");
+    drop(text);
+    let parsed = mib() - base;
+    println!("parsed_objects_mib: {parsed:.1}");
+    let config = config::parse(
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n",
+    )
+    .expect("config")
+    .config;
+    let node = NodeInfo {
+        name: "node".into(),
+        addresses: vec!["192.168.1.10".parse().unwrap()],
+        ..NodeInfo::default()
+    };
+    {
+        let before = mib();
+        let mut interner = ipvs_proxy::model::input::Interner::default();
+        let inputs: Vec<_> = manifests
+            .services
+            .iter()
+            .map(|service| {
+                ipvs_proxy::model::input::ServiceInput::from_service(service, &mut interner)
+            })
+            .collect();
+        println!("service_inputs_mib: {:.1}", mib() - before);
+        let slices: Vec<_> = manifests
+            .slices
+            .iter()
+            .map(|slice| ipvs_proxy::model::input::SliceInput::from_slice(slice, &mut interner))
+            .collect();
+        println!("slice_inputs_mib: {:.1}", mib() - before);
+        let contributions: Vec<_> = inputs
+            .iter()
+            .zip(&slices)
+            .map(|(service, slice)| {
+                ipvs_proxy::model::service::contribution(service, &[slice], &node, &config)
+            })
+            .collect();
+        println!("contributions_mib: {:.1}", mib() - before);
+        drop(contributions);
+    }
+    let mut model = Model::new(config, node);
+    model.replace_all(manifests.services, manifests.slices);
+    let _ = model.take_touched();
+    let total = mib() - base;
+    println!("model_mib: {total:.1}");
+    println!(
+        "model_bytes_per_service: {:.0}",
+        total * 1048576.0 / n as f64
+    );
+    let known = (
+        model.state().addresses.clone(),
+        model.state().ipsets.clone(),
+    );
+    println!("known_cache_mib: {:.1}", mib() - base - total);
+    drop(known);
+    let desired = model.desired();
+    println!("one_more_desired_state_mib: {:.1}", mib() - base - total);
+    drop(desired);
+}
