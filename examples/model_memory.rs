@@ -26,7 +26,7 @@ fn main() {
     let per: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let mut docs = Vec::new();
     for i in 0..n {
-        let vip = ip((10 << 24) | (96 << 16) | 1 + i);
+        let vip = ip((10 << 24) | (96 << 16) | (1 + i));
         let name = format!("svc-{i}");
         docs.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": "bench"},
@@ -85,7 +85,7 @@ fn main() {
             .iter()
             .map(|slice| ipvs_proxy::model::input::SliceInput::from_slice(slice, &mut interner))
             .collect();
-        println!("slice_inputs_mib: {:.1}", mib() - before);
+        println!("plus_slice_inputs_mib: {:.1}", mib() - before);
         let contributions: Vec<_> = inputs
             .iter()
             .zip(&slices)
@@ -93,7 +93,7 @@ fn main() {
                 ipvs_proxy::model::service::contribution(service, &[slice], &node, &config)
             })
             .collect();
-        println!("contributions_mib: {:.1}", mib() - before);
+        println!("plus_contributions_mib: {:.1}", mib() - before);
         drop(contributions);
     }
     let mut model = Model::new(config, node);

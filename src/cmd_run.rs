@@ -77,6 +77,24 @@ fn node_name(args: &RunArgs, config: &Config) -> String {
         .to_lowercase()
 }
 
+/// Logs the heap as the allocator sees it: the bytes the agent holds, and the pages
+/// resident for them (with the allocator's own caches and fragmentation). Compared with
+/// the process RSS it tells live data from allocator overhead.
+fn log_heap() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return;
+    }
+    if let (Ok(allocated), Ok(resident)) = (stats::allocated::read(), stats::resident::read()) {
+        let mib = |bytes: usize| format!("{:.1}", bytes as f64 / 1048576.0);
+        debug!(
+            allocated_mib = %mib(allocated),
+            resident_mib = %mib(resident),
+            "heap"
+        );
+    }
+}
+
 /// Runs the node agent until SIGINT or SIGTERM.
 pub fn run(args: RunArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -544,6 +562,7 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     agent.handle(first);
     agent.sync(SyncKind::Full).await;
     info!("first sync done");
+    log_heap();
 
     let min_sync = agent.config.ipvs.min_sync_period;
     let mut resync =

@@ -307,7 +307,7 @@ pub fn diff(
 
     for (key, vs) in &desired.virtual_servers {
         let Some(current) = observed_by_key.get(key) else {
-            changes.push(Change::AddVirtualServer(vs.into()));
+            changes.push(Change::AddVirtualServer(vs.as_ref().into()));
             for real_server in &vs.real_servers {
                 changes.push(Change::AddRealServer {
                     virtual_server: *key,
@@ -319,7 +319,7 @@ pub fn diff(
         if current.scheduler != vs.scheduler
             || current.persistence_timeout != vs.persistence_timeout
         {
-            changes.push(Change::UpdateVirtualServer(vs.into()));
+            changes.push(Change::UpdateVirtualServer(vs.as_ref().into()));
         }
         let wanted: BTreeMap<(IpAddr, u16), &RealServer> = vs
             .real_servers

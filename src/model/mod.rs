@@ -273,7 +273,8 @@ pub struct ServiceError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     /// Virtual servers by identity.
-    pub virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
+    /// Shared with the Service's contribution: a merged state is not a second copy.
+    pub virtual_servers: BTreeMap<VirtualServerKey, Arc<VirtualServer>>,
     /// Addresses to bind on kube-ipvs0 (ClusterIPs, external IPs, load-balancer IPs).
     pub addresses: BTreeSet<IpAddr>,
     /// Members of the kube-proxy ipsets, by set name.

@@ -50,8 +50,8 @@ pub struct ServiceContribution {
     pub service: ServiceKey,
     /// Its creation time; the older Service wins a conflict.
     pub created: Option<Timestamp>,
-    /// Virtual servers.
-    pub virtual_servers: Vec<VirtualServer>,
+    /// Virtual servers (shared with the merged state).
+    pub virtual_servers: Vec<Arc<VirtualServer>>,
     /// Addresses to bind on kube-ipvs0, sorted, each once.
     pub addresses: Vec<IpAddr>,
     /// ipset members.
@@ -311,7 +311,7 @@ pub fn contribution(
             };
             let proto_port = format!("{}:{}", port.protocol, port.port);
             let mut add = |addr: IpAddr, vport: u16, kind: VipKind, endpoints: &[Endpoint]| {
-                contribution.virtual_servers.push(VirtualServer {
+                contribution.virtual_servers.push(Arc::new(VirtualServer {
                     key: VirtualServerKey {
                         addr,
                         port: vport,
@@ -330,7 +330,7 @@ pub fn contribution(
                             weight: 1,
                         })
                         .collect(),
-                });
+                }));
             };
 
             add(cluster_ip, port.port, VipKind::ClusterIp, internal);
