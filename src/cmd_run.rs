@@ -362,8 +362,8 @@ impl Agent {
                 (
                     *port,
                     ServiceHealthSpec {
-                        namespace: check.service.namespace.clone(),
-                        name: check.service.name.clone(),
+                        namespace: check.service.namespace.to_string(),
+                        name: check.service.name.to_string(),
                         local_endpoints: check.local_endpoints,
                     },
                 )

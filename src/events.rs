@@ -278,8 +278,8 @@ fn key_reference(service: &ServiceKey) -> ObjectReference {
     ObjectReference {
         api_version: Some("v1".to_string()),
         kind: Some("Service".to_string()),
-        namespace: Some(service.namespace.clone()),
-        name: Some(service.name.clone()),
+        namespace: Some(service.namespace.to_string()),
+        name: Some(service.name.to_string()),
         ..ObjectReference::default()
     }
 }

@@ -420,8 +420,8 @@ impl StatusReport {
         for (key, outcome) in model.outcomes() {
             match outcome {
                 Ok(ServiceOutcome::Skipped(reason)) => report.not_proxied.push(NotProxied {
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
+                    namespace: key.namespace.to_string(),
+                    name: key.name.to_string(),
                     reason: skipped_reason(reason),
                 }),
                 Ok(ServiceOutcome::Programmed(_)) if !skipped.contains(key) => {
@@ -434,8 +434,8 @@ impl StatusReport {
                         settings.as_ref().map(pick).cloned().unwrap_or_default()
                     };
                     report.services.push(ServiceStatus {
-                        namespace: key.namespace.clone(),
-                        name: key.name.clone(),
+                        namespace: key.namespace.to_string(),
+                        name: key.name.to_string(),
                         service_type: setting(|s| &s.service_type),
                         session_affinity: setting(|s| &s.session_affinity),
                         affinity_timeout: virtual_servers
@@ -463,8 +463,8 @@ impl StatusReport {
         for error in desired.errors.values() {
             report.problems.push(Problem {
                 kind: ProblemKind::Skipped,
-                namespace: Some(error.service.namespace.clone()),
-                name: Some(error.service.name.clone()),
+                namespace: Some(error.service.namespace.to_string()),
+                name: Some(error.service.name.to_string()),
                 address: None,
                 message: error.reason.clone(),
             });
@@ -734,8 +734,8 @@ fn problem(change: &Change, desired: &DesiredState, observed: &ObservedState) ->
     };
     Problem {
         kind,
-        namespace: service.map(|s| s.namespace.clone()),
-        name: service.map(|s| s.name.clone()),
+        namespace: service.map(|s| s.namespace.to_string()),
+        name: service.map(|s| s.name.to_string()),
         address,
         message,
     }

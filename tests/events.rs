@@ -183,7 +183,7 @@ fn broken_with_cluster_ip(ip: &str) -> Service {
 fn error_of<'a>(errors: &'a [ServiceError], name: &str) -> &'a ServiceError {
     errors
         .iter()
-        .find(|error| error.service.name == name)
+        .find(|error| &*error.service.name == name)
         .unwrap_or_else(|| panic!("no error for {name}: {errors:?}"))
 }
 
@@ -271,7 +271,7 @@ async fn changed_reason_posts_again_and_a_fixed_service_is_forgotten() {
     let errors = cluster.errors();
     let mut first: Vec<(String, String)> = errors
         .iter()
-        .map(|e| (e.service.name.clone(), e.reason.clone()))
+        .map(|e| (e.service.name.to_string(), e.reason.clone()))
         .collect();
     first.sort();
     expected_notes.extend(first);

@@ -94,18 +94,19 @@ impl Family {
     }
 }
 
-/// A Service's identity.
+/// A Service's identity. The model keeps it in several indexes, so the strings are
+/// shared: a clone copies two pointers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     /// The namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl ServiceKey {
     /// A key from namespace and name.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -126,7 +127,7 @@ impl ServiceKey {
         let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
         Some(Self::new(
             slice.metadata.namespace.as_deref().unwrap_or("default"),
-            name.clone(),
+            name.as_str(),
         ))
     }
 }
