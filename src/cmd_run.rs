@@ -80,7 +80,7 @@ fn node_name(args: &RunArgs, config: &Config) -> String {
 /// Logs the heap as the allocator sees it: the bytes the agent holds, and the pages
 /// resident for them (with the allocator's own caches and fragmentation). Compared with
 /// the process RSS it tells live data from allocator overhead.
-fn log_heap() {
+fn log_heap(stage: &str) {
     use tikv_jemalloc_ctl::{epoch, stats};
     if epoch::advance().is_err() {
         return;
@@ -90,7 +90,7 @@ fn log_heap() {
         debug!(
             allocated_mib = %mib(allocated),
             resident_mib = %mib(resident),
-            "heap"
+            "heap after {stage}"
         );
     }
 }
@@ -560,9 +560,10 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         bail!("the source ended before delivering any Service");
     };
     agent.handle(first);
+    log_heap("model built");
     agent.sync(SyncKind::Full).await;
     info!("first sync done");
-    log_heap();
+    log_heap("first sync done");
 
     let min_sync = agent.config.ipvs.min_sync_period;
     let mut resync =
