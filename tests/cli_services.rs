@@ -424,15 +424,17 @@ fn services_shows_the_programmed_state_and_flags_drift_and_bad_specs() {
         "{stale:?}"
     );
 
-    // The next sync that touches web (here: a label added to it) reads web's virtual
-    // servers again and repairs the missing real server; api's change is applied too.
+    // The next sync that touches web reads web's virtual servers again and repairs the
+    // missing real server; api's change is applied too. The change to web must be one
+    // the model reads (here: internalTrafficPolicy set to its default): a label alone
+    // costs nothing and touches nothing.
     // The stale virtual server belongs to no Service: only the periodic full resync
     // (ten minutes away here) removes it, so it is still flagged.
     let mut web = service(
         "e2e",
         "web",
         json!({"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
-               "ports": [http_port(Some(30080))]}),
+               "internalTrafficPolicy": "Cluster", "ports": [http_port(Some(30080))]}),
     );
     web["metadata"]["labels"] = json!({"touched": "yes"});
     node.write(
