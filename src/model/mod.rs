@@ -2,8 +2,9 @@
 //! computed purely from Services, EndpointSlices, this Node and the configuration.
 //!
 //! Each Service is computed on its own into a [`ServiceContribution`]
-//! ([`service::contribution`]); [`Model`] keeps the inputs and the contributions keyed by
-//! Service, so a changed Service or EndpointSlice recomputes only that Service, and
+//! ([`service::contribution`]); [`Model`] keeps the inputs (compact projections of the
+//! objects, [`input`]) and the contributions keyed by Service, so a changed Service or
+//! EndpointSlice recomputes only that Service, and
 //! [`Model::desired`] merges the contributions into one [`DesiredState`]. A malformed
 //! Service yields a [`ServiceError`] for that Service alone; the others are unaffected.
 //!
