@@ -147,6 +147,19 @@ impl IpsetMembers {
             .insert(entry);
     }
 
+    /// Adds one entry to a set by full name; copies the set name only for a new set.
+    pub fn insert(&mut self, set: &str, entry: &str) {
+        match self.0.get_mut(set) {
+            Some(entries) => {
+                entries.insert(entry.to_string());
+            }
+            None => {
+                self.0
+                    .insert(set.to_string(), BTreeSet::from([entry.to_string()]));
+            }
+        }
+    }
+
     /// Adds several entries.
     pub fn add_all(&mut self, base: &str, entries: impl IntoIterator<Item = (Family, String)>) {
         for (family, entry) in entries {
@@ -167,10 +180,7 @@ impl IpsetMembers {
     /// Adds every entry of one Service's [`SetEntries`].
     pub fn extend_entries(&mut self, other: &SetEntries) {
         for (set, entry) in other.iter() {
-            self.0
-                .entry(set.to_string())
-                .or_default()
-                .insert(entry.to_string());
+            self.insert(set, entry);
         }
     }
 

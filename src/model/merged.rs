@@ -368,15 +368,7 @@ impl Merged {
         let count = self.entry_refs.entry(key.clone()).or_default();
         *count += 1;
         if *count == 1 {
-            match self.state.ipsets.0.get_mut(set) {
-                Some(entries) => {
-                    entries.insert(entry.to_string());
-                }
-                None => {
-                    let entries = BTreeSet::from([entry.to_string()]);
-                    self.state.ipsets.0.insert(set.to_string(), entries);
-                }
-            }
+            self.state.ipsets.insert(set, entry);
             self.flipped_entries.entry(key).or_insert(false);
         }
     }

@@ -394,11 +394,7 @@ impl Model {
         }
         if let Some(owner) = &owner {
             self.slice_owner.insert(id.clone(), owner.clone());
-            let slices = self.slices.entry(owner.clone()).or_default();
-            // In name order, as the endpoint merge expects (ties keep the first copy).
-            let at = slices.partition_point(|(name, _)| *name < id.1);
-            slices.insert(at, (id.1.clone(), input));
-            slices.shrink_to_fit();
+            self.put_slice(owner.clone(), id.1.clone(), input);
             self.recompute(owner);
         }
         if let Some(previous) = previous_owner
@@ -424,6 +420,16 @@ impl Model {
             .iter()
             .find(|(slice, _)| slice == name)
             .map(|(_, input)| input)
+    }
+
+    /// Adds or replaces one slice of a Service, keeping the list in name order as the
+    /// endpoint merge expects (of an address in two slices, the first copy wins a tie).
+    fn put_slice(&mut self, owner: ServiceKey, name: String, input: SliceInput) {
+        let slices = self.slices.entry(owner).or_default();
+        slices.retain(|(known, _)| *known != name);
+        let at = slices.partition_point(|(known, _)| *known < name);
+        slices.insert(at, (name, input));
+        slices.shrink_to_fit();
     }
 
     /// Removes one slice of a Service, and the Service's list once it is empty.
@@ -456,15 +462,8 @@ impl Model {
             if let Some(owner) = ServiceKey::of_slice(&slice) {
                 let input = SliceInput::from_slice(&slice, &mut self.interner);
                 self.slice_owner.insert(id.clone(), owner.clone());
-                let slices = self.slices.entry(owner).or_default();
-                // A second slice of the same name replaces the first, as in a map.
-                slices.retain(|(name, _)| *name != id.1);
-                slices.push((id.1, input));
+                self.put_slice(owner, id.1, input);
             }
-        }
-        for slices in self.slices.values_mut() {
-            slices.sort_by(|a, b| a.0.cmp(&b.0));
-            slices.shrink_to_fit();
         }
         for service in services {
             let input = ServiceInput::from_service(&service, &mut self.interner);

@@ -115,8 +115,7 @@ pub fn contribution(
     if !service.has_spec {
         return Ok(ServiceOutcome::Skipped(Skipped::NoClusterIp));
     }
-    let spec = service;
-    let service_type = spec.service_type.as_deref().unwrap_or("ClusterIP");
+    let service_type = service.service_type.as_deref().unwrap_or("ClusterIP");
     if service_type == "ExternalName" {
         return Ok(ServiceOutcome::Skipped(Skipped::ExternalName));
     }
@@ -126,8 +125,8 @@ pub fn contribution(
         )));
     }
 
-    // ClusterIPs: spec.clusterIPs, falling back to spec.clusterIP; at most one per family.
-    let cluster_ip_texts = &spec.cluster_ips;
+    // ClusterIPs: spec.clusterIPs, falling back to service.clusterIP; at most one per family.
+    let cluster_ip_texts = &service.cluster_ips;
     if cluster_ip_texts.iter().any(|ip| ip == "None") {
         return Ok(ServiceOutcome::Skipped(Skipped::Headless));
     }
@@ -146,7 +145,7 @@ pub fn contribution(
                 "spec.clusterIPs has two addresses of the same family ({text:?} is the second)"
             )));
         }
-        if let Some(declared) = spec.ip_families.get(index) {
+        if let Some(declared) = service.ip_families.get(index) {
             let expected = match Family::of(addr) {
                 Family::V4 => "IPv4",
                 Family::V6 => "IPv6",
@@ -162,7 +161,7 @@ pub fn contribution(
     // Ports.
     let mut ports = Vec::new();
     let mut seen = BTreeSet::new();
-    for (index, port) in spec.ports.iter().enumerate() {
+    for (index, port) in service.ports.iter().enumerate() {
         let protocol = Protocol::from_kubernetes(port.protocol.as_deref()).ok_or_else(|| {
             error(format!(
                 "spec.ports[{index}].protocol {:?} is not one of TCP, UDP, SCTP",
@@ -204,13 +203,14 @@ pub fn contribution(
     }
 
     let mut warnings = Vec::new();
-    let external_local = service_type != "ClusterIP" || !spec.external_ips.is_empty();
-    let external_local = external_local && spec.external_traffic_policy.as_deref() == Some("Local");
-    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = service_type != "ClusterIP" || !service.external_ips.is_empty();
+    let external_local =
+        external_local && service.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = service.internal_traffic_policy.as_deref() == Some("Local");
 
     // External IPs and load-balancer IPs, only of the Service's families.
     let mut external_ips = Vec::new();
-    for (index, text) in spec.external_ips.iter().enumerate() {
+    for (index, text) in service.external_ips.iter().enumerate() {
         let addr: IpAddr = text.parse().map_err(|_| {
             error(format!(
                 "spec.externalIPs[{index}] {text:?} is not an IP address"
@@ -248,7 +248,7 @@ pub fn contribution(
             }
         }
     }
-    let source_ranges: Vec<IpNet> = spec
+    let source_ranges: Vec<IpNet> = service
         .source_ranges
         .iter()
         .enumerate()
@@ -261,8 +261,8 @@ pub fn contribution(
         })
         .collect::<Result<_, _>>()?;
 
-    let persistence_timeout = match spec.session_affinity.as_deref() {
-        Some("ClientIP") => match spec.affinity_timeout {
+    let persistence_timeout = match service.session_affinity.as_deref() {
+        Some("ClientIP") => match service.affinity_timeout {
             None => Some(DEFAULT_AFFINITY_SECONDS),
             Some(seconds) if (1..=MAX_AFFINITY_SECONDS as i32).contains(&seconds) => {
                 Some(seconds as u32)
@@ -440,7 +440,7 @@ pub fn contribution(
     }
 
     if service_type == "LoadBalancer" && external_local {
-        if let Some(port) = spec.health_check_node_port.filter(|port| *port != 0) {
+        if let Some(port) = service.health_check_node_port.filter(|port| *port != 0) {
             let port = u16::try_from(port)
                 .map_err(|_| error(format!("spec.healthCheckNodePort {port} is not in 1-65535")))?;
             contribution.health_check_node_port = Some((port, local_ready.len()));

@@ -270,12 +270,10 @@ fn applied_event(manifests: &Manifests, kind: Kind, id: &Id) -> Option<(u64, Sou
     }
 }
 
-/// An object as last sent: the file it came from and a hash of its content. Only the
-/// hash is kept: holding thousands of parsed objects twice (here and in the model)
-/// would double the agent's memory for nothing.
-/// Every object sent: the file defining it (shared with the other objects of that
-/// file) and its content hash.
-type Sent = BTreeMap<(Kind, Id), (Arc<Path>, u64)>;
+/// Every object sent, with a hash of its content as sent. Only the hash is kept:
+/// holding thousands of parsed objects twice (here and in the model) would double the
+/// agent's memory for nothing. The file defining an object is `defined_in`'s.
+type Sent = BTreeMap<(Kind, Id), u64>;
 
 fn content_hash<T: serde::Serialize>(object: &T) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -291,7 +289,7 @@ fn content_hash<T: serde::Serialize>(object: &T) -> u64 {
 struct DirState {
     /// Each file's stamp and the objects it defined.
     files: BTreeMap<PathBuf, (Stamp, Vec<(Kind, Id)>)>,
-    /// Every object sent, with the file that defines it.
+    /// Every object sent, with its content hash.
     sent: Sent,
     /// The files defining each object (more than one only by mistake).
     /// A sorted list: one path per object but by mistake (a set would allocate a tree
@@ -403,22 +401,12 @@ impl DirState {
         };
         if !self.loaded {
             for (id, service) in &merged.services {
-                self.sent.insert(
-                    (Kind::Service, id.clone()),
-                    (
-                        self.owner(Kind::Service, id).unwrap_or_else(no_path),
-                        content_hash(service),
-                    ),
-                );
+                self.sent
+                    .insert((Kind::Service, id.clone()), content_hash(service));
             }
             for (id, slice) in &merged.slices {
-                self.sent.insert(
-                    (Kind::Slice, id.clone()),
-                    (
-                        self.owner(Kind::Slice, id).unwrap_or_else(no_path),
-                        content_hash(slice),
-                    ),
-                );
+                self.sent
+                    .insert((Kind::Slice, id.clone()), content_hash(slice));
             }
             round.services = merged.services.len();
             round.slices = merged.slices.len();
@@ -473,10 +461,10 @@ impl DirState {
             let Some((hash, event)) = event else {
                 continue;
             };
-            if self.sent.get(&key).map(|(_, sent)| *sent) != Some(hash) {
+            if self.sent.get(&key) != Some(&hash) {
                 round.events.push(event);
             }
-            self.sent.insert(key, (owner, hash));
+            self.sent.insert(key, hash);
         }
         round.services = self
             .sent
@@ -495,11 +483,6 @@ impl DirState {
             .and_then(|paths| paths.last())
             .cloned()
     }
-}
-
-/// The owner of an object no file defines any more (only while it is being removed).
-fn no_path() -> Arc<Path> {
-    Arc::from(Path::new(""))
 }
 
 /// Watches `dir`, sending a [`SourceEvent::Snapshot`] at start and, after every change,
