@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use ipset_netlink as ipset;
 use ipvs_netlink as ipvs;
@@ -253,6 +254,10 @@ pub fn observed_virtual_servers(
 /// Handles on every kernel subsystem the agent programs.
 pub struct Kernel {
     ipvs: ipvs::AsyncIpvsHandle,
+    /// A second IPVS socket for change batches, used from a blocking thread: the kernel
+    /// does a batch's work inside `sendmsg`, which would hold a runtime worker (and the
+    /// tasks queued on it) for as long as the kernel takes.
+    ipvs_batches: Arc<Mutex<ipvs::IpvsHandle>>,
     ipset: ipset::IpsetHandle,
     iface: ServiceInterface,
     families: BTreeSet<Family>,
@@ -273,10 +278,12 @@ impl Kernel {
     /// ipset is missing from the kernel.
     pub async fn open(families: BTreeSet<Family>) -> Result<Kernel, ReconcileError> {
         let ipvs = ipvs::AsyncIpvsHandle::new().await?;
+        let ipvs_batches = Arc::new(Mutex::new(ipvs::IpvsHandle::new()?));
         let ipset = ipset::IpsetHandle::new()?;
         let iface = ServiceInterface::ensure(SERVICE_INTERFACE).await?;
         let mut kernel = Kernel {
             ipvs,
+            ipvs_batches,
             ipset,
             iface,
             families,
@@ -363,8 +370,8 @@ impl Kernel {
         Ok((observed_virtual_servers(table), requests))
     }
 
-    /// Applies `plan`: set entries first, then addresses and IPVS (one batch) at the
-    /// same time, then removals of entries and addresses.
+    /// Applies `plan`: the IPVS batch (on a blocking thread) beside set entries and then
+    /// addresses, then removals of entries and addresses.
     pub async fn apply(&mut self, plan: &Plan) -> ApplyReport {
         let mut report = ApplyReport::default();
         // The IPVS changes, and for each the index of its plan change (for the message of a
@@ -428,19 +435,29 @@ impl Kernel {
             }
         }
 
-        // Set entries first, so the filter and masquerade rules know a VIP before it
-        // carries traffic. Then addresses and IPVS together: each is one pipelined stream
-        // of requests and the kernel works on both at once (on two CPUs where it has
-        // them); until both are in, a new VIP is simply not served yet.
+        // IPVS, set entries and addresses are three independent kernel paths (IPVS
+        // mutex, nfnetlink, rtnl), so they run at once: the IPVS batch on a blocking
+        // thread from the start; set entries, then addresses, meanwhile. Set entries go
+        // before addresses so the filter and masquerade rules know a VIP before it
+        // carries traffic; until an address and its IPVS service are both in, a new VIP
+        // is simply not served yet.
         let started = std::time::Instant::now();
+        let ipvs_count = ipvs_changes.len();
+        let ipvs_task = (!ipvs_changes.is_empty()).then(|| {
+            let handle = self.ipvs_batches.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut handle = handle
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let result = handle.apply_batch(&ipvs_changes);
+                (result, started.elapsed())
+            })
+        });
         self.apply_ipset(&ipset_adds, true, &mut report);
         let ipset_done = started.elapsed();
         let add_count = add_addresses.len();
-        // The addresses run as their own task: the kernel does a netlink request's work
-        // inside the sender's `sendmsg`, so an IPVS batch holds its thread for as long as
-        // the kernel takes. In the same task the address stream would only advance in the
-        // gaps between IPVS batches (measured: 10,000 addresses 13.2 s beside IPVS,
-        // 5.7 s alone, under emulation).
+        // The addresses run as their own task, so the runtime can also serve the
+        // rtnetlink connection task while this one waits.
         let addresses = (!add_addresses.is_empty()).then(|| {
             let iface = self.iface.clone();
             tokio::spawn(async move {
@@ -448,11 +465,15 @@ impl Kernel {
                 (result, started.elapsed())
             })
         });
-        let ipvs_result = if ipvs_changes.is_empty() {
-            None
-        } else {
-            let result = self.ipvs.apply_batch(&ipvs_changes).await;
-            Some((result, started.elapsed()))
+        let ipvs_result = match ipvs_task {
+            None => None,
+            Some(task) => Some(match task.await {
+                Ok((result, done)) => (result.map_err(|error| error.to_string()), done),
+                Err(error) => (
+                    Err(format!("the IPVS batch task failed: {error}")),
+                    started.elapsed(),
+                ),
+            }),
         };
         let address_result = match addresses {
             None => None,
@@ -477,9 +498,9 @@ impl Kernel {
             }
         }
         if let Some((result, done)) = ipvs_result {
-            report.netlink_messages += ipvs_changes.len() as u64;
+            report.netlink_messages += ipvs_count as u64;
             tracing::debug!(
-                changes = ipvs_changes.len(),
+                changes = ipvs_count,
                 ms = done.as_millis() as u64,
                 ipset_ms = ipset_done.as_millis() as u64,
                 "IPVS programmed"
@@ -497,8 +518,8 @@ impl Kernel {
                     }
                 }
                 Err(error) => report.failed.push(FailedChange {
-                    change: format!("{} IPVS change(s)", ipvs_changes.len()),
-                    error: error.to_string(),
+                    change: format!("{ipvs_count} IPVS change(s)"),
+                    error,
                 }),
             }
         }

@@ -72,6 +72,16 @@ pub(super) struct Merged {
     flipped_entries: BTreeMap<(&'static str, Box<str>), bool>,
 }
 
+/// Rebuilds a B-tree from its own sorted entries. Filled one insert at a time (in key
+/// order above all) its nodes stay about half full; built in bulk they are full, which
+/// after a first load of 10,000 Services is megabytes less.
+pub(super) fn compact<C>(collection: &mut C)
+where
+    C: Default + IntoIterator + FromIterator<<C as IntoIterator>::Item>,
+{
+    *collection = std::mem::take(collection).into_iter().collect();
+}
+
 /// The claimants of one key, oldest first. Almost every key has one claimant, so a
 /// sorted list: a `BTreeSet` would allocate a node for eleven per key.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +140,19 @@ impl Merged {
     /// How many real servers the merged virtual servers hold.
     pub(super) fn real_servers(&self) -> usize {
         self.real_servers
+    }
+
+    /// Rebuilds the large maps with full nodes, after a bulk load (see [`compact`]).
+    pub(super) fn compact(&mut self) {
+        compact(&mut self.vs_claims);
+        compact(&mut self.winners);
+        compact(&mut self.address_refs);
+        compact(&mut self.entry_refs);
+        compact(&mut self.state.virtual_servers);
+        compact(&mut self.state.addresses);
+        for entries in self.state.ipsets.0.values_mut() {
+            compact(entries);
+        }
     }
 
     /// Marks everything as touched (the node changed).

@@ -473,6 +473,11 @@ impl Model {
         for key in keys {
             self.recompute(&key);
         }
+        merged::compact(&mut self.services);
+        merged::compact(&mut self.slices);
+        merged::compact(&mut self.slice_owner);
+        merged::compact(&mut self.outcomes);
+        self.merged.compact();
     }
 
     /// [`Model::replace_all`] on a filled model: applies the differences one by one.
