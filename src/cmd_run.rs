@@ -147,6 +147,15 @@ enum SyncKind {
 /// How often draining real servers are checked for their last connection.
 const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// One family's rules as installed: the index in `Agent::iptables`, the family, the
+/// inputs and whether `iptables-restore` took them.
+type IptablesOutcome = (
+    usize,
+    iptables::Family,
+    RuleInputs,
+    Result<(), iptables::IptablesError>,
+);
+
 impl Agent {
     async fn sync(&mut self, kind: SyncKind) {
         let started = Instant::now();
@@ -208,6 +217,23 @@ impl Agent {
             (plan, Some(scope))
         };
         let changes = plan.changes.len();
+        // The rules depend only on the desired state, so iptables-restore runs on a
+        // blocking thread while the kernel takes the plan (a few hundred milliseconds
+        // of a first sync otherwise spent after it).
+        let iptables_jobs = self.iptables_jobs(full);
+        let iptables_task = (!iptables_jobs.is_empty()).then(|| {
+            tokio::task::spawn_blocking(move || {
+                let iptables_started = Instant::now();
+                let results: Vec<_> = iptables_jobs
+                    .into_iter()
+                    .map(|(index, iptables, inputs)| {
+                        let result = iptables.sync(&inputs);
+                        (index, iptables.family(), inputs, result)
+                    })
+                    .collect();
+                (results, iptables_started.elapsed())
+            })
+        });
         let report = self.kernel.apply(&plan).await;
         if let Some(conntrack) = self.conntrack.as_mut() {
             let cleaned = ipvs_proxy::conntrack::cleanup_after(&plan.changes, conntrack);
@@ -237,9 +263,23 @@ impl Agent {
             warn!(change = %failed.change, "kernel refused a change: {}", failed.error);
             self.metrics.error("apply");
         }
-        let iptables_started = Instant::now();
-        self.sync_iptables(full);
-        let iptables_ms = iptables_started.elapsed().as_millis() as u64;
+        let iptables_ms = match iptables_task {
+            None => 0,
+            Some(task) => match task.await {
+                Ok((results, elapsed)) => {
+                    self.record_iptables(results);
+                    elapsed.as_millis() as u64
+                }
+                Err(err) => {
+                    error!("iptables rules not installed: the iptables task failed: {err}");
+                    self.metrics.error("iptables");
+                    self.installed_rules
+                        .iter_mut()
+                        .for_each(|rules| *rules = None);
+                    0
+                }
+            },
+        };
         if full || touched.health_checks {
             self.sync_service_health().await;
         }
@@ -307,10 +347,11 @@ impl Agent {
         });
     }
 
-    /// Installs the rules of each family when their inputs changed, or always on a
-    /// full sync (which repairs rules someone removed).
-    fn sync_iptables(&mut self, full: bool) {
+    /// The rules each family should get: those whose inputs changed, or all on a full
+    /// sync (which repairs rules someone removed).
+    fn iptables_jobs(&self, full: bool) -> Vec<(usize, Iptables, RuleInputs)> {
         let desired = self.model.state();
+        let mut jobs = Vec::new();
         for (index, iptables) in self.iptables.iter().enumerate() {
             let family = iptables.family();
             let model_family = match family {
@@ -341,7 +382,15 @@ impl Agent {
             if !full && self.installed_rules[index].as_ref() == Some(&inputs) {
                 continue;
             }
-            match iptables.sync(&inputs) {
+            jobs.push((index, *iptables, inputs));
+        }
+        jobs
+    }
+
+    /// Remembers which rules are in place after [`Agent::iptables_jobs`] ran.
+    fn record_iptables(&mut self, results: Vec<IptablesOutcome>) {
+        for (index, family, inputs, result) in results {
+            match result {
                 Ok(()) => self.installed_rules[index] = Some(inputs),
                 Err(err) => {
                     error!(%family, "iptables rules not installed: {err}");

@@ -62,8 +62,8 @@ pub(crate) fn endpoints_for_port<'a>(
                 serving: endpoint.serving,
                 terminating: endpoint.terminating,
                 local,
-                zone_hints: &endpoint.zone_hints,
-                node_hints: &endpoint.node_hints,
+                zone_hints: endpoint.zone_hints(),
+                node_hints: endpoint.node_hints(),
             };
             match by_address.get(&(addr, port)) {
                 Some(existing) if existing.ready || !candidate.ready => {}
