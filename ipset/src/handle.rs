@@ -16,9 +16,10 @@ use crate::error::{Error, Result, describe_code};
 use crate::message::{CmdAttr, Command, IpsetMessage};
 use crate::set::{Family, SetHeader, SetInfo, SetSpec, SetType};
 
-/// How many add/del messages go into one `sendmsg` before the acks are read: small enough
-/// that the acks of one chunk fit the socket's receive buffer.
-const BATCH_CHUNK: usize = 128;
+/// How many add/del messages go into one `sendmsg` before the replies are read: small
+/// enough that a refusal for every entry of a chunk (each echoes its request) still fits
+/// the socket's receive buffer.
+const BATCH_CHUNK: usize = 256;
 
 /// How long to wait for the kernel's next reply datagram.
 const REPLY_TIMEOUT_SECONDS: i64 = 30;
@@ -590,8 +591,9 @@ impl IpsetHandle {
         }
     }
 
-    /// Adds many entries: one netlink message per entry, many per `sendmsg`, every ack
-    /// collected; entries the kernel refuses are reported in the outcome, the rest apply.
+    /// Adds many entries: one netlink message per entry, many per `sendmsg`, one
+    /// acknowledgement per `sendmsg`; entries the kernel refuses are reported in the
+    /// outcome, the rest apply.
     pub fn add_batch(
         &mut self,
         set: &str,
@@ -620,36 +622,48 @@ impl IpsetHandle {
         }
         // Without exist the kernel must refuse duplicates (add) / missing entries (del):
         // that is what NLM_F_EXCL asks for; its absence means IPSET_FLAG_EXIST.
-        let flags = NLM_F_ACK | if exist { 0 } else { NLM_F_EXCL };
+        let flags = if exist { 0 } else { NLM_F_EXCL };
         let mut outcome = BatchOutcome::default();
         for (chunk_number, chunk) in members.chunks(BATCH_CHUNK).enumerate() {
             let base = chunk_number * BATCH_CHUNK;
             let mut pending: HashMap<u32, usize> = HashMap::with_capacity(chunk.len());
             let mut bytes = Vec::new();
+            let mut last_sequence = 0;
+            // Only the chunk's last entry asks for an acknowledgement: the kernel answers
+            // a refused entry whether or not it asked, and handles a chunk in order, so
+            // the last acknowledgement proves every entry before it without an error
+            // applied. One reply per chunk instead of one per entry.
             for (i, member) in chunk.iter().enumerate() {
                 let message = self.entry_message(command, set, member.to_attrs());
-                let (sequence, frame) = self.frame(message, flags);
+                let ack = if i + 1 == chunk.len() { NLM_F_ACK } else { 0 };
+                let (sequence, frame) = self.frame(message, flags | ack);
                 pending.insert(sequence, base + i);
+                last_sequence = sequence;
                 bytes.extend_from_slice(&frame);
             }
             self.send(command, &bytes)?;
-            while !pending.is_empty() {
+            let mut refused = 0;
+            let mut complete = false;
+            while !complete {
                 for reply in self.receive(command)? {
                     let NetlinkPayload::Error(e) = reply.payload else {
                         continue;
                     };
-                    let Some(index) = pending.remove(&reply.header.sequence_number) else {
+                    let sequence = reply.header.sequence_number;
+                    let Some(index) = pending.remove(&sequence) else {
                         continue;
                     };
-                    match e.code {
-                        None => outcome.applied += 1,
-                        Some(code) => outcome.failures.push((
+                    if let Some(code) = e.code {
+                        refused += 1;
+                        outcome.failures.push((
                             index,
                             Self::entry_refusal(command, set, &members[index].entry, -code.get()),
-                        )),
+                        ));
                     }
+                    complete |= sequence == last_sequence;
                 }
             }
+            outcome.applied += chunk.len() - refused;
         }
         debug!(
             set,
