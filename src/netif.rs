@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
@@ -294,7 +294,16 @@ impl ServiceInterface {
         &self,
         addresses: impl IntoIterator<Item = IpAddr>,
     ) -> Result<usize, NetifError> {
-        let requests = addresses.into_iter().map(|address| {
+        self.add_stream(stream::iter(addresses)).await
+    }
+
+    /// [`ServiceInterface::add`] for addresses that become ready over time: each is
+    /// requested as the stream yields it, with up to [`IN_FLIGHT`] requests in flight.
+    pub async fn add_stream(
+        &self,
+        addresses: impl Stream<Item = IpAddr>,
+    ) -> Result<usize, NetifError> {
+        let requests = addresses.map(|address| {
             let prefix = if address.is_ipv4() { 32 } else { 128 };
             let mut request = self.handle.address().add(self.index, address, prefix);
             if address.is_ipv6() {
@@ -346,21 +355,18 @@ impl ServiceInterface {
                 }
             })
         });
-        self.pipeline("delete", requests).await
+        self.pipeline("delete", stream::iter(requests)).await
     }
 
     async fn pipeline<F>(
         &self,
         action: &'static str,
-        requests: impl Iterator<Item = F>,
+        requests: impl Stream<Item = F>,
     ) -> Result<usize, NetifError>
     where
         F: Future<Output = (IpAddr, Result<bool, String>)>,
     {
-        let results: Vec<_> = stream::iter(requests)
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await;
+        let results: Vec<_> = requests.buffer_unordered(IN_FLIGHT).collect().await;
         let total = results.len();
         let mut done = 0;
         let mut failures = Vec::new();

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
+use futures_util::stream::{self, StreamExt};
+
 use ipset_netlink as ipset;
 use ipvs_netlink as ipvs;
 
@@ -251,6 +253,29 @@ pub fn observed_virtual_servers(
         .collect()
 }
 
+/// Splits set entries in two: those whose first field is one of `addresses` (sorted),
+/// and the rest.
+fn split_entries_by_key(
+    entries: BTreeMap<String, Vec<String>>,
+    addresses: &[IpAddr],
+) -> (BTreeMap<String, Vec<String>>, BTreeMap<String, Vec<String>>) {
+    let mut keyed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut rest: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (set, texts) in entries {
+        let (with_key, without): (Vec<String>, Vec<String>) = texts.into_iter().partition(|text| {
+            let first = text.split(',').next().unwrap_or_default();
+            IpAddr::from_str(first).is_ok_and(|addr| addresses.binary_search(&addr).is_ok())
+        });
+        if !with_key.is_empty() {
+            keyed.insert(set.clone(), with_key);
+        }
+        if !without.is_empty() {
+            rest.insert(set, without);
+        }
+    }
+    (keyed, rest)
+}
+
 /// Handles on every kernel subsystem the agent programs.
 pub struct Kernel {
     ipvs: ipvs::AsyncIpvsHandle,
@@ -370,8 +395,9 @@ impl Kernel {
         Ok((observed_virtual_servers(table), requests))
     }
 
-    /// Applies `plan`: the IPVS batch (on a blocking thread) beside set entries and then
-    /// addresses, then removals of entries and addresses.
+    /// Applies `plan`: the IPVS batch (on a blocking thread) beside set entries and
+    /// addresses (each address after its set entries), then removals of entries and
+    /// addresses.
     pub async fn apply(&mut self, plan: &Plan) -> ApplyReport {
         let mut report = ApplyReport::default();
         // The IPVS changes, and for each the index of its plan change (for the message of a
@@ -437,10 +463,10 @@ impl Kernel {
 
         // IPVS, set entries and addresses are three independent kernel paths (IPVS
         // mutex, nfnetlink, rtnl), so they run at once: the IPVS batch on a blocking
-        // thread from the start; set entries, then addresses, meanwhile. Set entries go
-        // before addresses so the filter and masquerade rules know a VIP before it
-        // carries traffic; until an address and its IPVS service are both in, a new VIP
-        // is simply not served yet.
+        // thread from the start, set entries and addresses meanwhile. A VIP's address
+        // is bound only after its set entries are in, so the filter and masquerade rules
+        // know a VIP before it carries traffic (until its IPVS service is in too, a new
+        // VIP is simply not served yet).
         let started = std::time::Instant::now();
         let ipvs_count = ipvs_changes.len();
         let ipvs_task = (!ipvs_changes.is_empty()).then(|| {
@@ -453,18 +479,38 @@ impl Kernel {
                 (result, started.elapsed())
             })
         });
-        self.apply_ipset(&ipset_adds, true, &mut report);
-        let ipset_done = started.elapsed();
+        // Binding is the long pole and each add gets slower as kube-ipvs0 fills up (the
+        // kernel walks its address list), so it starts early: first the entries of the
+        // first quarter of the new addresses (and every entry not keyed by a new
+        // address), then those addresses bind while the remaining entries go in, and the
+        // remaining addresses follow once those entries are in.
+        add_addresses.sort_unstable();
+        let (first_addresses, later_addresses) =
+            add_addresses.split_at(add_addresses.len().div_ceil(4));
+        let (later_adds, first_adds) = split_entries_by_key(ipset_adds, later_addresses);
+        self.apply_ipset(&first_adds, true, &mut report);
         let add_count = add_addresses.len();
-        // The addresses run as their own task, so the runtime can also serve the
-        // rtnetlink connection task while this one waits.
+        let (later_entries_in, later_entries_done) = tokio::sync::oneshot::channel::<()>();
+        // The addresses run as their own task, so the runtime can serve the rtnetlink
+        // connection task while this one applies the remaining entries.
         let addresses = (!add_addresses.is_empty()).then(|| {
             let iface = self.iface.clone();
+            let first = first_addresses.to_vec();
+            let later = later_addresses.to_vec();
             tokio::spawn(async move {
-                let result = iface.add(add_addresses).await.map_err(|e| e.to_string());
+                let after_entries = async move {
+                    // Also when the sender is gone: the entries were tried either way.
+                    let _ = later_entries_done.await;
+                    stream::iter(later)
+                };
+                let ordered = stream::iter(first).chain(stream::once(after_entries).flatten());
+                let result = iface.add_stream(ordered).await.map_err(|e| e.to_string());
                 (result, started.elapsed())
             })
         });
+        self.apply_ipset(&later_adds, true, &mut report);
+        let ipset_done = started.elapsed();
+        let _ = later_entries_in.send(());
         let ipvs_result = match ipvs_task {
             None => None,
             Some(task) => Some(match task.await {
@@ -679,6 +725,67 @@ pub fn base_name(set: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_keyed_by_later_addresses_are_split_off() {
+        let sets: BTreeMap<String, Vec<String>> = [
+            (
+                "KUBE-CLUSTER-IP",
+                vec!["10.96.0.1,tcp:443", "10.96.0.9,udp:53", "10.96.0.10,tcp:80"],
+            ),
+            (
+                "KUBE-6-CLUSTER-IP",
+                vec!["fd00::a,tcp:80", "fd00::1,tcp:80"],
+            ),
+            (
+                "KUBE-LOOP-BACK",
+                vec!["10.96.0.9,tcp:53,10.96.0.9", "10.244.1.5,tcp:80,10.244.1.5"],
+            ),
+            ("KUBE-NODE-PORT-TCP", vec!["30080"]),
+            (
+                "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+                vec!["10.96.0.10,tcp:80,192.0.2.0/24"],
+            ),
+        ]
+        .into_iter()
+        .map(|(set, entries)| {
+            (
+                set.to_string(),
+                entries.into_iter().map(String::from).collect(),
+            )
+        })
+        .collect();
+        let mut later: Vec<IpAddr> = ["10.96.0.9", "10.96.0.10", "fd00::a"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        later.sort();
+        let (keyed, rest) = split_entries_by_key(sets, &later);
+        let flat = |sets: &BTreeMap<String, Vec<String>>| -> Vec<String> {
+            sets.iter()
+                .flat_map(|(set, entries)| entries.iter().map(move |e| format!("{set} {e}")))
+                .collect()
+        };
+        assert_eq!(
+            flat(&keyed),
+            [
+                "KUBE-6-CLUSTER-IP fd00::a,tcp:80",
+                "KUBE-CLUSTER-IP 10.96.0.9,udp:53",
+                "KUBE-CLUSTER-IP 10.96.0.10,tcp:80",
+                "KUBE-LOAD-BALANCER-SOURCE-CIDR 10.96.0.10,tcp:80,192.0.2.0/24",
+                "KUBE-LOOP-BACK 10.96.0.9,tcp:53,10.96.0.9",
+            ]
+        );
+        assert_eq!(
+            flat(&rest),
+            [
+                "KUBE-6-CLUSTER-IP fd00::1,tcp:80",
+                "KUBE-CLUSTER-IP 10.96.0.1,tcp:443",
+                "KUBE-LOOP-BACK 10.244.1.5,tcp:80,10.244.1.5",
+                "KUBE-NODE-PORT-TCP 30080",
+            ]
+        );
+    }
 
     #[test]
     fn entries_parse_in_every_kube_proxy_set_syntax() {
