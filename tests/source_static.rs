@@ -246,3 +246,44 @@ async fn reloads_on_change_and_keeps_the_last_good_view() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn an_object_in_two_files_follows_the_later_file_until_both_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = fixture("svc-web.json");
+    let web_nodeport = web.replace("\"ClusterIP\"", "\"NodePort\"");
+    assert_ne!(web, web_nodeport);
+    write(dir.path(), "a-web.json", &web);
+    let (tx, mut events) = mpsc::channel(16);
+    let task = spawn_static_every(dir.path().to_path_buf(), Duration::from_millis(50), tx);
+    assert_eq!(counts(&next(&mut events).await), (1, 0));
+
+    // A later file (by name) defines the same Service differently: it wins.
+    write(dir.path(), "b-web.json", &web_nodeport);
+    let changed = next(&mut events).await;
+    match &changed {
+        SourceEvent::ServiceApplied(service) => assert_eq!(
+            service.spec.as_ref().and_then(|spec| spec.type_.as_deref()),
+            Some("NodePort")
+        ),
+        other => panic!("expected the later definition, got {other:?}"),
+    }
+
+    // The later file goes: the earlier definition applies again, nothing is deleted.
+    std::fs::remove_file(dir.path().join("b-web.json")).unwrap();
+    match next(&mut events).await {
+        SourceEvent::ServiceApplied(service) => assert_eq!(
+            service.spec.as_ref().and_then(|spec| spec.type_.as_deref()),
+            Some("ClusterIP")
+        ),
+        other => panic!("expected the earlier definition, got {other:?}"),
+    }
+
+    // The earlier file goes too: now the Service is deleted.
+    std::fs::remove_file(dir.path().join("a-web.json")).unwrap();
+    assert_eq!(
+        reload_events(&mut events).await,
+        vec!["service-deleted default/web"]
+    );
+    task.abort();
+}

@@ -318,8 +318,9 @@ fn content_hash<T: serde::Serialize>(object: &T) -> u64 {
 /// What the poller remembers between rounds.
 #[derive(Debug, Default)]
 struct DirState {
-    /// Each file's stamp and the objects it defined.
-    files: BTreeMap<PathBuf, (Stamp, Vec<(Kind, Id)>)>,
+    /// Each file's stamp. The objects a file defines are found through
+    /// [`ObjectRecord::defined_in`]: a second list per file would cost as much again.
+    files: BTreeMap<PathBuf, Stamp>,
     /// Every object defined in a file or sent, by kind and id.
     objects: BTreeMap<(Kind, Id), ObjectRecord>,
     /// Whether the first snapshot went out.
@@ -345,7 +346,7 @@ impl DirState {
             && print.iter().all(|(path, modified, len)| {
                 self.files
                     .get(path)
-                    .is_some_and(|(stamp, _)| *stamp == (*modified, *len))
+                    .is_some_and(|stamp| *stamp == (*modified, *len))
             });
         if unchanged && self.loaded {
             return Ok(None);
@@ -354,11 +355,7 @@ impl DirState {
         let mut parsed: BTreeMap<PathBuf, (Stamp, Manifests)> = BTreeMap::new();
         for (path, modified, len) in &print {
             let stamp = (*modified, *len);
-            if self
-                .files
-                .get(path)
-                .is_some_and(|(known, _)| *known == stamp)
-            {
+            if self.files.get(path).is_some_and(|known| *known == stamp) {
                 continue;
             }
             parsed.insert(path.clone(), (stamp, read_file(path)?));
@@ -382,27 +379,34 @@ impl DirState {
                 .map(|(path, (_, manifests))| (path.display().to_string(), manifests)),
         );
         let mut affected: std::collections::BTreeSet<(Kind, Id)> = Default::default();
+        // The objects of changed and removed files: one pass over all objects.
+        let mut replaced: std::collections::BTreeSet<&Path> = Default::default();
         for path in parsed.keys().chain(removed.iter()) {
-            if let Some((_, objects)) = self.files.remove(path) {
-                for object in objects {
-                    if let Some(record) = self.objects.get_mut(&object) {
-                        record.defined_in.retain(|known| **known != **path);
-                    }
-                    affected.insert(object);
+            if self.files.remove(path).is_some() {
+                replaced.insert(path.as_path());
+            }
+        }
+        if !replaced.is_empty() {
+            for (object, record) in &mut self.objects {
+                let before = record.defined_in.len();
+                record
+                    .defined_in
+                    .retain(|known| !replaced.contains(&**known));
+                if record.defined_in.len() != before {
+                    affected.insert(object.clone());
                 }
             }
         }
         for (path, (stamp, manifests)) in &parsed {
             let shared: Arc<Path> = Arc::from(path.as_path());
-            let objects: Vec<(Kind, Id)> = file_objects(manifests).collect();
-            for object in &objects {
+            for object in file_objects(manifests) {
                 let paths = &mut self.objects.entry(object.clone()).or_default().defined_in;
                 if let Err(at) = paths.binary_search(&shared) {
                     paths.insert(at, shared.clone());
                 }
-                affected.insert(object.clone());
+                affected.insert(object);
             }
-            self.files.insert(path.clone(), (*stamp, objects));
+            self.files.insert(path.clone(), *stamp);
         }
 
         let mut round = Round {
