@@ -268,7 +268,7 @@ impl EventReporter {
 /// namespace, name and uid (what `kubectl describe` matches Events on).
 pub fn service_reference(service: &ServiceInput) -> ObjectReference {
     ObjectReference {
-        uid: service.uid.clone(),
+        uid: service.uid.as_deref().map(String::from),
         ..key_reference(&service.key)
     }
 }

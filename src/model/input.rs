@@ -85,37 +85,37 @@ pub struct ServiceInput {
     /// Namespace and name.
     pub key: ServiceKey,
     /// `metadata.uid`, for the Events about the Service.
-    pub uid: Option<String>,
+    pub uid: Option<Box<str>>,
     /// `metadata.creationTimestamp`: the older Service wins a conflict.
     pub created: Option<Timestamp>,
     /// The `service.kubernetes.io/service-proxy-name` label.
-    pub proxy_name: Option<String>,
+    pub proxy_name: Option<Box<str>>,
     /// Whether the `service.kubernetes.io/headless` label is set.
     pub headless_label: bool,
     /// Whether the object has a `spec` at all.
     pub has_spec: bool,
     /// `spec.type`.
-    pub service_type: Option<String>,
+    pub service_type: Option<Box<str>>,
     /// `spec.clusterIPs`, falling back to `spec.clusterIP`.
-    pub cluster_ips: Vec<String>,
+    pub cluster_ips: Box<[String]>,
     /// `spec.ipFamilies`.
-    pub ip_families: Vec<String>,
+    pub ip_families: Box<[String]>,
     /// `spec.ports`.
-    pub ports: Vec<ServicePortInput>,
+    pub ports: Box<[ServicePortInput]>,
     /// `spec.externalIPs`.
-    pub external_ips: Vec<String>,
+    pub external_ips: Box<[String]>,
     /// `status.loadBalancer.ingress`.
-    pub ingress: Vec<IngressInput>,
+    pub ingress: Box<[IngressInput]>,
     /// `spec.loadBalancerSourceRanges`.
-    pub source_ranges: Vec<String>,
+    pub source_ranges: Box<[String]>,
     /// `spec.sessionAffinity`.
-    pub session_affinity: Option<String>,
+    pub session_affinity: Option<Box<str>>,
     /// `spec.sessionAffinityConfig.clientIP.timeoutSeconds`.
     pub affinity_timeout: Option<i32>,
     /// `spec.externalTrafficPolicy`.
-    pub external_traffic_policy: Option<String>,
+    pub external_traffic_policy: Option<Box<str>>,
     /// `spec.internalTrafficPolicy`.
-    pub internal_traffic_policy: Option<String>,
+    pub internal_traffic_policy: Option<Box<str>>,
     /// `spec.healthCheckNodePort`.
     pub health_check_node_port: Option<i32>,
 }
@@ -125,26 +125,28 @@ impl ServiceInput {
     pub fn from_service(service: &Service, interner: &mut Interner) -> Self {
         let labels = service.metadata.labels.as_ref();
         let spec = service.spec.as_ref();
-        let cluster_ips = match spec.map(|spec| (&spec.cluster_ips, &spec.cluster_ip)) {
-            Some((Some(ips), _)) if !ips.is_empty() => ips.clone(),
-            Some((_, Some(ip))) if !ip.is_empty() => vec![ip.clone()],
-            _ => Vec::new(),
+        let cluster_ips: Box<[String]> =
+            match spec.map(|spec| (&spec.cluster_ips, &spec.cluster_ip)) {
+                Some((Some(ips), _)) if !ips.is_empty() => ips.as_slice().into(),
+                Some((_, Some(ip))) if !ip.is_empty() => Box::from([ip.clone()]),
+                _ => Box::default(),
+            };
+        let strings = |field: Option<&Vec<String>>| {
+            field.map(|list| list.as_slice().into()).unwrap_or_default()
         };
-        let strings = |field: Option<&Vec<String>>| field.cloned().unwrap_or_default();
+        let text = |field: Option<&String>| field.map(|value| Box::from(value.as_str()));
         Self {
             key: ServiceKey::of_service(service),
-            uid: service.metadata.uid.clone(),
+            uid: text(service.metadata.uid.as_ref()),
             created: service
                 .metadata
                 .creation_timestamp
                 .as_ref()
                 .map(|time| time.0),
-            proxy_name: labels
-                .and_then(|labels| labels.get(SERVICE_PROXY_NAME_LABEL))
-                .cloned(),
+            proxy_name: text(labels.and_then(|labels| labels.get(SERVICE_PROXY_NAME_LABEL))),
             headless_label: labels.is_some_and(|labels| labels.contains_key(HEADLESS_LABEL)),
             has_spec: spec.is_some(),
-            service_type: spec.and_then(|spec| spec.type_.clone()),
+            service_type: text(spec.and_then(|spec| spec.type_.as_ref())),
             cluster_ips,
             ip_families: strings(spec.and_then(|spec| spec.ip_families.as_ref())),
             ports: spec
@@ -172,13 +174,17 @@ impl ServiceInput {
                 })
                 .collect(),
             source_ranges: strings(spec.and_then(|spec| spec.load_balancer_source_ranges.as_ref())),
-            session_affinity: spec.and_then(|spec| spec.session_affinity.clone()),
+            session_affinity: text(spec.and_then(|spec| spec.session_affinity.as_ref())),
             affinity_timeout: spec
                 .and_then(|spec| spec.session_affinity_config.as_ref())
                 .and_then(|config| config.client_ip.as_ref())
                 .and_then(|client_ip| client_ip.timeout_seconds),
-            external_traffic_policy: spec.and_then(|spec| spec.external_traffic_policy.clone()),
-            internal_traffic_policy: spec.and_then(|spec| spec.internal_traffic_policy.clone()),
+            external_traffic_policy: text(
+                spec.and_then(|spec| spec.external_traffic_policy.as_ref()),
+            ),
+            internal_traffic_policy: text(
+                spec.and_then(|spec| spec.internal_traffic_policy.as_ref()),
+            ),
             health_check_node_port: spec.and_then(|spec| spec.health_check_node_port),
         }
     }

@@ -53,17 +53,17 @@ impl Model {
     /// The settings of one Service, or `None` when the model does not hold it.
     pub fn service_settings(&self, key: &ServiceKey) -> Option<ServiceSettings> {
         let service = self.services.get(key)?;
-        let text = |value: Option<&String>, default: &str| {
+        let text = |value: Option<&str>, default: &str| {
             value
                 .filter(|value| !value.is_empty())
-                .cloned()
-                .unwrap_or_else(|| default.to_string())
+                .unwrap_or(default)
+                .to_string()
         };
         Some(ServiceSettings {
-            service_type: text(service.service_type.as_ref(), "ClusterIP"),
-            session_affinity: text(service.session_affinity.as_ref(), "None"),
-            external_traffic_policy: text(service.external_traffic_policy.as_ref(), "Cluster"),
-            internal_traffic_policy: text(service.internal_traffic_policy.as_ref(), "Cluster"),
+            service_type: text(service.service_type.as_deref(), "ClusterIP"),
+            session_affinity: text(service.session_affinity.as_deref(), "None"),
+            external_traffic_policy: text(service.external_traffic_policy.as_deref(), "Cluster"),
+            internal_traffic_policy: text(service.internal_traffic_policy.as_deref(), "Cluster"),
         })
     }
 

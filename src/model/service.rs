@@ -107,7 +107,9 @@ pub fn contribution(
         reason,
     };
     if let Some(proxy) = &service.proxy_name {
-        return Ok(ServiceOutcome::Skipped(Skipped::OtherProxy(proxy.clone())));
+        return Ok(ServiceOutcome::Skipped(Skipped::OtherProxy(
+            proxy.to_string(),
+        )));
     }
     if service.headless_label {
         return Ok(ServiceOutcome::Skipped(Skipped::Headless));
