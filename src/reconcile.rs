@@ -499,8 +499,13 @@ impl Kernel {
             let later = later_addresses.to_vec();
             tokio::spawn(async move {
                 let after_entries = async move {
-                    // Also when the sender is gone: the entries were tried either way.
-                    let _ = later_entries_done.await;
+                    // Without the signal (the apply was abandoned before its entries
+                    // went in) the later addresses stay unbound: a VIP never goes
+                    // before its entries. The next sync binds them.
+                    let later = match later_entries_done.await {
+                        Ok(()) => later,
+                        Err(_) => Vec::new(),
+                    };
                     stream::iter(later)
                 };
                 let ordered = stream::iter(first).chain(stream::once(after_entries).flatten());
