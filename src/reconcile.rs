@@ -499,9 +499,9 @@ impl Kernel {
             let later = later_addresses.to_vec();
             tokio::spawn(async move {
                 let after_entries = async move {
-                    // Without the signal (the apply was abandoned before its entries
-                    // went in) the later addresses stay unbound: a VIP never goes
-                    // before its entries. The next sync binds them.
+                    // Without the signal (applying the entries panicked, so the sender
+                    // was dropped unsent) the later addresses stay unbound: a VIP never
+                    // goes before its entries. The next sync binds them.
                     let later = match later_entries_done.await {
                         Ok(()) => later,
                         Err(_) => Vec::new(),

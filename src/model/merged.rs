@@ -20,7 +20,9 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::ipset::{self, IpsetMembers};
 use super::service::{ServiceContribution, ServiceOutcome};
-use super::{DesiredState, Family, HealthCheck, ServiceError, ServiceKey, VirtualServerKey};
+use super::{
+    DesiredState, Family, HealthCheck, ServiceError, ServiceKey, VirtualServerKey, compact,
+};
 
 /// Who claims a key, in the order that decides a conflict (older first).
 pub(super) type Claim = (Option<Timestamp>, ServiceKey);
@@ -70,16 +72,6 @@ pub(super) struct Merged {
     /// old contribution out, its new one in) did not touch it.
     flipped_addresses: BTreeMap<IpAddr, bool>,
     flipped_entries: BTreeMap<(&'static str, Box<str>), bool>,
-}
-
-/// Rebuilds a B-tree from its own sorted entries. Filled one insert at a time (in key
-/// order above all) its nodes stay about half full; built in bulk they are full, which
-/// after a first load of 10,000 Services is megabytes less.
-pub(super) fn compact<C>(collection: &mut C)
-where
-    C: Default + IntoIterator + FromIterator<<C as IntoIterator>::Item>,
-{
-    *collection = std::mem::take(collection).into_iter().collect();
 }
 
 /// The claimants of one key, oldest first. Almost every key has one claimant, so a
@@ -142,7 +134,8 @@ impl Merged {
         self.real_servers
     }
 
-    /// Rebuilds the large maps with full nodes, after a bulk load (see [`compact`]).
+    /// Rebuilds the large maps with full nodes, after a bulk load (see
+    /// [`compact`](super::compact)).
     pub(super) fn compact(&mut self) {
         compact(&mut self.vs_claims);
         compact(&mut self.winners);

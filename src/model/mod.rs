@@ -292,6 +292,16 @@ pub struct DesiredState {
     pub warnings: BTreeMap<ServiceKey, Vec<String>>,
 }
 
+/// Rebuilds a B-tree from its own sorted entries. Filled one insert at a time (in key
+/// order above all) its nodes stay about half full; built in bulk they are full, which
+/// after a first load of 10,000 Services is megabytes less.
+pub(crate) fn compact<C>(collection: &mut C)
+where
+    C: Default + IntoIterator + FromIterator<<C as IntoIterator>::Item>,
+{
+    *collection = std::mem::take(collection).into_iter().collect();
+}
+
 /// The inputs and per-Service results, updated incrementally.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -473,10 +483,10 @@ impl Model {
         for key in keys {
             self.recompute(&key);
         }
-        merged::compact(&mut self.services);
-        merged::compact(&mut self.slices);
-        merged::compact(&mut self.slice_owner);
-        merged::compact(&mut self.outcomes);
+        compact(&mut self.services);
+        compact(&mut self.slices);
+        compact(&mut self.slice_owner);
+        compact(&mut self.outcomes);
         self.merged.compact();
     }
 

@@ -432,9 +432,8 @@ impl DirState {
                     record.sent = Some(content_hash(slice));
                 }
             }
-            // Built in file order, the map's nodes are about half full; rebuilt from
-            // its sorted entries they are full (a third less memory at 10,000 objects).
-            self.objects = std::mem::take(&mut self.objects).into_iter().collect();
+            // Built one insert at a time, the map's nodes are partly empty.
+            crate::model::compact(&mut self.objects);
             round.services = merged.services.len();
             round.slices = merged.slices.len();
             round.events.push(SourceEvent::Snapshot {
