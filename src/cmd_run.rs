@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use ipvs_proxy::config::{self, Config};
-use ipvs_proxy::diff::{self, DiffOptions, DrainStarts, Scope};
+use ipvs_proxy::diff::{self, DiffOptions, DrainStarts, ObservedState, Scope};
 use ipvs_proxy::events::{self, EventReporter};
 use ipvs_proxy::health::{self, ProxyHealth, ServiceHealthServers, ServiceHealthSpec};
 use ipvs_proxy::iptables::{self, Backend, Iptables, KubeSet, LocalTraffic, RuleInputs};
@@ -220,7 +220,7 @@ impl Agent {
         // The rules depend only on the desired state, so iptables-restore runs on a
         // blocking thread while the kernel takes the plan (a few hundred milliseconds
         // of a first sync otherwise spent after it).
-        let iptables_jobs = self.iptables_jobs(full);
+        let iptables_jobs = self.iptables_jobs(full, None);
         let iptables_task = (!iptables_jobs.is_empty()).then(|| {
             tokio::task::spawn_blocking(move || {
                 let iptables_started = Instant::now();
@@ -310,6 +310,72 @@ impl Agent {
         }
     }
 
+    /// Programs what an early, partial view touched (the API server's Service, see
+    /// [`SourceEvent::Early`]) and nothing else: the diff is cut to those objects and
+    /// keeps only additions, because everything the partial model lacks is unknown,
+    /// not unwanted. The rules go in before the kernel changes, so the API server's
+    /// address is masqueraded from its first packet; rules for sets that already hold
+    /// members (an agent restart) are kept. Health, drain and metrics wait for the
+    /// first full sync.
+    async fn sync_early(&mut self, since_start: Instant) {
+        let touched = self.model.take_touched();
+        self.report_errors();
+        let observed = match self.kernel.observe().await {
+            Ok(observed) => observed,
+            Err(err) => {
+                warn!("cannot read the kernel state, the early sync is skipped: {err}");
+                self.metrics.error("observe");
+                return;
+            }
+        };
+        let scope = Scope::of(&touched);
+        let options = DiffOptions {
+            exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
+            max_drain: self.config.extensions.max_drain,
+        };
+        let ObservedState {
+            virtual_servers,
+            addresses,
+            ipsets,
+        } = observed;
+        let in_scope = virtual_servers
+            .into_iter()
+            .filter(|vs| scope.virtual_servers.contains(&vs.key))
+            .collect();
+        let observed = scope.observed(in_scope, &addresses, &ipsets);
+        let desired = scope.desired(self.model.state());
+        let mut plan = diff::diff(&desired, &observed, &options, &self.drain, Instant::now());
+        plan.changes.retain(diff::Change::is_additive);
+        for (index, iptables, inputs) in self.iptables_jobs(false, Some(&ipsets)) {
+            let result = tokio::task::spawn_blocking(move || {
+                let result = iptables.sync(&inputs);
+                (index, iptables.family(), inputs, result)
+            })
+            .await;
+            match result {
+                Ok(outcome) => self.record_iptables(vec![outcome]),
+                Err(err) => {
+                    error!("iptables rules not installed: the iptables task failed: {err}");
+                    self.metrics.error("iptables");
+                }
+            }
+        }
+        let report = self.kernel.apply(&plan).await;
+        for failed in &report.failed {
+            warn!(change = %failed.change, "kernel refused a change: {}", failed.error);
+            self.metrics.error("apply");
+        }
+        self.metrics.netlink_sent("all", report.netlink_messages);
+        info!(
+            services = touched.services,
+            changes = plan.changes.len(),
+            applied = report.applied,
+            failed = report.failed.len(),
+            ms_since_start = since_start.elapsed().as_millis() as u64,
+            "early sync: the API server's Service programmed ahead of the full lists"
+        );
+    }
+
     /// Re-reads this host's addresses and combines them with the Node object; the model
     /// recomputes every Service only when something changed (an address came or went,
     /// the zone label or the primary IPs changed).
@@ -349,7 +415,13 @@ impl Agent {
 
     /// The rules each family should get: those whose inputs changed, or all on a full
     /// sync (which repairs rules someone removed).
-    fn iptables_jobs(&self, full: bool) -> Vec<(usize, Iptables, RuleInputs)> {
+    /// `kept_sets`: sets whose rules stay whatever the desired state says, because the
+    /// kernel's sets still hold members (a sync from a partial model).
+    fn iptables_jobs(
+        &self,
+        full: bool,
+        kept_sets: Option<&IpsetMembers>,
+    ) -> Vec<(usize, Iptables, RuleInputs)> {
         let desired = self.model.state();
         let mut jobs = Vec::new();
         for (index, iptables) in self.iptables.iter().enumerate() {
@@ -375,7 +447,10 @@ impl Agent {
                 inputs.local_traffic = LocalTraffic::Cidr(*cidr);
             }
             for set in KubeSet::ALL {
-                if desired.ipsets.has_members(&set.name(family)) {
+                let name = set.name(family);
+                if desired.ipsets.has_members(&name)
+                    || kept_sets.is_some_and(|kept| kept.has_members(&name))
+                {
                     inputs.non_empty_sets.insert(set);
                 }
             }
@@ -442,6 +517,18 @@ impl Agent {
                 self.metrics.endpoint_changes.inc_by(slices.len() as u64);
                 self.model.replace_all(services, slices);
             }
+            // Sources send it before the first snapshot only (handled in `run_agent`);
+            // should one come later, its objects are as current as any change.
+            SourceEvent::Early { services, slices } => {
+                for slice in slices {
+                    self.metrics.endpoint_changes.inc();
+                    self.model.apply_slice(slice);
+                }
+                for service in services {
+                    self.metrics.service_changes.inc();
+                    self.model.apply_service(service);
+                }
+            }
             SourceEvent::ServiceApplied(service) => {
                 self.metrics.service_changes.inc();
                 self.model.apply_service(service);
@@ -479,6 +566,7 @@ async fn bind(addr: Option<std::net::SocketAddr>, what: &str) -> Option<tokio::n
 }
 
 async fn run_agent(args: RunArgs) -> Result<()> {
+    let started = Instant::now();
     let config = load_config(args.config.as_ref())?;
     match ipvs_proxy::caps::check_self(config.ipvs.strict_arp) {
         Ok(report) => {
@@ -603,10 +691,20 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         },
     };
 
-    // Nothing is programmed before the source delivered its first full view: a sync
-    // on an empty model would remove every Service this node already serves.
-    let Some(first) = events.recv().await else {
-        bail!("the source ended before delivering any Service");
+    // Nothing but an early part (the API server's Service, programmed additively) is
+    // programmed before the source delivered its first full view: a sync on a partial
+    // model would remove every Service this node already serves.
+    let first = loop {
+        let Some(event) = events.recv().await else {
+            bail!("the source ended before delivering any Service");
+        };
+        match event {
+            SourceEvent::Early { services, slices } => {
+                agent.model.apply_early(services, slices);
+                agent.sync_early(started).await;
+            }
+            first => break first,
+        }
     };
     agent.handle(first);
     log_heap("model built");

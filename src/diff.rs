@@ -196,6 +196,25 @@ impl Change {
         )
     }
 
+    /// Whether the change only adds or restores: it removes nothing and starts no
+    /// drain. The only changes a partial desired state (one that does not hold every
+    /// Service, see [`crate::model::Model::apply_early`]) may make, since what it
+    /// lacks is merely unknown, not unwanted.
+    pub fn is_additive(&self) -> bool {
+        match self {
+            Self::AddAddress(_)
+            | Self::AddIpsetEntry { .. }
+            | Self::AddVirtualServer(_)
+            | Self::UpdateVirtualServer(_)
+            | Self::AddRealServer { .. } => true,
+            Self::UpdateRealServer { real_server, .. } => real_server.weight > 0,
+            Self::DeleteRealServer { .. }
+            | Self::DeleteVirtualServer(_)
+            | Self::DeleteIpsetEntry { .. }
+            | Self::DeleteAddress(_) => false,
+        }
+    }
+
     fn rank(&self) -> u8 {
         match self {
             Self::AddAddress(_) => 0,

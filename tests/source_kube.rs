@@ -4,178 +4,19 @@
 //! an in-stream `410 Gone` (relist), with Service/EndpointSlice JSON as the API server
 //! returns it.
 
-use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{StreamExt, future, stream};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use ipvs_proxy::config::Config;
 use ipvs_proxy::model::{Model, NodeInfo, Protocol, ServiceKey, VirtualServerKey};
 use ipvs_proxy::source::SourceEvent;
 use ipvs_proxy::source::kubernetes::{spawn_node_watch, spawn_with_client};
-use serde_json::{Value, json};
+use serde_json::json;
+use support::apiserver::*;
 use tokio::sync::{mpsc, watch};
-
-const SERVICES: &str = "/api/v1/services";
-const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
-const NODES: &str = "/api/v1/nodes";
-
-fn fixture(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/k8s/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn with_version(mut object: Value, resource_version: &str) -> Value {
-    object["metadata"]["resourceVersion"] = json!(resource_version);
-    object
-}
-
-/// One watch response: event lines sent after `delay`, then the stream closes (a
-/// disconnect) or stays open.
-struct WatchScript {
-    delay: Duration,
-    events: Vec<Value>,
-    close: bool,
-}
-
-#[derive(Default)]
-struct Resource {
-    /// List responses in order; the last one repeats.
-    lists: VecDeque<Value>,
-    /// Watch responses in order; when none is left a watch stays open and silent.
-    watches: VecDeque<WatchScript>,
-}
-
-#[derive(Default)]
-struct ApiServer {
-    resources: HashMap<&'static str, Resource>,
-    requests: Vec<String>,
-}
-
-type Body = BoxBody<Bytes, Infallible>;
-
-fn list(kind: &str, api_version: &str, resource_version: &str, items: Vec<Value>) -> Value {
-    json!({
-        "kind": kind,
-        "apiVersion": api_version,
-        "metadata": {"resourceVersion": resource_version},
-        "items": items,
-    })
-}
-
-fn event(kind: &str, object: Value) -> Value {
-    json!({"type": kind, "object": object})
-}
-
-fn bookmark(kind: &str, api_version: &str, resource_version: &str) -> Value {
-    event(
-        "BOOKMARK",
-        json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": resource_version}}),
-    )
-}
-
-fn gone(resource_version: &str) -> Value {
-    event(
-        "ERROR",
-        json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure",
-            "message": format!("too old resource version: {resource_version} (199)"),
-            "reason": "Expired", "code": 410
-        }),
-    )
-}
-
-fn handle(server: &Mutex<ApiServer>, request: Request<hyper::body::Incoming>) -> Response<Body> {
-    let path = request.uri().path().to_string();
-    let query = request.uri().query().unwrap_or_default().to_string();
-    let mut server = server.lock().unwrap();
-    server.requests.push(format!("{path}?{query}"));
-    let Some(resource) = server.resources.get_mut(path.as_str()) else {
-        let status = json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404});
-        return Response::builder()
-            .status(404)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(status.to_string())).boxed())
-            .unwrap();
-    };
-    let body: Body = if query.split('&').any(|pair| pair == "watch=true") {
-        match resource.watches.pop_front() {
-            Some(script) => {
-                let lines = script
-                    .events
-                    .iter()
-                    .map(|event| Ok(Frame::data(Bytes::from(format!("{event}\n")))))
-                    .collect::<Vec<Result<Frame<Bytes>, Infallible>>>();
-                let delayed = stream::once(tokio::time::sleep(script.delay))
-                    .filter_map(|_| future::ready(None))
-                    .chain(stream::iter(lines));
-                if script.close {
-                    BodyExt::boxed(StreamBody::new(delayed))
-                } else {
-                    BodyExt::boxed(StreamBody::new(delayed.chain(stream::pending())))
-                }
-            }
-            None => BodyExt::boxed(StreamBody::new(stream::pending::<
-                Result<Frame<Bytes>, Infallible>,
-            >())),
-        }
-    } else {
-        let response = if resource.lists.len() > 1 {
-            resource.lists.pop_front().unwrap()
-        } else {
-            resource.lists.front().cloned().unwrap_or(Value::Null)
-        };
-        Full::new(Bytes::from(response.to_string())).boxed()
-    };
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(body)
-        .unwrap()
-}
-
-async fn serve(server: ApiServer) -> (SocketAddr, Arc<Mutex<ApiServer>>) {
-    let server = Arc::new(Mutex::new(server));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shared = server.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                return;
-            };
-            let server = shared.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let response = handle(&server, request);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
-    (addr, server)
-}
-
-fn client(addr: SocketAddr) -> kube::Client {
-    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    kube::Client::try_from(config).unwrap()
-}
 
 async fn next(events: &mut mpsc::Receiver<SourceEvent>) -> SourceEvent {
     tokio::time::timeout(Duration::from_secs(20), events.recv())
@@ -238,6 +79,7 @@ async fn list_watch_bookmark_disconnect_and_gone() {
                     close: false,
                 },
             ]),
+            ..Resource::default()
         },
     );
     api.resources.insert(
@@ -254,6 +96,7 @@ async fn list_watch_bookmark_disconnect_and_gone() {
                 events: vec![event("DELETED", with_version(slice.clone(), "300"))],
                 close: false,
             }]),
+            ..Resource::default()
         },
     );
     let (addr, server) = serve(api).await;
@@ -269,6 +112,7 @@ async fn list_watch_bookmark_disconnect_and_gone() {
     );
     let apply = |model: &mut Model, event: &SourceEvent| match event.clone() {
         SourceEvent::Snapshot { services, slices } => model.replace_all(services, slices),
+        SourceEvent::Early { services, slices } => model.apply_early(services, slices),
         SourceEvent::ServiceApplied(service) => model.apply_service(service),
         SourceEvent::ServiceDeleted(key) => model.remove_service(&key),
         SourceEvent::SliceApplied(slice) => model.apply_slice(slice),
@@ -406,6 +250,7 @@ async fn node_watch_follows_this_node() {
                 events: vec![event("MODIFIED", relabelled)],
                 close: false,
             }]),
+            ..Resource::default()
         },
     );
     let (addr, server) = serve(api).await;
@@ -439,52 +284,35 @@ async fn kubeconfig_file_and_node_watch_together() {
     let mut api = ApiServer::default();
     api.resources.insert(
         SERVICES,
-        Resource {
-            lists: VecDeque::from([list(
-                "ServiceList",
-                "v1",
-                "10",
-                vec![with_version(fixture("svc-web.json"), "9")],
-            )]),
-            watches: VecDeque::new(),
-        },
+        Resource::listing(list(
+            "ServiceList",
+            "v1",
+            "10",
+            vec![with_version(fixture("svc-web.json"), "9")],
+        )),
     );
     api.resources.insert(
         SLICES,
-        Resource {
-            lists: VecDeque::from([list(
-                "EndpointSliceList",
-                "discovery.k8s.io/v1",
-                "10",
-                vec![],
-            )]),
-            watches: VecDeque::new(),
-        },
+        Resource::listing(list(
+            "EndpointSliceList",
+            "discovery.k8s.io/v1",
+            "10",
+            vec![],
+        )),
     );
     api.resources.insert(
         NODES,
-        Resource {
-            lists: VecDeque::from([list(
-                "NodeList",
-                "v1",
-                "10",
-                vec![with_version(fixture("node-a.json"), "8")],
-            )]),
-            watches: VecDeque::new(),
-        },
+        Resource::listing(list(
+            "NodeList",
+            "v1",
+            "10",
+            vec![with_version(fixture("node-a.json"), "8")],
+        )),
     );
     let (addr, _server) = serve(api).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: http://{addr}\n\
-             contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: proxy\n\
-             current-context: lab\nusers:\n- name: proxy\n  user:\n    token: not-checked\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&kubeconfig, support::apiserver::kubeconfig(addr)).unwrap();
     let (tx, mut events) = mpsc::channel(8);
     let (source, node_task, mut node) = ipvs_proxy::source::kubernetes::spawn_kubernetes_with_node(
         Some(kubeconfig),
@@ -526,4 +354,170 @@ async fn kubeconfig_file_and_node_watch_together() {
         error.ends_with("pass --kubeconfig or run in a Pod with a service account"),
         "{error}"
     );
+}
+
+/// The API server's Service and its slices, listed in `default` with the field and
+/// label selectors.
+fn api_server_resources(api: &mut ApiServer) {
+    api.resources.insert(
+        DEFAULT_SERVICES,
+        Resource::listing(list(
+            "ServiceList",
+            "v1",
+            "300",
+            vec![fixture("svc-kubernetes.json")],
+        )),
+    );
+    api.resources.insert(
+        DEFAULT_SLICES,
+        Resource::listing(list(
+            "EndpointSliceList",
+            "discovery.k8s.io/v1",
+            "300",
+            vec![fixture("eps-kubernetes.json")],
+        )),
+    );
+}
+
+#[tokio::test]
+async fn the_api_server_service_comes_first_while_the_full_lists_are_held() {
+    let (open_lists, gate) = watch::channel(false);
+    let mut api = ApiServer::default();
+    api_server_resources(&mut api);
+    api.resources.insert(
+        SERVICES,
+        Resource {
+            list_gate: Some(gate.clone()),
+            ..Resource::listing(list(
+                "ServiceList",
+                "v1",
+                "300",
+                vec![fixture("svc-kubernetes.json"), fixture("svc-web.json")],
+            ))
+        },
+    );
+    api.resources.insert(
+        SLICES,
+        Resource {
+            list_gate: Some(gate),
+            ..Resource::listing(list(
+                "EndpointSliceList",
+                "discovery.k8s.io/v1",
+                "300",
+                vec![fixture("eps-kubernetes.json"), fixture("eps-web.json")],
+            ))
+        },
+    );
+    let (addr, server) = serve(api).await;
+    let (tx, mut events) = mpsc::channel(8);
+    let task = spawn_with_client(client(addr), tx);
+
+    // The full lists are held: only the early part can arrive.
+    let SourceEvent::Early { services, slices } = next(&mut events).await else {
+        panic!("expected the early event first");
+    };
+    assert_eq!(names(&services), vec!["kubernetes"]);
+    assert_eq!(names(&slices), vec!["kubernetes"]);
+    let requests = server.lock().unwrap().requests.clone();
+    let early_services = requests
+        .iter()
+        .find(|r| r.starts_with(DEFAULT_SERVICES))
+        .expect("the default namespace's Services were listed");
+    assert!(
+        early_services.contains("fieldSelector=metadata.name%3Dkubernetes")
+            && early_services
+                .contains("labelSelector=%21service.kubernetes.io%2Fservice-proxy-name"),
+        "{early_services}"
+    );
+    let early_slices = requests
+        .iter()
+        .find(|r| r.starts_with(DEFAULT_SLICES))
+        .expect("the default namespace's EndpointSlices were listed");
+    assert!(
+        early_slices.contains("labelSelector=kubernetes.io%2Fservice-name%3Dkubernetes"),
+        "{early_slices}"
+    );
+
+    // A model fed the early part holds just that Service, and is partial.
+    let mut model = Model::new(
+        Config::default(),
+        NodeInfo {
+            name: "node-a".into(),
+            ..NodeInfo::default()
+        },
+    );
+    model.apply_early(services, slices);
+    assert!(model.is_partial());
+    let vip = VirtualServerKey {
+        addr: "10.96.0.1".parse::<IpAddr>().unwrap(),
+        port: 443,
+        protocol: Protocol::Tcp,
+    };
+    let real_servers: Vec<String> = model.state().virtual_servers[&vip]
+        .real_servers
+        .iter()
+        .map(|rs| format!("{}:{}", rs.addr, rs.port))
+        .collect();
+    assert_eq!(real_servers, vec!["192.168.50.10:6443"]);
+    assert_eq!(model.state().virtual_servers.len(), 1);
+
+    // Once the lists open: the snapshot, and no second early event.
+    open_lists.send(true).unwrap();
+    let SourceEvent::Snapshot { services, slices } = next(&mut events).await else {
+        panic!("expected the snapshot");
+    };
+    assert_eq!(names(&services), vec!["kubernetes", "web"]);
+    let mut fresh = Model::new(model.config().clone(), model.node().clone());
+    fresh.replace_all(services.clone(), slices.clone());
+    model.replace_all(services, slices);
+    assert!(!model.is_partial());
+    assert!(model.state().virtual_servers.len() > 1);
+    assert_eq!(
+        model.state(),
+        fresh.state(),
+        "the snapshot rebuilds the model as on a first list"
+    );
+    assert!(model.take_touched().all, "the next sync is a full one");
+    task.abort();
+}
+
+#[tokio::test]
+async fn no_early_event_once_the_snapshot_is_out() {
+    // The early lists are held, the full lists are not: the snapshot goes first and
+    // the late early part is dropped (it could be older than the watch).
+    let (open_early, gate) = watch::channel(false);
+    let mut api = ApiServer::default();
+    api_server_resources(&mut api);
+    for path in [DEFAULT_SERVICES, DEFAULT_SLICES] {
+        api.resources.get_mut(path).unwrap().list_gate = Some(gate.clone());
+    }
+    api.resources.insert(
+        SERVICES,
+        Resource::listing(list(
+            "ServiceList",
+            "v1",
+            "300",
+            vec![fixture("svc-web.json")],
+        )),
+    );
+    api.resources.insert(
+        SLICES,
+        Resource::listing(list(
+            "EndpointSliceList",
+            "discovery.k8s.io/v1",
+            "300",
+            vec![],
+        )),
+    );
+    let (addr, _server) = serve(api).await;
+    let (tx, mut events) = mpsc::channel(8);
+    let task = spawn_with_client(client(addr), tx);
+    let SourceEvent::Snapshot { services, .. } = next(&mut events).await else {
+        panic!("expected the snapshot first");
+    };
+    assert_eq!(names(&services), vec!["web"]);
+    open_early.send(true).unwrap();
+    let late = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+    assert!(late.is_err(), "nothing follows the snapshot: {late:?}");
+    task.abort();
 }

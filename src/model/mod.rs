@@ -316,6 +316,9 @@ pub struct Model {
     outcomes: BTreeMap<ServiceKey, Result<ServiceOutcome, ServiceError>>,
     merged: merged::Merged,
     recomputed: u64,
+    /// Holds only a part of the view ([`Model::apply_early`]): the next
+    /// [`Model::replace_all`] starts from scratch instead of applying differences.
+    partial: bool,
 }
 
 impl Model {
@@ -334,7 +337,28 @@ impl Model {
             slice_owner: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             recomputed: 0,
+            partial: false,
         }
+    }
+
+    /// Applies a part of the view that arrives before the full one (the API server's
+    /// own Service, see [`crate::source::SourceEvent::Early`]). The model then holds
+    /// only these objects: a caller must diff just what they touched
+    /// ([`Model::take_touched`]), never the whole node. The next
+    /// [`Model::replace_all`] builds the model afresh, as for a first list.
+    pub fn apply_early(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
+        for slice in slices {
+            self.apply_slice(slice);
+        }
+        for service in services {
+            self.apply_service(service);
+        }
+        self.partial = true;
+    }
+
+    /// Whether the model holds only a part of the view (see [`Model::apply_early`]).
+    pub fn is_partial(&self) -> bool {
+        self.partial
     }
 
     /// Replaces the node information (addresses, zone); every Service is recomputed.
@@ -457,7 +481,9 @@ impl Model {
     /// what differs is applied, so a relist that changes one object recomputes one
     /// Service and touches only its part of the kernel.
     pub fn replace_all(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
-        if !self.services.is_empty() || !self.slice_owner.is_empty() {
+        if !std::mem::take(&mut self.partial)
+            && (!self.services.is_empty() || !self.slice_owner.is_empty())
+        {
             self.update_all(services, slices);
             return;
         }

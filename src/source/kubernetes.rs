@@ -4,6 +4,12 @@
 //! are retried with kube-runtime's default backoff; the last good state stays in force
 //! meanwhile.
 //!
+//! Before the full lists are in, the API server's own Service (`default/kubernetes`)
+//! and its EndpointSlices are listed on their own and sent as [`SourceEvent::Early`]:
+//! on a new node everything else needs the API server, and listing thousands of
+//! Services takes seconds. It uses the `list` verb (with a field selector) so the
+//! permissions kube-proxy's `system:node-proxier` role grants are enough.
+//!
 //! Like kube-proxy, Services labelled `service.kubernetes.io/service-proxy-name` and
 //! headless Services and EndpointSlices are filtered out by the API server (label
 //! selectors), so they never reach the node.
@@ -14,6 +20,7 @@ use std::path::PathBuf;
 use futures_util::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -29,6 +36,11 @@ pub const SERVICE_SELECTOR: &str =
     "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 /// The EndpointSlice label selector kube-proxy uses.
 pub const SLICE_SELECTOR: &str = "!service.kubernetes.io/headless";
+/// Where the API server's own Service lives: `default/kubernetes`.
+pub const API_SERVER_SERVICE: (&str, &str) = ("default", "kubernetes");
+/// How long the early read of the API server's Service may take before the agent
+/// stops waiting for it and relies on the full lists alone.
+const EARLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A client from a kubeconfig file, or the in-cluster configuration (service account)
 /// when `kubeconfig` is `None` (falling back to `$KUBECONFIG`/`~/.kube/config`).
@@ -176,10 +188,70 @@ enum Change<K> {
     Deleted(ObjectId),
 }
 
-/// Watches Services and EndpointSlices with an existing client. The first event is a
-/// snapshot sent once both lists are complete; a relist of either sends a new
-/// snapshot; everything else is sent as it happens.
+/// Lists the API server's own Service and its EndpointSlices (see the module
+/// documentation); `None` when the cluster has no such Service.
+pub async fn list_api_server_service(
+    client: Client,
+) -> Result<Option<(Vec<Service>, Vec<EndpointSlice>)>, kube::Error> {
+    let (namespace, name) = API_SERVER_SERVICE;
+    let service_api = Api::<Service>::namespaced(client.clone(), namespace);
+    let slice_api = Api::<EndpointSlice>::namespaced(client, namespace);
+    let service_params = ListParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .labels(SERVICE_SELECTOR);
+    let slice_params = ListParams::default().labels(&format!(
+        "{}={name},{SLICE_SELECTOR}",
+        crate::model::SERVICE_NAME_LABEL
+    ));
+    let services = service_api.list(&service_params);
+    let slices = slice_api.list(&slice_params);
+    let (services, slices) = futures_util::try_join!(services, slices)?;
+    if services.items.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((services.items, slices.items)))
+}
+
+/// The [`SourceEvent::Early`] to send, if the API server's Service can be read in time.
+async fn early_event(client: Client) -> Option<SourceEvent> {
+    let (namespace, name) = API_SERVER_SERVICE;
+    match tokio::time::timeout(EARLY_TIMEOUT, list_api_server_service(client)).await {
+        Ok(Ok(Some((services, slices)))) => {
+            info!(
+                slices = slices.len(),
+                "the API server's Service {namespace}/{name} read ahead of the full lists"
+            );
+            Some(SourceEvent::Early { services, slices })
+        }
+        Ok(Ok(None)) => {
+            info!("no Service {namespace}/{name}: nothing to program ahead of the full lists");
+            None
+        }
+        Ok(Err(error)) => {
+            warn!(
+                "cannot read the API server's Service {namespace}/{name} ahead of the full \
+                 lists ({error}); it will be programmed with the rest"
+            );
+            None
+        }
+        Err(_) => {
+            warn!(
+                "reading the API server's Service {namespace}/{name} took over {} s; it \
+                 will be programmed with the rest",
+                EARLY_TIMEOUT.as_secs()
+            );
+            None
+        }
+    }
+}
+
+/// Watches Services and EndpointSlices with an existing client. Meanwhile the API
+/// server's Service is read on its own and sent first as [`SourceEvent::Early`],
+/// unless the full lists complete before it. Then a snapshot is sent once both lists
+/// are complete; a relist of either sends a new snapshot; everything else is sent as
+/// it happens.
 pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> JoinHandle<()> {
+    let early = early_event(client.clone());
     let services = watcher::watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default().labels(SERVICE_SELECTOR),
@@ -206,7 +278,26 @@ pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> J
         let mut service_cache = Cache::<Service>::new();
         let mut slice_cache = Cache::<EndpointSlice>::new();
         let mut snapshot_sent = false;
-        while let Some(update) = updates.next().await {
+        let mut early = std::pin::pin!(early);
+        let mut early_pending = true;
+        loop {
+            let update = tokio::select! {
+                // The early read is a single small list; when it is ready it goes first.
+                biased;
+                event = &mut early, if early_pending => {
+                    early_pending = false;
+                    if let Some(event) = event.filter(|_| !snapshot_sent)
+                        && events.send(event).await.is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                update = updates.next() => match update {
+                    Some(update) => update,
+                    None => return,
+                },
+            };
             let update = match update {
                 Ok(update) => update,
                 Err((resource, error)) => {

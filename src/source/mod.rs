@@ -2,7 +2,9 @@
 //! ([`static_dir`]) or the Kubernetes API ([`kubernetes`]). Both deliver
 //! [`SourceEvent`]s on a channel: first a full [`SourceEvent::Snapshot`], then
 //! changes, and a new snapshot whenever the full view is re-read (a changed directory,
-//! a relist after `410 Gone`).
+//! a relist after `410 Gone`). The Kubernetes source may send one
+//! [`SourceEvent::Early`] before the first snapshot: the API server's own Service, so a
+//! new node reaches the API server long before thousands of Services are listed.
 
 pub mod kubernetes;
 pub mod static_dir;
@@ -21,6 +23,16 @@ pub use static_dir::spawn_static;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceEvent {
+    /// Part of the view, sent before the first [`SourceEvent::Snapshot`] only: the API
+    /// server's own Service (`default/kubernetes`) and its EndpointSlices. It adds to
+    /// what is known and says nothing about anything else, so a consumer must not
+    /// remove state because it is missing here; the snapshot that follows supersedes it.
+    Early {
+        /// The Services (the `kubernetes` Service).
+        services: Vec<Service>,
+        /// Their EndpointSlices.
+        slices: Vec<EndpointSlice>,
+    },
     /// The complete current view; replaces everything known before.
     Snapshot {
         /// Every Service.
