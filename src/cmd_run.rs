@@ -589,6 +589,43 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     info!(node = %node, scheduler = %config.ipvs.scheduler, "ipvs-proxy starting");
 
     let metrics = Arc::new(Metrics::new());
+    // The source starts before the node is set up, so its first requests (the API
+    // server's Service above all) overlap with the sysctls, the interface, the sets and
+    // the iptables probes; its events wait in the channel.
+    let (events_tx, mut events) = mpsc::channel::<SourceEvent>(1024);
+    // The Node object (zone label for topology hints, primary IPs for
+    // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
+    let (source_task, node_task, mut node_object, event_reporter) = match &args.manifests {
+        Some(dir) => {
+            info!(dir = %dir.display(), "static source");
+            let (_, never) = tokio::sync::watch::channel(None);
+            (
+                source::spawn_static(dir.clone(), events_tx),
+                None,
+                never,
+                EventReporter::log_only(metrics.clone()),
+            )
+        }
+        None => {
+            let kubeconfig = args
+                .kubeconfig
+                .clone()
+                .or_else(|| config.kubeconfig.as_ref().map(PathBuf::from));
+            let client = source::kubernetes::client(kubeconfig)
+                .await
+                .context("cannot connect to the Kubernetes API")?;
+            let (node_tx, node_object) = tokio::sync::watch::channel(None);
+            let node_task =
+                source::kubernetes::spawn_node_watch(client.clone(), node.clone(), node_tx);
+            (
+                source::kubernetes::spawn_with_client(client.clone(), events_tx),
+                Some(node_task),
+                node_object,
+                EventReporter::new(client, &node, metrics.clone()),
+            )
+        }
+    };
+
     apply_sysctls(&config, &metrics);
 
     let host_addresses = ipvs_proxy::reconcile::host_addresses(SERVICE_INTERFACE)
@@ -633,40 +670,6 @@ async fn run_agent(args: RunArgs) -> Result<()> {
         addresses: host_addresses,
         primary_addresses: Vec::new(),
     };
-    let (events_tx, mut events) = mpsc::channel::<SourceEvent>(1024);
-    // The Node object (zone label for topology hints, primary IPs for
-    // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
-    let (source_task, node_task, mut node_object, event_reporter) = match &args.manifests {
-        Some(dir) => {
-            info!(dir = %dir.display(), "static source");
-            let (_, never) = tokio::sync::watch::channel(None);
-            (
-                source::spawn_static(dir.clone(), events_tx),
-                None,
-                never,
-                EventReporter::log_only(metrics.clone()),
-            )
-        }
-        None => {
-            let kubeconfig = args
-                .kubeconfig
-                .clone()
-                .or_else(|| config.kubeconfig.as_ref().map(PathBuf::from));
-            let client = source::kubernetes::client(kubeconfig)
-                .await
-                .context("cannot connect to the Kubernetes API")?;
-            let (node_tx, node_object) = tokio::sync::watch::channel(None);
-            let node_task =
-                source::kubernetes::spawn_node_watch(client.clone(), node.clone(), node_tx);
-            (
-                source::kubernetes::spawn_with_client(client.clone(), events_tx),
-                Some(node_task),
-                node_object,
-                EventReporter::new(client, &node, metrics.clone()),
-            )
-        }
-    };
-
     let mut agent = Agent {
         model: Model::new(config.clone(), node_info),
         // Health check node ports answer on every node address, as kube-proxy's do.

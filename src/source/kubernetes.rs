@@ -76,11 +76,20 @@ pub async fn client(kubeconfig: Option<PathBuf>) -> Result<Client, SourceError> 
             (what, config)
         }
     };
-    info!(server = %config.cluster_url, "Kubernetes API");
-    Client::try_from(config).map_err(|error| SourceError::Client {
+    let server = config.cluster_url.to_string();
+    let started = std::time::Instant::now();
+    let client = Client::try_from(config).map_err(|error| SourceError::Client {
         what,
         message: error.to_string(),
-    })
+    })?;
+    // Building the client loads the trust store, which without a CA in the
+    // configuration means every root certificate of the host: worth a figure.
+    info!(
+        %server,
+        ms = started.elapsed().as_millis() as u64,
+        "Kubernetes API client ready"
+    );
+    Ok(client)
 }
 
 /// Connects (see [`client`]) and watches Services and EndpointSlices, sending events

@@ -66,6 +66,10 @@ pub struct Resource {
     pub lists: VecDeque<Value>,
     /// Watch responses in order; when none is left a watch stays open and silent.
     pub watches: VecDeque<WatchScript>,
+    /// List responses already serialized, served instead of `lists` when not empty
+    /// (for lists of thousands of objects, which as `Value` trees would take hundreds
+    /// of megabytes).
+    pub raw_lists: VecDeque<Bytes>,
     /// When set, list responses are held until the value is `true`.
     pub list_gate: Option<watch::Receiver<bool>>,
 }
@@ -101,6 +105,27 @@ pub fn list(kind: &str, api_version: &str, resource_version: &str, items: Vec<Va
     })
 }
 
+/// A list object serialized from items serialized one by one (see
+/// [`Resource::raw_lists`]).
+pub fn raw_list(
+    kind: &str,
+    api_version: &str,
+    resource_version: &str,
+    items: impl IntoIterator<Item = String>,
+) -> Bytes {
+    let mut text = format!(
+        "{{\"kind\":{kind:?},\"apiVersion\":{api_version:?},\"metadata\":{{\"resourceVersion\":{resource_version:?}}},\"items\":["
+    );
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            text.push(',');
+        }
+        text.push_str(&item);
+    }
+    text.push_str("]}");
+    Bytes::from(text)
+}
+
 /// A watch event line.
 pub fn event(kind: &str, object: Value) -> Value {
     json!({"type": kind, "object": object})
@@ -127,7 +152,16 @@ pub fn gone(resource_version: &str) -> Value {
     )
 }
 
-fn handle(server: &Mutex<ApiServer>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+/// List responses serialized once when serving starts (a list of 10,000 Services is
+/// megabytes: serializing it per request, under the lock, would make every other
+/// request wait), by path.
+type ListBodies = HashMap<&'static str, VecDeque<Bytes>>;
+
+fn handle(
+    server: &Mutex<ApiServer>,
+    bodies: &Mutex<ListBodies>,
+    request: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     let mut server = server.lock().unwrap();
@@ -162,12 +196,15 @@ fn handle(server: &Mutex<ApiServer>, request: Request<hyper::body::Incoming>) ->
             >())),
         }
     } else {
-        let response = if resource.lists.len() > 1 {
-            resource.lists.pop_front().unwrap()
-        } else {
-            resource.lists.front().cloned().unwrap_or(Value::Null)
+        let mut bodies = bodies.lock().unwrap();
+        let bytes = match bodies.get_mut(path.as_str()) {
+            Some(lists) if lists.len() > 1 => lists.pop_front().unwrap(),
+            Some(lists) => lists
+                .front()
+                .cloned()
+                .unwrap_or_else(|| Bytes::from("null")),
+            None => Bytes::from("null"),
         };
-        let bytes = Bytes::from(response.to_string());
         match resource.list_gate.clone() {
             None => Full::new(bytes).boxed(),
             Some(mut gate) => {
@@ -187,7 +224,23 @@ fn handle(server: &Mutex<ApiServer>, request: Request<hyper::body::Incoming>) ->
 
 /// Serves `server` on `listener` (already bound, e.g. inside a network namespace);
 /// returns the shared state to inspect requests.
-pub fn serve_on(listener: tokio::net::TcpListener, server: ApiServer) -> Arc<Mutex<ApiServer>> {
+pub fn serve_on(listener: tokio::net::TcpListener, mut server: ApiServer) -> Arc<Mutex<ApiServer>> {
+    let bodies: ListBodies = server
+        .resources
+        .iter_mut()
+        .map(|(path, resource)| {
+            let lists = std::mem::take(&mut resource.lists)
+                .into_iter()
+                .map(|list| Bytes::from(list.to_string()));
+            let lists = if resource.raw_lists.is_empty() {
+                lists.collect()
+            } else {
+                std::mem::take(&mut resource.raw_lists)
+            };
+            (*path, lists)
+        })
+        .collect();
+    let bodies = Arc::new(Mutex::new(bodies));
     let server = Arc::new(Mutex::new(server));
     let shared = server.clone();
     tokio::spawn(async move {
@@ -196,9 +249,10 @@ pub fn serve_on(listener: tokio::net::TcpListener, server: ApiServer) -> Arc<Mut
                 return;
             };
             let server = shared.clone();
+            let bodies = bodies.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
-                    let response = handle(&server, request);
+                    let response = handle(&server, &bodies, request);
                     async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
