@@ -7,11 +7,16 @@
 //! announced from it. IPv6 addresses are added with `nodad` so they are usable at once.
 //!
 //! Address changes are pipelined: up to [`IN_FLIGHT`] requests are on the netlink
-//! socket at once instead of one round trip per address.
+//! socket at once instead of one round trip per address. Binding many at once has a
+//! cheaper path still, [`ServiceInterface::add_batched`] ([`batch`]): many requests per
+//! system call and one acknowledgement per batch.
+
+pub mod batch;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+pub use batch::{AddressBinder, BATCH_CHUNK};
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
@@ -73,6 +78,15 @@ pub enum NetifError {
         /// The interface.
         name: String,
         /// The kernel's answer.
+        reason: String,
+    },
+    /// The batch socket failed mid-way (send, receive, an undecodable reply): the
+    /// addresses not yet confirmed may or may not be bound; the next sync tells.
+    #[error("binding addresses on {name} in batches failed: {reason}")]
+    Batch {
+        /// The interface.
+        name: String,
+        /// What failed, with the system's answer.
         reason: String,
     },
     /// Some of a batch of address changes failed (the others were applied).
@@ -322,6 +336,44 @@ impl ServiceInterface {
             }
         });
         self.pipeline("add", requests).await
+    }
+
+    /// A blocking [`AddressBinder`] for this interface, its socket opened in the
+    /// calling thread's network namespace (open it where [`ServiceInterface::ensure`]
+    /// ran, then move it to a blocking thread).
+    pub fn binder(&self) -> Result<AddressBinder, NetifError> {
+        AddressBinder::new(&self.name, self.index)
+    }
+
+    /// [`ServiceInterface::add_stream`] with less CPU per address: a blocking thread
+    /// binds the addresses in batches of up to [`BATCH_CHUNK`] per system call, each
+    /// batch being whatever the stream has yielded since the last one, so an address
+    /// is requested as soon as the previous batch is answered. Same result: addresses
+    /// already bound are not an error, refused ones are reported after the rest were
+    /// bound, and the count of newly bound ones is returned.
+    pub async fn add_batched(
+        &self,
+        addresses: impl Stream<Item = IpAddr>,
+    ) -> Result<usize, NetifError> {
+        // Opened here, not on the blocking thread, whose network namespace is the one
+        // of whichever thread started it.
+        let mut binder = self.binder()?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let task = tokio::task::spawn_blocking(move || binder.add_from(&receiver));
+        let mut addresses = std::pin::pin!(addresses);
+        while let Some(address) = addresses.next().await {
+            // Refused only once the binder stopped on an error, which the task returns.
+            if sender.send(address).is_err() {
+                break;
+            }
+        }
+        drop(sender);
+        task.await.unwrap_or_else(|error| {
+            Err(NetifError::Batch {
+                name: self.name.clone(),
+                reason: format!("the binding thread failed: {error}"),
+            })
+        })
     }
 
     /// Removes each address from the interface (whatever its prefix length),

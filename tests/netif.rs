@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use ipvs_proxy::netif::{DEFAULT_NAME, NetifError, ServiceInterface};
+use futures_util::stream::{self, StreamExt};
+use ipvs_proxy::netif::{BATCH_CHUNK, DEFAULT_NAME, NetifError, ServiceInterface};
 use netns_lab::Netns;
 
 /// Runs an async block on a tokio runtime inside `ns` (the netlink socket is opened
@@ -232,4 +233,101 @@ fn netif_addresses_are_reachable_locally() {
             .status
             .success()
     );
+}
+
+/// `ip -o addr` spelling of addresses bound as host routes.
+fn host_routes(addresses: &BTreeSet<IpAddr>) -> BTreeSet<String> {
+    addresses
+        .iter()
+        .map(|a| match a {
+            IpAddr::V4(v4) => format!("{v4}/32"),
+            IpAddr::V6(v6) => format!("{v6}/128"),
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn netif_batched_binds_600_addresses_in_chunks_and_skips_bound_ones() {
+    let ns = Netns::new("batch");
+    ns.sh("ip link add kube-ipvs0 type dummy");
+    ns.sh("ip addr add 10.96.0.7/32 dev kube-ipvs0");
+    let desired = many(450, 150);
+    // As the agent feeds them: a first part at once, the rest later (after its set
+    // entries are in), through the same stream-driven batches.
+    let ordered: Vec<IpAddr> = desired.iter().copied().collect();
+    let (first, later) = ordered.split_at(300);
+    let (chunk, bound) = in_ns(&ns, || async {
+        let iface = ServiceInterface::ensure(DEFAULT_NAME).await.unwrap();
+        let chunk = iface.binder().unwrap().chunk_size();
+        let later = later.to_vec();
+        let gated = stream::iter(first.to_vec()).chain(
+            stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                stream::iter(later)
+            })
+            .flatten(),
+        );
+        (chunk, iface.add_batched(gated).await.unwrap())
+    });
+    // 600 addresses take more than two sends.
+    assert_eq!(chunk, BATCH_CHUNK);
+    assert_eq!(bound, 599, "10.96.0.7 was already bound");
+    assert_eq!(ip_addresses(&ns), host_routes(&desired));
+    let v6 = ns.sh("ip -o addr show dev kube-ipvs0 to fd00:96::96");
+    assert!(
+        v6.contains("fd00:96::96/128") && !v6.contains("tentative"),
+        "{v6}"
+    );
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn netif_batched_reports_exactly_the_refused_addresses() {
+    let ns = Netns::new("batch-refused");
+    ns.sh("ip link add kube-ipvs0 type dummy");
+    // The kernel refuses any IPv6 address on an interface with IPv6 disabled.
+    ns.sh("sysctl -qw net.ipv6.conf.kube-ipvs0.disable_ipv6=1");
+    let v4 = many(300, 0);
+    let refused: IpAddr = "fd00::bad".parse().unwrap();
+    let mut mixed: Vec<IpAddr> = v4.iter().copied().collect();
+    // In the middle of the first chunk: the messages after it still apply.
+    mixed.insert(100, refused);
+    let only_v6 = many(0, 300);
+    let (one, all) = in_ns(&ns, || async {
+        let iface = ServiceInterface::ensure(DEFAULT_NAME).await.unwrap();
+        let one = iface.add_batched(stream::iter(mixed)).await.unwrap_err();
+        // A whole chunk of refusals: every error must fit the receive buffer.
+        let all = iface
+            .binder()
+            .unwrap()
+            .add(only_v6.iter().copied())
+            .unwrap_err();
+        (one, all)
+    });
+    println!("netif: one refused: {one}");
+    let NetifError::Addresses {
+        action,
+        total,
+        failures,
+        ..
+    } = one
+    else {
+        panic!("not an address failure: {one}");
+    };
+    assert_eq!((action, total), ("add", 301));
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, refused);
+    assert!(!failures[0].1.is_empty());
+    assert_eq!(ip_addresses(&ns), host_routes(&v4));
+    let NetifError::Addresses {
+        total, failures, ..
+    } = all
+    else {
+        panic!("not an address failure: {all}");
+    };
+    assert_eq!(total, 300);
+    let failed: BTreeSet<IpAddr> = failures.iter().map(|(address, _)| *address).collect();
+    assert_eq!(failed, only_v6);
+    assert_eq!(ip_addresses(&ns), host_routes(&v4));
 }
