@@ -635,27 +635,36 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     if host_addresses.iter().any(IpAddr::is_ipv6) {
         families.insert(Family::V6);
     }
+    // The iptables probes start programs (a few hundred milliseconds on a slow node):
+    // they run on a blocking thread while the kernel interfaces open.
+    let probe_families = families.clone();
+    let iptables_probe = tokio::task::spawn_blocking(move || {
+        let backend = Backend::detect();
+        let iptables: Vec<Iptables> = probe_families
+            .iter()
+            .map(|family| {
+                Iptables::new(
+                    backend,
+                    match family {
+                        Family::V4 => iptables::Family::V4,
+                        Family::V6 => iptables::Family::V6,
+                    },
+                )
+            })
+            .collect();
+        let random_fully = iptables
+            .first()
+            .is_some_and(Iptables::supports_random_fully);
+        (backend, iptables, random_fully)
+    });
     let kernel = Kernel::open(families.clone())
         .await
         .context("cannot open the kernel interfaces")?;
-    let backend = Backend::detect();
+    let (backend, iptables, random_fully) = iptables_probe
+        .await
+        .context("the iptables probe failed")?;
     info!(?backend, "iptables backend");
-    let iptables: Vec<Iptables> = families
-        .iter()
-        .map(|family| {
-            Iptables::new(
-                backend,
-                match family {
-                    Family::V4 => iptables::Family::V4,
-                    Family::V6 => iptables::Family::V6,
-                },
-            )
-        })
-        .collect();
 
-    let random_fully = iptables
-        .first()
-        .is_some_and(Iptables::supports_random_fully);
     let health = Arc::new(ProxyHealth::new(config.ipvs.sync_period));
     if let Some(listener) = bind(config.healthz_bind_address, "/healthz").await {
         health::spawn_proxy_health_server(listener, health.clone());
