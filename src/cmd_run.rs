@@ -517,6 +517,14 @@ impl Agent {
                 self.metrics.endpoint_changes.inc_by(slices.len() as u64);
                 self.model.replace_all(services, slices);
             }
+            SourceEvent::ServicesRelisted(services) => {
+                self.metrics.service_changes.inc_by(services.len() as u64);
+                self.model.replace_services(services);
+            }
+            SourceEvent::SlicesRelisted(slices) => {
+                self.metrics.endpoint_changes.inc_by(slices.len() as u64);
+                self.model.replace_slices(slices);
+            }
             // Sources send it before the first snapshot only (handled in `run_agent`);
             // should one come later, its objects are as current as any change.
             SourceEvent::Early { services, slices } => {
@@ -660,9 +668,8 @@ async fn run_agent(args: RunArgs) -> Result<()> {
     let kernel = Kernel::open(families.clone())
         .await
         .context("cannot open the kernel interfaces")?;
-    let (backend, iptables, random_fully) = iptables_probe
-        .await
-        .context("the iptables probe failed")?;
+    let (backend, iptables, random_fully) =
+        iptables_probe.await.context("the iptables probe failed")?;
     info!(?backend, "iptables backend");
 
     let health = Arc::new(ProxyHealth::new(config.ipvs.sync_period));

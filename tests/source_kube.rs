@@ -113,6 +113,8 @@ async fn list_watch_bookmark_disconnect_and_gone() {
     let apply = |model: &mut Model, event: &SourceEvent| match event.clone() {
         SourceEvent::Snapshot { services, slices } => model.replace_all(services, slices),
         SourceEvent::Early { services, slices } => model.apply_early(services, slices),
+        SourceEvent::ServicesRelisted(services) => model.replace_services(services),
+        SourceEvent::SlicesRelisted(slices) => model.replace_slices(slices),
         SourceEvent::ServiceApplied(service) => model.apply_service(service),
         SourceEvent::ServiceDeleted(key) => model.remove_service(&key),
         SourceEvent::SliceApplied(slice) => model.apply_slice(slice),
@@ -154,19 +156,25 @@ async fn list_watch_bookmark_disconnect_and_gone() {
         Some(10800)
     );
 
-    // 3. Disconnect, resume from the bookmark, 410 Gone: a relist and a new snapshot
-    // in which the Service deleted meanwhile is gone.
+    // 3. Disconnect, resume from the bookmark, 410 Gone: the Services relisted (alone:
+    // the slices' watch is fine), in which the Service deleted meanwhile is gone.
     let relisted = next(&mut events).await;
-    let SourceEvent::Snapshot { services, slices } = &relisted else {
-        panic!("expected a snapshot after 410, got {relisted:?}");
+    let SourceEvent::ServicesRelisted(services) = &relisted else {
+        panic!("expected the Services relisted after 410, got {relisted:?}");
     };
-    assert_eq!(
-        names(services),
-        vec!["web", "kube-dns"],
-        "ordered by namespace/name"
-    );
-    assert_eq!(names(slices), vec!["web-7xk2p"]);
+    assert_eq!(names(services), vec!["web", "kube-dns"]);
+    model.take_touched();
     apply(&mut model, &relisted);
+    let touched = model.take_touched();
+    assert!(
+        !touched.all && touched.services == 2,
+        "the relist touches the deleted and the added Service only: {touched:?}"
+    );
+    assert_eq!(
+        model.desired().virtual_servers[&http].real_servers.len(),
+        2,
+        "the slices stay"
+    );
     assert!(
         model
             .outcome(&ServiceKey::new("default", "cache"))
@@ -519,5 +527,69 @@ async fn no_early_event_once_the_snapshot_is_out() {
     open_early.send(true).unwrap();
     let late = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
     assert!(late.is_err(), "nothing follows the snapshot: {late:?}");
+    task.abort();
+}
+
+#[tokio::test]
+async fn changes_before_the_snapshot_are_folded_into_it() {
+    // The Services are listed and their watch delivers an addition and a deletion
+    // while the EndpointSlice list is still held: the snapshot carries the result.
+    let (open_slices, gate) = watch::channel(false);
+    let web = with_version(fixture("svc-web.json"), "90");
+    let cache = with_version(fixture("svc-cache-affinity-itp-local.json"), "101");
+    let mut api = ApiServer::default();
+    api.resources.insert(
+        SERVICES,
+        Resource {
+            watches: VecDeque::from([WatchScript {
+                delay: Duration::ZERO,
+                events: vec![
+                    event("ADDED", cache),
+                    event("DELETED", with_version(web.clone(), "102")),
+                ],
+                close: false,
+            }]),
+            ..Resource::listing(list("ServiceList", "v1", "100", vec![web]))
+        },
+    );
+    api.resources.insert(
+        SLICES,
+        Resource {
+            list_gate: Some(gate),
+            ..Resource::listing(list(
+                "EndpointSliceList",
+                "discovery.k8s.io/v1",
+                "100",
+                vec![fixture("eps-web.json")],
+            ))
+        },
+    );
+    let (addr, server) = serve(api).await;
+    let (tx, mut events) = mpsc::channel(8);
+    let task = spawn_with_client(client(addr), tx);
+    let watching = async {
+        while !server
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .any(|r| r.starts_with(SERVICES) && r.contains("watch=true"))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), watching)
+        .await
+        .expect("the Services are watched");
+    // The watch's events are written as its response starts; give them time to land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    open_slices.send(true).unwrap();
+    let SourceEvent::Snapshot { services, slices } = next(&mut events).await else {
+        panic!("expected the snapshot first");
+    };
+    assert_eq!(names(&services), vec!["cache"]);
+    assert_eq!(names(&slices), vec!["web-7xk2p"]);
+    let late = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+    assert!(late.is_err(), "the changes are not sent again: {late:?}");
     task.abort();
 }

@@ -174,6 +174,8 @@ fn describe(event: &SourceEvent) -> String {
     match event {
         SourceEvent::Snapshot { .. } => "snapshot".to_string(),
         SourceEvent::Early { .. } => "early".to_string(),
+        SourceEvent::ServicesRelisted(_) => "services-relisted".to_string(),
+        SourceEvent::SlicesRelisted(_) => "slices-relisted".to_string(),
         SourceEvent::ServiceApplied(service) => format!("service {}", id(&service.metadata)),
         SourceEvent::ServiceDeleted(key) => format!("service-deleted {key}"),
         SourceEvent::SliceApplied(slice) => format!("slice {}", id(&slice.metadata)),

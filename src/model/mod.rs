@@ -302,6 +302,9 @@ where
     *collection = std::mem::take(collection).into_iter().collect();
 }
 
+/// EndpointSlices projected for the model, by (namespace, name), with their Service.
+type ProjectedSlices = BTreeMap<(String, String), (Option<ServiceKey>, SliceInput)>;
+
 /// The inputs and per-Service results, updated incrementally.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -518,45 +521,83 @@ impl Model {
 
     /// [`Model::replace_all`] on a filled model: applies the differences one by one.
     fn update_all(&mut self, services: Vec<Service>, slices: Vec<EndpointSlice>) {
-        let new_services: BTreeMap<ServiceKey, ServiceInput> = services
+        let new_services = self.project_services(services);
+        let new_slices = self.project_slices(slices);
+        // Gone Services first, so no slice change recomputes a Service about to go.
+        self.remove_services_except(&new_services);
+        self.replace_slice_inputs(new_slices);
+        self.apply_service_inputs(new_services);
+        self.interner.collect_garbage();
+    }
+
+    /// Replaces every Service (a relist of Services alone); EndpointSlices stay.
+    /// Only what differs is applied, as in [`Model::replace_all`].
+    pub fn replace_services(&mut self, services: Vec<Service>) {
+        let new_services = self.project_services(services);
+        self.remove_services_except(&new_services);
+        self.apply_service_inputs(new_services);
+        self.interner.collect_garbage();
+    }
+
+    /// Replaces every EndpointSlice (a relist of EndpointSlices alone); Services
+    /// stay. Only what differs is applied, as in [`Model::replace_all`].
+    pub fn replace_slices(&mut self, slices: Vec<EndpointSlice>) {
+        let new_slices = self.project_slices(slices);
+        self.replace_slice_inputs(new_slices);
+        self.interner.collect_garbage();
+    }
+
+    fn project_services(&mut self, services: Vec<Service>) -> BTreeMap<ServiceKey, ServiceInput> {
+        services
             .into_iter()
             .map(|service| {
                 let input = ServiceInput::from_service(&service, &mut self.interner);
                 (input.key.clone(), input)
             })
-            .collect();
-        let new_slices: BTreeMap<(String, String), (Option<ServiceKey>, SliceInput)> = slices
+            .collect()
+    }
+
+    fn project_slices(&mut self, slices: Vec<EndpointSlice>) -> ProjectedSlices {
+        slices
             .into_iter()
             .map(|slice| {
                 let input = SliceInput::from_slice(&slice, &mut self.interner);
                 (slice_id(&slice), (ServiceKey::of_slice(&slice), input))
             })
-            .collect();
-        let gone_services: Vec<ServiceKey> = self
+            .collect()
+    }
+
+    fn remove_services_except(&mut self, kept: &BTreeMap<ServiceKey, ServiceInput>) {
+        let gone: Vec<ServiceKey> = self
             .services
             .keys()
-            .filter(|key| !new_services.contains_key(key))
+            .filter(|key| !kept.contains_key(key))
             .cloned()
             .collect();
-        for key in gone_services {
+        for key in gone {
             self.remove_service(&key);
         }
-        let gone_slices: Vec<(String, String)> = self
+    }
+
+    fn replace_slice_inputs(&mut self, new_slices: ProjectedSlices) {
+        let gone: Vec<(String, String)> = self
             .slice_owner
             .keys()
             .filter(|id| !new_slices.contains_key(id))
             .cloned()
             .collect();
-        for (namespace, name) in gone_slices {
+        for (namespace, name) in gone {
             self.remove_slice(&namespace, &name);
         }
         for (id, (owner, input)) in new_slices {
             self.apply_slice_input(id, owner, input);
         }
-        for (_, input) in new_services {
+    }
+
+    fn apply_service_inputs(&mut self, services: BTreeMap<ServiceKey, ServiceInput>) {
+        for (_, input) in services {
             self.apply_service_input(input);
         }
-        self.interner.collect_garbage();
     }
 
     /// The Service, as the model keeps it (the fields it reads), as last applied.

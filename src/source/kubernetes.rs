@@ -14,7 +14,6 @@
 //! headless Services and EndpointSlices are filtered out by the API server (label
 //! selectors), so they never reach the node.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use futures_util::{StreamExt, stream};
@@ -142,57 +141,47 @@ fn object_id<K: Resource>(object: &K) -> ObjectId {
     )
 }
 
-/// One resource's cache: the live objects, a relist being collected, and whether a
-/// complete list has been seen.
-struct Cache<K> {
-    objects: BTreeMap<ObjectId, K>,
-    relisting: Option<BTreeMap<ObjectId, K>>,
+/// One resource's list state: a list being collected, and whether a complete list
+/// has been seen. Objects are not kept once sent: the model holds what it needs of
+/// them, and a full copy of every object would be the agent's largest memory use.
+struct Lister<K> {
+    listing: Option<Vec<K>>,
     listed: bool,
 }
 
-impl<K: Resource + Clone> Cache<K> {
+impl<K: Resource> Lister<K> {
     fn new() -> Self {
         Self {
-            objects: BTreeMap::new(),
-            relisting: None,
+            listing: None,
             listed: false,
         }
     }
 
-    /// Applies a watcher event; returns the incremental change, or `Relisted` when a
-    /// full list completed.
+    /// Takes a watcher event; returns the incremental change, or the complete list
+    /// when one finished.
     fn apply(&mut self, event: Event<K>) -> Change<K> {
         match event {
             Event::Init => {
-                self.relisting = Some(BTreeMap::new());
+                self.listing = Some(Vec::new());
                 Change::None
             }
             Event::InitApply(object) => {
-                self.relisting
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(object_id(&object), object);
+                self.listing.get_or_insert_with(Vec::new).push(object);
                 Change::None
             }
             Event::InitDone => {
-                self.objects = self.relisting.take().unwrap_or_default();
                 self.listed = true;
-                Change::Relisted
+                Change::Listed(self.listing.take().unwrap_or_default())
             }
-            Event::Apply(object) => {
-                self.objects.insert(object_id(&object), object.clone());
-                Change::Applied(object)
-            }
-            Event::Delete(object) => {
-                self.objects.remove(&object_id(&object));
-                Change::Deleted(object_id(&object))
-            }
+            Event::Apply(object) => Change::Applied(object),
+            Event::Delete(object) => Change::Deleted(object_id(&object)),
         }
     }
 }
 
 enum Change<K> {
     None,
-    Relisted,
+    Listed(Vec<K>),
     Applied(K),
     Deleted(ObjectId),
 }
@@ -257,8 +246,9 @@ async fn early_event(client: Client) -> Option<SourceEvent> {
 /// Watches Services and EndpointSlices with an existing client. Meanwhile the API
 /// server's Service is read on its own and sent first as [`SourceEvent::Early`],
 /// unless the full lists complete before it. Then a snapshot is sent once both lists
-/// are complete; a relist of either sends a new snapshot; everything else is sent as
-/// it happens.
+/// are complete; a relist of either sends that resource's complete list
+/// ([`SourceEvent::ServicesRelisted`], [`SourceEvent::SlicesRelisted`]); everything
+/// else is sent as it happens.
 pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> JoinHandle<()> {
     let early = early_event(client.clone());
     let services = watcher::watcher(
@@ -284,8 +274,12 @@ pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> J
 
     tokio::spawn(async move {
         let mut updates = std::pin::pin!(stream::select(services, slices));
-        let mut service_cache = Cache::<Service>::new();
-        let mut slice_cache = Cache::<EndpointSlice>::new();
+        let mut service_lister = Lister::<Service>::new();
+        let mut slice_lister = Lister::<EndpointSlice>::new();
+        // Each resource's first complete list, kept (and patched by the changes that
+        // follow it) until the other's is complete too and the snapshot goes out.
+        let mut first_services: Option<Vec<Service>> = None;
+        let mut first_slices: Option<Vec<EndpointSlice>> = None;
         let mut snapshot_sent = false;
         let mut early = std::pin::pin!(early);
         let mut early_pending = true;
@@ -318,58 +312,102 @@ pub fn spawn_with_client(client: Client, events: mpsc::Sender<SourceEvent>) -> J
                     continue;
                 }
             };
-            let mut outgoing = Vec::new();
-            let relisted = match update {
-                Update::Service(event) => match service_cache.apply(event) {
-                    Change::None => false,
-                    Change::Relisted => true,
-                    Change::Applied(service) => {
-                        outgoing.push(SourceEvent::ServiceApplied(service));
-                        false
-                    }
-                    Change::Deleted((namespace, name)) => {
-                        outgoing.push(SourceEvent::ServiceDeleted(ServiceKey::new(
-                            namespace, name,
-                        )));
-                        false
-                    }
-                },
-                Update::Slice(event) => match slice_cache.apply(event) {
-                    Change::None => false,
-                    Change::Relisted => true,
-                    Change::Applied(slice) => {
-                        outgoing.push(SourceEvent::SliceApplied(slice));
-                        false
-                    }
-                    Change::Deleted((namespace, name)) => {
-                        outgoing.push(SourceEvent::SliceDeleted { namespace, name });
-                        false
-                    }
-                },
+            let outgoing = match update {
+                Update::Service(event) => route(
+                    service_lister.apply(event),
+                    &mut first_services,
+                    snapshot_sent,
+                    &SERVICE_EVENTS,
+                ),
+                Update::Slice(event) => route(
+                    slice_lister.apply(event),
+                    &mut first_slices,
+                    snapshot_sent,
+                    &SLICE_EVENTS,
+                ),
             };
-            if !(service_cache.listed && slice_cache.listed) {
-                // Until both lists are in, changes only update the caches.
-                continue;
-            }
-            if relisted || !snapshot_sent {
-                snapshot_sent = true;
+            let outgoing = if !snapshot_sent && first_services.is_some() && first_slices.is_some() {
+                let services = first_services.take().unwrap_or_default();
+                let slices = first_slices.take().unwrap_or_default();
                 info!(
-                    services = service_cache.objects.len(),
-                    slices = slice_cache.objects.len(),
+                    services = services.len(),
+                    slices = slices.len(),
                     "Services and EndpointSlices listed"
                 );
-                outgoing = vec![SourceEvent::Snapshot {
-                    services: service_cache.objects.values().cloned().collect(),
-                    slices: slice_cache.objects.values().cloned().collect(),
-                }];
-            }
-            for event in outgoing {
-                if events.send(event).await.is_err() {
-                    return;
-                }
+                snapshot_sent = true;
+                Some(SourceEvent::Snapshot { services, slices })
+            } else {
+                outgoing
+            };
+            if let Some(event) = outgoing
+                && events.send(event).await.is_err()
+            {
+                return;
             }
         }
     })
+}
+
+/// How one resource's changes become [`SourceEvent`]s.
+struct ResourceEvents<K> {
+    what: &'static str,
+    relisted: fn(Vec<K>) -> SourceEvent,
+    applied: fn(K) -> SourceEvent,
+    deleted: fn(ObjectId) -> SourceEvent,
+}
+
+const SERVICE_EVENTS: ResourceEvents<Service> = ResourceEvents {
+    what: "Services",
+    relisted: SourceEvent::ServicesRelisted,
+    applied: SourceEvent::ServiceApplied,
+    deleted: |(namespace, name)| SourceEvent::ServiceDeleted(ServiceKey::new(namespace, name)),
+};
+
+const SLICE_EVENTS: ResourceEvents<EndpointSlice> = ResourceEvents {
+    what: "EndpointSlices",
+    relisted: SourceEvent::SlicesRelisted,
+    applied: SourceEvent::SliceApplied,
+    deleted: |(namespace, name)| SourceEvent::SliceDeleted { namespace, name },
+};
+
+/// One resource's change: an event once the snapshot is out; before it, the change
+/// goes into the resource's first list (`first`) instead.
+fn route<K: Resource>(
+    change: Change<K>,
+    first: &mut Option<Vec<K>>,
+    snapshot_sent: bool,
+    events: &ResourceEvents<K>,
+) -> Option<SourceEvent> {
+    if snapshot_sent {
+        return match change {
+            Change::None => None,
+            Change::Listed(objects) => {
+                info!(count = objects.len(), "{} listed again", events.what);
+                Some((events.relisted)(objects))
+            }
+            Change::Applied(object) => Some((events.applied)(object)),
+            Change::Deleted(id) => Some((events.deleted)(id)),
+        };
+    }
+    match change {
+        Change::None => {}
+        Change::Listed(objects) => *first = Some(objects),
+        Change::Applied(object) => {
+            if let Some(objects) = first {
+                let id = object_id(&object);
+                match objects.iter_mut().find(|known| object_id(*known) == id) {
+                    Some(known) => *known = object,
+                    None => objects.push(object),
+                }
+            }
+        }
+        Change::Deleted(id) => {
+            if let Some(objects) = first {
+                objects.retain(|known| object_id(known) != id);
+            }
+        }
+    }
+    None
 }
 
 /// Watches this node's Node object (for its zone label and primary addresses),

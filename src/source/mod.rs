@@ -1,8 +1,9 @@
 //! Where Services and EndpointSlices come from: a directory of manifests
 //! ([`static_dir`]) or the Kubernetes API ([`kubernetes`]). Both deliver
 //! [`SourceEvent`]s on a channel: first a full [`SourceEvent::Snapshot`], then
-//! changes, and a new snapshot whenever the full view is re-read (a changed directory,
-//! a relist after `410 Gone`). The Kubernetes source may send one
+//! changes, and a new snapshot whenever the full view is re-read (a changed directory),
+//! or one resource's complete list when the Kubernetes source relists it after
+//! `410 Gone`. The Kubernetes source may send one
 //! [`SourceEvent::Early`] before the first snapshot: the API server's own Service, so a
 //! new node reaches the API server long before thousands of Services are listed.
 
@@ -40,6 +41,12 @@ pub enum SourceEvent {
         /// Every EndpointSlice.
         slices: Vec<EndpointSlice>,
     },
+    /// Every Service again (the Kubernetes source relisted them after its watch lost
+    /// its place): replaces the Services known before; EndpointSlices are unchanged.
+    ServicesRelisted(Vec<Service>),
+    /// Every EndpointSlice again: replaces the slices known before; Services are
+    /// unchanged.
+    SlicesRelisted(Vec<EndpointSlice>),
     /// A Service was added or changed.
     ServiceApplied(Service),
     /// A Service was deleted.
