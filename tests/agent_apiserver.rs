@@ -79,12 +79,7 @@ impl Lab {
         ];
         let dir = std::env::temp_dir().join(format!("apiserver-{}", node.name()));
         std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        std::fs::write(
-            dir.join("config.yaml"),
-            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
-             mode: ipvs\nipvs:\n  syncPeriod: 3s\nmetricsBindAddress: 127.0.0.1:10249\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("config.yaml"), support::LAB_AGENT_CONFIG).unwrap();
         Lab {
             client,
             node,
@@ -161,52 +156,17 @@ fn the_api_server_cluster_ip_works_before_the_full_lists_arrive() {
     });
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (open_lists, gate) = watch::channel(false);
-    let mut api = ApiServer::default();
-    api.resources.insert(
-        DEFAULT_SERVICES,
-        Resource::listing(list(
-            "ServiceList",
-            "v1",
+    let mut api = ApiServer::default()
+        .with_api_server_service("320")
+        .with_held_lists(
             "320",
-            vec![fixture("svc-kubernetes.json")],
-        )),
-    );
-    api.resources.insert(
-        DEFAULT_SLICES,
-        Resource::listing(list(
-            "EndpointSliceList",
-            "discovery.k8s.io/v1",
-            "320",
-            vec![fixture("eps-kubernetes.json")],
-        )),
-    );
-    api.resources.insert(
-        SERVICES,
-        Resource {
-            list_gate: Some(gate.clone()),
-            ..Resource::listing(list(
-                "ServiceList",
-                "v1",
-                "320",
-                vec![fixture("svc-kubernetes.json"), service("web", "10.96.0.50")],
-            ))
-        },
-    );
-    api.resources.insert(
-        SLICES,
-        Resource {
-            list_gate: Some(gate),
-            ..Resource::listing(list(
-                "EndpointSliceList",
-                "discovery.k8s.io/v1",
-                "320",
-                vec![
-                    fixture("eps-kubernetes.json"),
-                    slice("web", "192.168.50.10"),
-                ],
-            ))
-        },
-    );
+            vec![fixture("svc-kubernetes.json"), service("web", "10.96.0.50")],
+            vec![
+                fixture("eps-kubernetes.json"),
+                slice("web", "192.168.50.10"),
+            ],
+            gate,
+        );
     api.resources.insert(
         NODES,
         Resource::listing(list("NodeList", "v1", "320", vec![fixture("node-a.json")])),

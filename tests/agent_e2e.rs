@@ -2,6 +2,8 @@
 //! pods answering HTTP, a client namespace curling the Services. Every assertion is on
 //! what the client receives or what the kernel holds (`ipvsadm`, `ip`).
 
+mod support;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -51,12 +53,7 @@ impl Cluster {
         }
         let dir = std::env::temp_dir().join(format!("e2e-{}", node.name()));
         std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        std::fs::write(
-            dir.join("config.yaml"),
-            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
-             mode: ipvs\nipvs:\n  syncPeriod: 3s\nmetricsBindAddress: 127.0.0.1:10249\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("config.yaml"), support::LAB_AGENT_CONFIG).unwrap();
         Cluster {
             client,
             node,

@@ -4,6 +4,8 @@
 //! with manifests describing the same Services: no request fails, the stale Service is
 //! removed, someone else's virtual server is left alone.
 
+mod support;
+
 use std::time::Duration;
 
 use netns_lab::{Netns, veth, wait_until};
@@ -142,12 +144,7 @@ fn taking_over_from_kube_proxy_fails_no_request_and_removes_only_stale_state() {
     ];
     let text: Vec<String> = objects.iter().map(|o| o.to_string()).collect();
     std::fs::write(dir.join("manifests/web.json"), text.join("\n---\n")).unwrap();
-    std::fs::write(
-        dir.join("config.yaml"),
-        "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
-         mode: ipvs\nipvs:\n  syncPeriod: 3s\nmetricsBindAddress: 127.0.0.1:10249\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("config.yaml"), support::LAB_AGENT_CONFIG).unwrap();
 
     // A bounded request loop spans the agent's start and first syncs.
     let loop_out = dir.join("loop.txt");

@@ -364,58 +364,17 @@ async fn kubeconfig_file_and_node_watch_together() {
     );
 }
 
-/// The API server's Service and its slices, listed in `default` with the field and
-/// label selectors.
-fn api_server_resources(api: &mut ApiServer) {
-    api.resources.insert(
-        DEFAULT_SERVICES,
-        Resource::listing(list(
-            "ServiceList",
-            "v1",
-            "300",
-            vec![fixture("svc-kubernetes.json")],
-        )),
-    );
-    api.resources.insert(
-        DEFAULT_SLICES,
-        Resource::listing(list(
-            "EndpointSliceList",
-            "discovery.k8s.io/v1",
-            "300",
-            vec![fixture("eps-kubernetes.json")],
-        )),
-    );
-}
-
 #[tokio::test]
 async fn the_api_server_service_comes_first_while_the_full_lists_are_held() {
     let (open_lists, gate) = watch::channel(false);
-    let mut api = ApiServer::default();
-    api_server_resources(&mut api);
-    api.resources.insert(
-        SERVICES,
-        Resource {
-            list_gate: Some(gate.clone()),
-            ..Resource::listing(list(
-                "ServiceList",
-                "v1",
-                "300",
-                vec![fixture("svc-kubernetes.json"), fixture("svc-web.json")],
-            ))
-        },
-    );
-    api.resources.insert(
-        SLICES,
-        Resource {
-            list_gate: Some(gate),
-            ..Resource::listing(list(
-                "EndpointSliceList",
-                "discovery.k8s.io/v1",
-                "300",
-                vec![fixture("eps-kubernetes.json"), fixture("eps-web.json")],
-            ))
-        },
-    );
+    let api = ApiServer::default()
+        .with_api_server_service("300")
+        .with_held_lists(
+            "300",
+            vec![fixture("svc-kubernetes.json"), fixture("svc-web.json")],
+            vec![fixture("eps-kubernetes.json"), fixture("eps-web.json")],
+            gate,
+        );
     let (addr, server) = serve(api).await;
     let (tx, mut events) = mpsc::channel(8);
     let task = spawn_with_client(client(addr), tx);
@@ -494,8 +453,7 @@ async fn no_early_event_once_the_snapshot_is_out() {
     // The early lists are held, the full lists are not: the snapshot goes first and
     // the late early part is dropped (it could be older than the watch).
     let (open_early, gate) = watch::channel(false);
-    let mut api = ApiServer::default();
-    api_server_resources(&mut api);
+    let mut api = ApiServer::default().with_api_server_service("300");
     for path in [DEFAULT_SERVICES, DEFAULT_SLICES] {
         api.resources.get_mut(path).unwrap().list_gate = Some(gate.clone());
     }
@@ -554,15 +512,15 @@ async fn changes_before_the_snapshot_are_folded_into_it() {
     );
     api.resources.insert(
         SLICES,
-        Resource {
-            list_gate: Some(gate),
-            ..Resource::listing(list(
+        Resource::held(
+            list(
                 "EndpointSliceList",
                 "discovery.k8s.io/v1",
                 "100",
                 vec![fixture("eps-web.json")],
-            ))
-        },
+            ),
+            gate,
+        ),
     );
     let (addr, server) = serve(api).await;
     let (tx, mut events) = mpsc::channel(8);

@@ -82,6 +82,72 @@ impl Resource {
             ..Resource::default()
         }
     }
+
+    /// Like [`Resource::listing`], with every list held until `gate` is `true`.
+    pub fn held(list: Value, gate: watch::Receiver<bool>) -> Resource {
+        Resource {
+            list_gate: Some(gate),
+            ..Resource::listing(list)
+        }
+    }
+}
+
+impl ApiServer {
+    /// Serves the `default` namespace's lists with the `kubernetes` Service and its
+    /// EndpointSlice (fixtures `svc-kubernetes.json`, `eps-kubernetes.json`), as the
+    /// agent's early read of the API server's Service asks for them.
+    pub fn with_api_server_service(mut self, resource_version: &str) -> ApiServer {
+        self.resources.insert(
+            DEFAULT_SERVICES,
+            Resource::listing(list(
+                "ServiceList",
+                "v1",
+                resource_version,
+                vec![fixture("svc-kubernetes.json")],
+            )),
+        );
+        self.resources.insert(
+            DEFAULT_SLICES,
+            Resource::listing(list(
+                "EndpointSliceList",
+                "discovery.k8s.io/v1",
+                resource_version,
+                vec![fixture("eps-kubernetes.json")],
+            )),
+        );
+        self
+    }
+
+    /// Serves the full lists of Services and EndpointSlices (the watchers' lists), each
+    /// held until `gate` is `true`.
+    pub fn with_held_lists(
+        mut self,
+        resource_version: &str,
+        services: Vec<Value>,
+        slices: Vec<Value>,
+        gate: watch::Receiver<bool>,
+    ) -> ApiServer {
+        self.resources.insert(
+            SERVICES,
+            Resource::held(
+                list("ServiceList", "v1", resource_version, services),
+                gate.clone(),
+            ),
+        );
+        self.resources.insert(
+            SLICES,
+            Resource::held(
+                list(
+                    "EndpointSliceList",
+                    "discovery.k8s.io/v1",
+                    resource_version,
+                    slices,
+                ),
+                gate,
+            ),
+        );
+        self
+    }
 }
 
 /// The scripted server state, and every request it received (`path?query`).
