@@ -10,6 +10,12 @@
 //! Services takes seconds. It uses the `list` verb (with a field selector) so the
 //! permissions kube-proxy's `system:node-proxier` role grants are enough.
 //!
+//! The source keeps no copy of the objects: the first lists are moved into the
+//! snapshot, and a relist sends that resource's complete list
+//! ([`SourceEvent::ServicesRelisted`], [`SourceEvent::SlicesRelisted`]), which the
+//! model compares with what it holds. A full copy of every object would otherwise be
+//! the agent's largest use of memory.
+//!
 //! Like kube-proxy, Services labelled `service.kubernetes.io/service-proxy-name` and
 //! headless Services and EndpointSlices are filtered out by the API server (label
 //! selectors), so they never reach the node.
