@@ -18,9 +18,7 @@ use std::net::IpAddr;
 
 pub use batch::{AddressBinder, BATCH_CHUNK};
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
-use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
-};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkDummy};
 
@@ -308,25 +306,10 @@ impl ServiceInterface {
         &self,
         addresses: impl IntoIterator<Item = IpAddr>,
     ) -> Result<usize, NetifError> {
-        self.add_stream(stream::iter(addresses)).await
-    }
-
-    /// [`ServiceInterface::add`] for addresses that become ready over time: each is
-    /// requested as the stream yields it, with up to [`IN_FLIGHT`] requests in flight.
-    pub async fn add_stream(
-        &self,
-        addresses: impl Stream<Item = IpAddr>,
-    ) -> Result<usize, NetifError> {
-        let requests = addresses.map(|address| {
-            let prefix = if address.is_ipv4() { 32 } else { 128 };
-            let mut request = self.handle.address().add(self.index, address, prefix);
-            if address.is_ipv6() {
-                let message = request.message_mut();
-                message.header.flags = AddressHeaderFlags::Nodad;
-                message
-                    .attributes
-                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
-            }
+        let requests = addresses.into_iter().map(|address| {
+            let mut request = self.handle.address().add(self.index, address, 0);
+            // The same message the batched path sends (host route, `nodad` for IPv6).
+            *request.message_mut() = batch::new_address(self.index, address);
             async move {
                 match request.execute().await {
                     Ok(()) => (address, Ok(true)),
@@ -345,7 +328,8 @@ impl ServiceInterface {
         AddressBinder::new(&self.name, self.index)
     }
 
-    /// [`ServiceInterface::add_stream`] with less CPU per address: a blocking thread
+    /// [`ServiceInterface::add`] with less CPU per address, for addresses that become
+    /// ready over time: a blocking thread
     /// binds the addresses in batches of up to [`BATCH_CHUNK`] per system call, each
     /// batch being whatever the stream has yielded since the last one, so an address
     /// is requested as soon as the previous batch is answered. Same result: addresses
@@ -407,18 +391,21 @@ impl ServiceInterface {
                 }
             })
         });
-        self.pipeline("delete", stream::iter(requests)).await
+        self.pipeline("delete", requests).await
     }
 
     async fn pipeline<F>(
         &self,
         action: &'static str,
-        requests: impl Stream<Item = F>,
+        requests: impl Iterator<Item = F>,
     ) -> Result<usize, NetifError>
     where
         F: Future<Output = (IpAddr, Result<bool, String>)>,
     {
-        let results: Vec<_> = requests.buffer_unordered(IN_FLIGHT).collect().await;
+        let results: Vec<_> = stream::iter(requests)
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
         let total = results.len();
         let mut done = 0;
         let mut failures = Vec::new();

@@ -1,7 +1,7 @@
 //! Binding many addresses with few system calls: a blocking route netlink socket that
 //! sends up to [`BATCH_CHUNK`] `RTM_NEWADDR` messages per `sendmsg`.
 //!
-//! The pipelined path ([`ServiceInterface::add_stream`](super::ServiceInterface::add_stream))
+//! The pipelined path ([`ServiceInterface::add`](super::ServiceInterface::add))
 //! costs a future, a channel round trip through the rtnetlink connection task, a
 //! `sendmsg` and a `recvmsg` per address. Here a chunk of messages is serialized into
 //! one buffer and only its last message asks for an acknowledgement (like
@@ -78,7 +78,7 @@ struct Outcome {
 
 /// The `RTM_NEWADDR` body binding `address` as a /32 or /128 on interface `index`, as
 /// `ip addr add` and the pipelined path send it (IPv6 with `nodad`: usable at once).
-fn new_address(index: u32, address: IpAddr) -> AddressMessage {
+pub(super) fn new_address(index: u32, address: IpAddr) -> AddressMessage {
     let mut message = AddressMessage::default();
     message.header.index = index;
     match address {
