@@ -156,6 +156,28 @@ type IptablesOutcome = (
     Result<(), iptables::IptablesError>,
 );
 
+/// `iptables-restore` for each family, running on a blocking thread.
+type IptablesTask = tokio::task::JoinHandle<(Vec<IptablesOutcome>, Duration)>;
+
+/// Installs the rules of `jobs` (from [`Agent::iptables_jobs`]) on a blocking thread;
+/// `None` when there is nothing to install. The rules depend only on the desired
+/// state, so this can run while the kernel takes a plan.
+fn spawn_iptables(jobs: Vec<(usize, Iptables, RuleInputs)>) -> Option<IptablesTask> {
+    (!jobs.is_empty()).then(|| {
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let results = jobs
+                .into_iter()
+                .map(|(index, iptables, inputs)| {
+                    let result = iptables.sync(&inputs);
+                    (index, iptables.family(), inputs, result)
+                })
+                .collect();
+            (results, started.elapsed())
+        })
+    })
+}
+
 impl Agent {
     async fn sync(&mut self, kind: SyncKind) {
         let started = Instant::now();
@@ -171,10 +193,7 @@ impl Agent {
             self.health.updated(SystemTime::now());
             return;
         }
-        let options = DiffOptions {
-            exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
-            max_drain: self.config.extensions.max_drain,
-        };
+        let options = self.diff_options();
         let now = Instant::now();
         let mut reads = 0;
         let (plan, scope) = if full {
@@ -220,20 +239,7 @@ impl Agent {
         // The rules depend only on the desired state, so iptables-restore runs on a
         // blocking thread while the kernel takes the plan (a few hundred milliseconds
         // of a first sync otherwise spent after it).
-        let iptables_jobs = self.iptables_jobs(full, None);
-        let iptables_task = (!iptables_jobs.is_empty()).then(|| {
-            tokio::task::spawn_blocking(move || {
-                let iptables_started = Instant::now();
-                let results: Vec<_> = iptables_jobs
-                    .into_iter()
-                    .map(|(index, iptables, inputs)| {
-                        let result = iptables.sync(&inputs);
-                        (index, iptables.family(), inputs, result)
-                    })
-                    .collect();
-                (results, iptables_started.elapsed())
-            })
-        });
+        let iptables_task = spawn_iptables(self.iptables_jobs(full, None));
         let report = self.kernel.apply(&plan).await;
         if let Some(conntrack) = self.conntrack.as_mut() {
             let cleaned = ipvs_proxy::conntrack::cleanup_after(&plan.changes, conntrack);
@@ -263,23 +269,7 @@ impl Agent {
             warn!(change = %failed.change, "kernel refused a change: {}", failed.error);
             self.metrics.error("apply");
         }
-        let iptables_ms = match iptables_task {
-            None => 0,
-            Some(task) => match task.await {
-                Ok((results, elapsed)) => {
-                    self.record_iptables(results);
-                    elapsed.as_millis() as u64
-                }
-                Err(err) => {
-                    error!("iptables rules not installed: the iptables task failed: {err}");
-                    self.metrics.error("iptables");
-                    self.installed_rules
-                        .iter_mut()
-                        .for_each(|rules| *rules = None);
-                    0
-                }
-            },
-        };
+        let iptables_ms = self.finish_iptables(iptables_task).await;
         if full || touched.health_checks {
             self.sync_service_health().await;
         }
@@ -329,10 +319,7 @@ impl Agent {
             }
         };
         let scope = Scope::of(&touched);
-        let options = DiffOptions {
-            exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
-            max_drain: self.config.extensions.max_drain,
-        };
+        let options = self.diff_options();
         let ObservedState {
             virtual_servers,
             addresses,
@@ -346,20 +333,8 @@ impl Agent {
         let desired = scope.desired(self.model.state());
         let mut plan = diff::diff(&desired, &observed, &options, &self.drain, Instant::now());
         plan.changes.retain(diff::Change::is_additive);
-        for (index, iptables, inputs) in self.iptables_jobs(false, Some(&ipsets)) {
-            let result = tokio::task::spawn_blocking(move || {
-                let result = iptables.sync(&inputs);
-                (index, iptables.family(), inputs, result)
-            })
-            .await;
-            match result {
-                Ok(outcome) => self.record_iptables(vec![outcome]),
-                Err(err) => {
-                    error!("iptables rules not installed: the iptables task failed: {err}");
-                    self.metrics.error("iptables");
-                }
-            }
-        }
+        let iptables_task = spawn_iptables(self.iptables_jobs(false, Some(&ipsets)));
+        self.finish_iptables(iptables_task).await;
         let report = self.kernel.apply(&plan).await;
         for failed in &report.failed {
             warn!(change = %failed.change, "kernel refused a change: {}", failed.error);
@@ -460,6 +435,36 @@ impl Agent {
             jobs.push((index, *iptables, inputs));
         }
         jobs
+    }
+
+    /// The diff's settings from the configuration.
+    fn diff_options(&self) -> DiffOptions {
+        DiffOptions {
+            exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
+            max_drain: self.config.extensions.max_drain,
+        }
+    }
+
+    /// Waits for the rules started by [`spawn_iptables`] and records the outcome;
+    /// returns how long `iptables-restore` took, in milliseconds.
+    async fn finish_iptables(&mut self, task: Option<IptablesTask>) -> u64 {
+        let Some(task) = task else {
+            return 0;
+        };
+        match task.await {
+            Ok((results, elapsed)) => {
+                self.record_iptables(results);
+                elapsed.as_millis() as u64
+            }
+            Err(err) => {
+                error!("iptables rules not installed: the iptables task failed: {err}");
+                self.metrics.error("iptables");
+                self.installed_rules
+                    .iter_mut()
+                    .for_each(|rules| *rules = None);
+                0
+            }
+        }
     }
 
     /// Remembers which rules are in place after [`Agent::iptables_jobs`] ran.
@@ -823,10 +828,7 @@ impl Agent {
         let reply = match self.kernel.observe().await {
             Ok(observed) => {
                 let desired = self.model.state();
-                let options = DiffOptions {
-                    exclude_cidrs: self.config.ipvs.exclude_cidrs.clone(),
-                    max_drain: self.config.extensions.max_drain,
-                };
+                let options = self.diff_options();
                 let now = Instant::now();
                 let plan = diff::diff(desired, &observed, &options, &self.drain, now);
                 status::StatusReply::Report(Box::new(status::StatusReport::build(

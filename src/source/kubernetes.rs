@@ -147,20 +147,16 @@ fn object_id<K: Resource>(object: &K) -> ObjectId {
     )
 }
 
-/// One resource's list state: a list being collected, and whether a complete list
-/// has been seen. Objects are not kept once sent: the model holds what it needs of
-/// them, and a full copy of every object would be the agent's largest memory use.
+/// One resource's list being collected. Objects are not kept once sent: the model
+/// holds what it needs of them, and a full copy of every object would be the agent's
+/// largest memory use.
 struct Lister<K> {
     listing: Option<Vec<K>>,
-    listed: bool,
 }
 
 impl<K: Resource> Lister<K> {
     fn new() -> Self {
-        Self {
-            listing: None,
-            listed: false,
-        }
+        Self { listing: None }
     }
 
     /// Takes a watcher event; returns the incremental change, or the complete list
@@ -175,10 +171,7 @@ impl<K: Resource> Lister<K> {
                 self.listing.get_or_insert_with(Vec::new).push(object);
                 Change::None
             }
-            Event::InitDone => {
-                self.listed = true;
-                Change::Listed(self.listing.take().unwrap_or_default())
-            }
+            Event::InitDone => Change::Listed(self.listing.take().unwrap_or_default()),
             Event::Apply(object) => Change::Applied(object),
             Event::Delete(object) => Change::Deleted(object_id(&object)),
         }
