@@ -10,7 +10,7 @@ use netlink_packet_core::{
     parse_u32_be,
 };
 
-use crate::constants::*;
+use super::constants::*;
 
 /// One attribute of a set header (`IPSET_ATTR_DATA` of create and list replies).
 #[derive(Debug, Clone, PartialEq, Eq)]
