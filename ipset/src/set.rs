@@ -2,9 +2,9 @@
 
 use std::fmt;
 
+use crate::entry::Member;
 use crate::packet::HeaderAttr;
 use crate::packet::constants::FLAG_WITH_COMMENT;
-use crate::entry::Member;
 use crate::packet::{CmdAttr, IpsetMessage};
 
 /// Address family of a set.

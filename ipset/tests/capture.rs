@@ -2,12 +2,11 @@
 //! re-emits them byte for byte. With `IPSET_CAPTURE_DIR` set it also writes them there
 //! (that is how `tests/fixtures/*.bin` were made; see README).
 
-use std::path::PathBuf;
-
-use ipset_netlink::{CmdAttr, Command, IpsetMessage, emit_datagram, parse_datagram};
+use ipset_netlink::{CmdAttr, Command, IpsetMessage};
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP};
-use nfnetlink_base::NfnlSocket;
 use netns_lab::Netns;
+use nfnetlink_base::NfnlSocket;
+use nfnetlink_base::testing::{assert_re_emit_identically, fixture_files, save_fixtures};
 
 fn list(name: &str) -> IpsetMessage {
     IpsetMessage::new(
@@ -41,10 +40,7 @@ EOF");
         let mut exchange = |message, flags| socket.capture(message, flags).unwrap();
         let mut out: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
         let protocol = IpsetMessage::new(Command::Protocol, vec![CmdAttr::Protocol(7)]);
-        out.push((
-            "protocol_reply".into(),
-            exchange(protocol, NLM_F_ACK),
-        ));
+        out.push(("protocol_reply".into(), exchange(protocol, NLM_F_ACK)));
         let type_query = IpsetMessage::new(
             Command::Type,
             vec![
@@ -53,10 +49,7 @@ EOF");
                 CmdAttr::Family(2),
             ],
         );
-        out.push((
-            "type_reply".into(),
-            exchange(type_query, NLM_F_ACK),
-        ));
+        out.push(("type_reply".into(), exchange(type_query, NLM_F_ACK)));
         for name in [
             "c-ip4",
             "c-ipport6",
@@ -65,10 +58,7 @@ EOF");
             "c-net4",
             "c-bport",
         ] {
-            out.push((
-                format!("list_{name}"),
-                exchange(list(name), NLM_F_DUMP),
-            ));
+            out.push((format!("list_{name}"), exchange(list(name), NLM_F_DUMP)));
         }
         out.push((
             "list_missing_set_error".into(),
@@ -76,18 +66,7 @@ EOF");
         ));
         out
     });
-    let dir = std::env::var_os("IPSET_CAPTURE_DIR").map(PathBuf::from);
-    for (name, datagrams) in &captures {
-        for (i, datagram) in datagrams.iter().enumerate() {
-            let parsed = parse_datagram(datagram).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(
-                &emit_datagram(&parsed),
-                datagram,
-                "{name} #{i} re-emits differently"
-            );
-            if let Some(dir) = &dir {
-                std::fs::write(dir.join(format!("{name}.{i}.bin")), datagram).unwrap();
-            }
-        }
-    }
+    let files = fixture_files(&captures);
+    assert_re_emit_identically::<IpsetMessage>(&files);
+    save_fixtures(&files, "IPSET_CAPTURE_DIR");
 }

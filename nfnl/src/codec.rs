@@ -7,8 +7,8 @@
 //! are `netlink-packet-core`'s own payloads.
 
 use netlink_packet_core::{
-    DecodeError, ErrorMessage, NLM_F_REQUEST, NetlinkBuffer, NetlinkDeserializable,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, Parseable,
+    DecodeError, ErrorMessage, NLM_F_REQUEST, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload, NetlinkSerializable, Parseable,
 };
 
 /// The nfgenmsg version every nfnetlink message carries.
@@ -232,7 +232,10 @@ mod tests {
             panic!("not an error: {error:?}");
         };
         assert_eq!(ack_code(e), Some(2));
-        assert_eq!(describe_errno_of(e), "No such file or directory (os error 2)");
+        assert_eq!(
+            describe_errno_of(e),
+            "No such file or directory (os error 2)"
+        );
         // The echoed request is kept, so the error re-emits as the kernel sent it.
         assert_eq!(emit_datagram(&error), ENOENT_WITH_REQUEST);
 

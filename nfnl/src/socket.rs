@@ -156,7 +156,10 @@ impl NfnlSocket {
             datagrams.push(datagram);
             let end = parsed.iter().any(|m| {
                 m.header.sequence_number == sequence
-                    && matches!(m.payload, NetlinkPayload::Error(_) | NetlinkPayload::Done(_))
+                    && matches!(
+                        m.payload,
+                        NetlinkPayload::Error(_) | NetlinkPayload::Done(_)
+                    )
             });
             if end {
                 return Ok(datagrams);

@@ -2,7 +2,7 @@
 //! the captured datagrams of a fixture folder, checking they re-emit byte for byte,
 //! and feeding the parser truncated, corrupted and random bytes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use netlink_packet_core::{NetlinkDeserializable, NetlinkSerializable};
 
@@ -26,6 +26,35 @@ pub fn fixtures(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The datagrams of named exchanges as fixture files: `<name>.<i>.bin` for the `i`-th
+/// datagram of the exchange `name` (as [`crate::NfnlSocket::capture`] returns them).
+pub fn fixture_files<N: AsRef<str>>(captures: &[(N, Vec<Vec<u8>>)]) -> Vec<(String, Vec<u8>)> {
+    captures
+        .iter()
+        .flat_map(|(name, datagrams)| {
+            let name = name.as_ref();
+            (0..)
+                .zip(datagrams)
+                .map(move |(i, d)| (format!("{name}.{i}.bin"), d.clone()))
+        })
+        .collect()
+}
+
+/// Writes fixture files into the folder the environment variable `var` names, if it is
+/// set: how a capture test refreshes the fixtures.
+///
+/// # Panics
+/// If a file cannot be written.
+pub fn save_fixtures(files: &[(String, Vec<u8>)], var: &str) {
+    let Some(dir) = std::env::var_os(var).map(PathBuf::from) else {
+        return;
+    };
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
 /// Asserts that every datagram parses into at least one message and emits back to the
 /// same bytes.
 ///
@@ -38,7 +67,11 @@ where
     for (name, bytes) in fixtures {
         let parsed = parse_datagram::<M>(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!parsed.is_empty(), "{name}");
-        assert_eq!(&emit_datagram(&parsed), bytes, "{name} re-emits differently");
+        assert_eq!(
+            &emit_datagram(&parsed),
+            bytes,
+            "{name} re-emits differently"
+        );
     }
 }
 

@@ -295,7 +295,9 @@ impl Emitable for IpsetMessage {
     }
     fn emit(&self, buffer: &mut [u8]) {
         self.nfgen.emit(buffer);
-        self.attributes.as_slice().emit(&mut buffer[NfGenHeader::LEN..]);
+        self.attributes
+            .as_slice()
+            .emit(&mut buffer[NfGenHeader::LEN..]);
     }
 }
 
