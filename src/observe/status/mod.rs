@@ -47,6 +47,7 @@
 //!                 "name": "web" | null, "address": "10.96.0.10" | null, "message": "..."}],
 //!   "warnings": ["..."]
 //! }
+//! ```
 //!
 //! # Layout
 //!
