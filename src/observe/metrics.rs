@@ -17,7 +17,10 @@ use std::sync::atomic::AtomicU64;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::observe::health::{Answer, ProxyHealth, serve};
+use hyper::StatusCode;
+
+use crate::observe::health::ProxyHealth;
+use crate::observe::http::{self, Answer};
 
 /// A label set with one `kind` label (error kinds, object kinds).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,26 +200,16 @@ pub fn spawn_metrics_server(
     metrics: Arc<Metrics>,
     health: Arc<ProxyHealth>,
 ) -> JoinHandle<()> {
-    tokio::spawn(serve(listener, move |path| match path {
-        "/metrics" => Answer {
-            status: 200,
-            headers: vec![(
-                "Content-Type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8".to_string(),
-            )],
-            body: metrics.encode(),
-        },
-        "/proxyMode" => Answer {
-            status: 200,
-            headers: vec![("Content-Type", "text/plain".to_string())],
-            body: "ipvs".to_string(),
-        },
+    tokio::spawn(http::serve(listener, "metrics", move |path| match path {
+        "/metrics" => Answer::new(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        // As kube-proxy's metrics server answers it.
+        "/proxyMode" => Answer::new(StatusCode::OK, http::PLAIN_TEXT, "ipvs".to_string()),
         "/healthz" => health.answer(SystemTime::now(), false),
-        _ => Answer {
-            status: 404,
-            headers: vec![("Content-Type", "text/plain".to_string())],
-            body: "404 page not found\n".to_string(),
-        },
+        _ => Answer::not_found(),
     }))
 }
 
