@@ -94,3 +94,60 @@ where
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    /// One request over a real connection: the route sees the path without the
+    /// query, and the answer's status, headers and body arrive as given.
+    #[test]
+    fn serve_answers_from_the_path() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let address = runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(serve(listener, "test", |path| {
+                let mut answer =
+                    Answer::new(StatusCode::OK, JSON, format!("{{\"path\":{path:?}}}"));
+                answer.headers.push(("X-Test", "1".to_string()));
+                answer
+            }));
+            address
+        });
+        let thread = std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(address).unwrap();
+            stream
+                .write_all(b"GET /livez?verbose HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        });
+        let response = runtime.block_on(async {
+            loop {
+                if thread.is_finished() {
+                    break thread.join().unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        let head = head.to_ascii_lowercase();
+        for header in [
+            "content-type: application/json",
+            "x-content-type-options: nosniff",
+            "x-test: 1",
+            "content-length: 17",
+        ] {
+            assert!(head.contains(header), "{header} missing in {head}");
+        }
+        assert_eq!(body, r#"{"path":"/livez"}"#);
+    }
+}

@@ -138,7 +138,7 @@ pub enum RealServerState {
 
 impl RealServerState {
     /// The state as the text and JSON show it.
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "ready",
             Self::ServingTerminating => "serving-terminating",
@@ -205,7 +205,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// The kind as the text and JSON show it.
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Drift => "drift",
             Self::Stale => "stale",
