@@ -143,6 +143,10 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
     if host_addresses.iter().any(IpAddr::is_ipv6) {
         families.insert(Family::V6);
     }
+    let health = Arc::new(ProxyHealth::new(
+        config.ipvs.sync_period,
+        families.iter().copied(),
+    ));
     // The iptables probes start programs (a few hundred milliseconds on a slow node):
     // they run on a blocking thread while the kernel interfaces open.
     let probe_families = families.clone();
@@ -176,7 +180,6 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
     };
     info!(?backend, "iptables backend");
 
-    let health = Arc::new(ProxyHealth::new(config.ipvs.sync_period));
     if let Some(listener) = bind(config.healthz_bind_address, "/healthz").await {
         health::spawn_proxy_health_server(listener, health.clone());
     }

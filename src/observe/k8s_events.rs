@@ -42,10 +42,10 @@ pub const REASON: &str = "FailedToProgram";
 pub const ACTION: &str = "ProgramService";
 /// The error kind counted in `ipvs_proxy_errors_total` for a Service that was skipped
 /// (the agent's existing kind for it).
-pub const BAD_SERVICE_ERROR_KIND: &str = "bad-service";
+const BAD_SERVICE_ERROR_KIND: &str = "bad-service";
 /// The error kind counted in `ipvs_proxy_errors_total` for an Event that was not
 /// published (refused, timed out, or dropped on a full queue).
-pub const EVENT_ERROR_KIND: &str = "event";
+const EVENT_ERROR_KIND: &str = "event";
 
 /// The API server rejects a longer `note` (1 kB).
 const NOTE_LIMIT: usize = 1024;

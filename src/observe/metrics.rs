@@ -17,20 +17,23 @@ use std::sync::atomic::AtomicU64;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::observe::health::{Answer, ProxyHealth, serve};
+use hyper::StatusCode;
+
+use crate::observe::health::ProxyHealth;
+use crate::observe::http::{self, Answer};
 
 /// A label set with one `kind` label (error kinds, object kinds).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+struct KindLabel {
     /// What is counted.
-    pub kind: String,
+    kind: String,
 }
 
 /// A label set with one `traffic_policy` label (`internal` or `external`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TrafficPolicyLabel {
+struct TrafficPolicyLabel {
     /// `internal` or `external`.
-    pub traffic_policy: String,
+    traffic_policy: String,
 }
 
 /// Every metric the agent exports.
@@ -38,25 +41,27 @@ pub struct TrafficPolicyLabel {
 pub struct Metrics {
     registry: Registry,
     /// Time of each full or partial sync.
-    pub sync_duration: Histogram,
+    sync_duration: Histogram,
     /// Unix time of the last completed sync.
-    pub sync_last_timestamp: Gauge<f64, AtomicU64>,
+    sync_last_timestamp: Gauge<f64, AtomicU64>,
     /// Unix time of the last queued change.
     pub sync_last_queued_timestamp: Gauge<f64, AtomicU64>,
     /// From a change's API timestamp (or its arrival) until it is programmed.
-    pub network_programming_duration: Histogram,
+    /// Registered for kube-proxy's set of names; nothing observes it yet.
+    network_programming_duration: Histogram,
     /// EndpointSlice changes seen.
     pub endpoint_changes: Counter,
     /// Service changes seen.
     pub service_changes: Counter,
     /// Services with a Local traffic policy and no local endpoint, by policy.
-    pub no_local_endpoints: Family<TrafficPolicyLabel, Gauge>,
+    /// Registered for kube-proxy's set of names; nothing sets it yet.
+    no_local_endpoints: Family<TrafficPolicyLabel, Gauge>,
     /// Netlink messages sent to the kernel, by family (ipvs, ipset, route).
-    pub netlink_messages: Family<KindLabel, Counter>,
+    netlink_messages: Family<KindLabel, Counter>,
     /// Errors, by kind (ipvs, ipset, iptables, address, bad-service, ...).
-    pub errors: Family<KindLabel, Counter>,
+    errors: Family<KindLabel, Counter>,
     /// Objects currently programmed, by kind (virtual-server, real-server, address, ...).
-    pub objects_programmed: Family<KindLabel, Gauge>,
+    objects_programmed: Family<KindLabel, Gauge>,
     /// Sysctl values the agent had to change.
     pub sysctl_changes: Counter,
 }
@@ -197,26 +202,16 @@ pub fn spawn_metrics_server(
     metrics: Arc<Metrics>,
     health: Arc<ProxyHealth>,
 ) -> JoinHandle<()> {
-    tokio::spawn(serve(listener, move |path| match path {
-        "/metrics" => Answer {
-            status: 200,
-            headers: vec![(
-                "Content-Type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8".to_string(),
-            )],
-            body: metrics.encode(),
-        },
-        "/proxyMode" => Answer {
-            status: 200,
-            headers: vec![("Content-Type", "text/plain".to_string())],
-            body: "ipvs".to_string(),
-        },
+    tokio::spawn(http::serve(listener, "metrics", move |path| match path {
+        "/metrics" => Answer::new(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        // As kube-proxy's metrics server answers it.
+        "/proxyMode" => Answer::new(StatusCode::OK, http::PLAIN_TEXT, "ipvs".to_string()),
         "/healthz" => health.answer(SystemTime::now(), false),
-        _ => Answer {
-            status: 404,
-            headers: vec![("Content-Type", "text/plain".to_string())],
-            body: "404 page not found\n".to_string(),
-        },
+        _ => Answer::not_found(),
     }))
 }
 

@@ -4,8 +4,10 @@
 //! - [`health`]: `/healthz`, `/livez` and the per-Service health-check node ports.
 //! - [`metrics`]: Prometheus metrics with kube-proxy's names plus `ipvs_proxy_*`.
 //! - [`k8s_events`]: Kubernetes `Warning` Events for Services that cannot be programmed.
+//! - `http`: the small HTTP server the health and metrics listeners share.
 
 pub mod health;
+mod http;
 pub mod k8s_events;
 pub mod metrics;
 pub mod status;

@@ -1,0 +1,500 @@
+//! Building the report: the desired state joined with the kernel's and the pending
+//! changes, then cut down to what a [`Filter`] selects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::model::inspect::EndpointInfo;
+use crate::model::{
+    DesiredState, Model, Protocol, ServiceKey, ServiceOutcome, Skipped, VirtualServer,
+    VirtualServerKey,
+};
+use crate::plan::{Change, DrainStarts, ObservedRealServer, ObservedState};
+
+use super::problem::problem;
+use super::schema::{
+    Filter, KernelRealServer, NotProxied, Problem, ProblemKind, RealServerState, RealServerStatus,
+    ServiceStatus, StatusReport, VirtualServerStatus,
+};
+
+fn skipped_reason(skipped: &Skipped) -> String {
+    match skipped {
+        Skipped::ExternalName => "type ExternalName (DNS only)".to_string(),
+        Skipped::Headless => "headless (clusterIP: None)".to_string(),
+        Skipped::OtherProxy(proxy) => format!("served by another proxy ({proxy:?})"),
+        Skipped::NoClusterIp => "no ClusterIP allocated".to_string(),
+    }
+}
+
+/// The state of a desired real server, from its endpoint's conditions.
+fn desired_state(info: Option<&EndpointInfo>) -> RealServerState {
+    match info {
+        Some(info) if !info.ready && info.serving && info.terminating => {
+            RealServerState::ServingTerminating
+        }
+        _ => RealServerState::Ready,
+    }
+}
+
+impl StatusReport {
+    /// Builds the report from the model, its desired state, the kernel's state, the
+    /// changes the next sync would make (`pending`, as [`crate::plan::diff`] plans
+    /// them) and the drain start times.
+    pub fn build(
+        model: &Model,
+        desired: &DesiredState,
+        observed: &ObservedState,
+        pending: &[Change],
+        draining: &DrainStarts,
+        now: Instant,
+    ) -> StatusReport {
+        let observed_by_key: BTreeMap<VirtualServerKey, _> = observed
+            .virtual_servers
+            .iter()
+            .map(|vs| (vs.key, vs))
+            .collect();
+        let mut by_service: BTreeMap<&ServiceKey, Vec<&VirtualServer>> = BTreeMap::new();
+        for vs in desired.virtual_servers.values() {
+            by_service.entry(&vs.service).or_default().push(vs);
+        }
+        let skipped: BTreeSet<&ServiceKey> = desired.errors.keys().collect();
+
+        let mut report = StatusReport {
+            node: model.node_name().to_string(),
+            warnings: desired
+                .warnings
+                .iter()
+                .flat_map(|(service, warnings)| {
+                    warnings
+                        .iter()
+                        .map(move |warning| format!("Service {service}: {warning}"))
+                })
+                .collect(),
+            ..StatusReport::default()
+        };
+        for (key, outcome) in model.outcomes() {
+            match outcome {
+                Ok(ServiceOutcome::Skipped(reason)) => report.not_proxied.push(NotProxied {
+                    namespace: key.namespace.to_string(),
+                    name: key.name.to_string(),
+                    reason: skipped_reason(reason),
+                }),
+                Ok(ServiceOutcome::Programmed(_)) if !skipped.contains(key) => {
+                    let endpoints = model.endpoint_infos(key);
+                    let mut virtual_servers: Vec<&VirtualServer> =
+                        by_service.get(key).cloned().unwrap_or_default();
+                    virtual_servers.sort_by_key(|vs| (vs.kind, vs.key));
+                    let settings = model.service_settings(key);
+                    let setting = |pick: fn(&crate::model::inspect::ServiceSettings) -> &String| {
+                        settings.as_ref().map(pick).cloned().unwrap_or_default()
+                    };
+                    report.services.push(ServiceStatus {
+                        namespace: key.namespace.to_string(),
+                        name: key.name.to_string(),
+                        service_type: setting(|s| &s.service_type),
+                        session_affinity: setting(|s| &s.session_affinity),
+                        affinity_timeout: virtual_servers
+                            .first()
+                            .and_then(|vs| vs.persistence_timeout),
+                        external_traffic_policy: setting(|s| &s.external_traffic_policy),
+                        internal_traffic_policy: setting(|s| &s.internal_traffic_policy),
+                        virtual_servers: virtual_servers
+                            .iter()
+                            .map(|vs| {
+                                virtual_server_status(
+                                    vs,
+                                    observed_by_key.get(&vs.key).map(|o| &o.real_servers[..]),
+                                    &endpoints,
+                                    draining,
+                                    now,
+                                )
+                            })
+                            .collect(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        for error in desired.errors.values() {
+            report.problems.push(Problem {
+                kind: ProblemKind::Skipped,
+                namespace: Some(error.service.namespace.to_string()),
+                name: Some(error.service.name.to_string()),
+                address: None,
+                message: error.reason.clone(),
+            });
+        }
+        report.problems.extend(
+            pending
+                .iter()
+                .map(|change| problem(change, desired, observed)),
+        );
+        report
+    }
+
+    /// The part of the report the filter selects. Services not proxied and problems
+    /// are kept when they belong to a selected Service (or address); warnings only
+    /// without a filter, as they are free text.
+    pub fn filtered(&self, filter: &Filter) -> StatusReport {
+        let services = self
+            .services
+            .iter()
+            .filter(|s| filter.matches_service(&s.namespace, &s.name))
+            .filter_map(|service| {
+                let mut service = service.clone();
+                if let Some(vip) = filter.vip {
+                    service.virtual_servers.retain(|vs| vs.address == vip);
+                    if service.virtual_servers.is_empty() {
+                        return None;
+                    }
+                }
+                Some(service)
+            })
+            .collect();
+        let unfiltered = filter == &Filter::default();
+        StatusReport {
+            node: self.node.clone(),
+            services,
+            not_proxied: self
+                .not_proxied
+                .iter()
+                .filter(|s| filter.vip.is_none() && filter.matches_service(&s.namespace, &s.name))
+                .cloned()
+                .collect(),
+            problems: self
+                .problems
+                .iter()
+                .filter(|p| filter.matches_problem(p))
+                .cloned()
+                .collect(),
+            warnings: if unfiltered {
+                self.warnings.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+fn virtual_server_status(
+    vs: &VirtualServer,
+    observed: Option<&[ObservedRealServer]>,
+    endpoints: &BTreeMap<IpAddr, EndpointInfo>,
+    draining: &DrainStarts,
+    now: Instant,
+) -> VirtualServerStatus {
+    let kernel: BTreeMap<(IpAddr, u16), &ObservedRealServer> = observed
+        .unwrap_or_default()
+        .iter()
+        .map(|rs| ((rs.addr, rs.port), rs))
+        .collect();
+    let wanted: BTreeMap<(IpAddr, u16), u32> = vs
+        .real_servers
+        .iter()
+        .map(|rs| ((rs.addr, rs.port), rs.weight))
+        .collect();
+    let ids: BTreeSet<(IpAddr, u16)> = kernel.keys().chain(wanted.keys()).copied().collect();
+    let real_servers = ids
+        .into_iter()
+        .map(|(addr, port)| {
+            let info = endpoints.get(&addr);
+            let in_kernel = kernel.get(&(addr, port)).map(|rs| KernelRealServer {
+                weight: rs.weight,
+                active_connections: rs.active_connections,
+                inactive_connections: rs.inactive_connections,
+            });
+            let desired_weight = wanted.get(&(addr, port)).copied();
+            let drain_started = draining.get(&(vs.key, addr, port));
+            let state = match (desired_weight, in_kernel) {
+                (Some(_), _) => desired_state(info),
+                (None, Some(k))
+                    if k.weight == 0
+                        && k.active_connections > 0
+                        && vs.key.protocol == Protocol::Tcp =>
+                {
+                    RealServerState::TerminatingDraining
+                }
+                (None, _) => RealServerState::NotDesired,
+            };
+            RealServerStatus {
+                address: addr,
+                port,
+                pod: info.and_then(|info| info.pod.clone()),
+                node: info.and_then(|info| info.node.clone()),
+                state,
+                desired_weight,
+                kernel: in_kernel,
+                draining_seconds: (state == RealServerState::TerminatingDraining)
+                    .then(|| drain_started.map(|start| now.saturating_duration_since(*start)))
+                    .flatten()
+                    .map(|elapsed| elapsed.as_secs()),
+            }
+        })
+        .collect();
+    VirtualServerStatus {
+        address: vs.key.addr,
+        port: vs.key.port,
+        protocol: vs.key.protocol,
+        kind: vs.kind,
+        port_name: vs.port_name.to_string(),
+        scheduler: vs.scheduler.clone(),
+        persistence_timeout: vs.persistence_timeout,
+        in_kernel: observed.is_some(),
+        real_servers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::VipKind;
+    use crate::observe::status::fixtures::{self, ip, model_with, observed_from, report, vs_key};
+    use crate::observe::status::render_text;
+
+    #[test]
+    fn a_synced_service_shows_its_vips_pods_nodes_and_counters() {
+        let model = model_with(&["svc-web.json"], &["eps-web.json"]);
+        let observed = observed_from(&model.desired());
+        let report = report(&model, &observed, &DrainStarts::new());
+        assert_eq!(report.node, "node-a");
+        assert!(report.problems.is_empty(), "{:#?}", report.problems);
+        assert_eq!(report.services.len(), 1);
+        let web = &report.services[0];
+        assert_eq!(
+            (web.namespace.as_str(), web.name.as_str()),
+            ("default", "web")
+        );
+        assert_eq!(web.service_type, "ClusterIP");
+        assert_eq!(web.session_affinity, "None");
+        assert_eq!(web.internal_traffic_policy, "Cluster");
+        let vips: Vec<(IpAddr, u16, &str)> = web
+            .virtual_servers
+            .iter()
+            .map(|vs| (vs.address, vs.port, vs.port_name.as_str()))
+            .collect();
+        assert_eq!(
+            vips,
+            [
+                (ip("10.96.12.34"), 80, "http"),
+                (ip("10.96.12.34"), 443, "https")
+            ]
+        );
+        let http = &web.virtual_servers[0];
+        assert!(http.in_kernel);
+        assert_eq!(http.kind, VipKind::ClusterIp);
+        // Two ready endpoints; the serving-terminating one is not used while others are ready.
+        let servers: Vec<(IpAddr, Option<&str>, Option<&str>, RealServerState)> = http
+            .real_servers
+            .iter()
+            .map(|rs| (rs.address, rs.pod.as_deref(), rs.node.as_deref(), rs.state))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                (
+                    ip("10.244.1.10"),
+                    Some("pod-10-244-1-10"),
+                    Some("node-a"),
+                    RealServerState::Ready
+                ),
+                (
+                    ip("10.244.2.11"),
+                    Some("pod-10-244-2-11"),
+                    Some("node-b"),
+                    RealServerState::Ready
+                ),
+            ]
+        );
+        assert_eq!(
+            http.real_servers[0].kernel,
+            Some(KernelRealServer {
+                weight: 1,
+                active_connections: 3,
+                inactive_connections: 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_removed_endpoint_with_connections_is_shown_draining() {
+        let model = model_with(&["svc-web.json"], &["eps-web.json"]);
+        let mut observed = observed_from(&model.desired());
+        let key = vs_key("10.96.12.34", 80);
+        let http = observed
+            .virtual_servers
+            .iter_mut()
+            .find(|vs| vs.key == key)
+            .unwrap();
+        http.real_servers.push(ObservedRealServer {
+            addr: ip("10.244.3.3"),
+            port: 8080,
+            weight: 0,
+            active_connections: 2,
+            inactive_connections: 0,
+        });
+        let mut drain = DrainStarts::new();
+        drain.insert(
+            (key, ip("10.244.3.3"), 8080),
+            Instant::now() - Duration::from_secs(42),
+        );
+        let report = report(&model, &observed, &drain);
+        assert!(report.problems.is_empty(), "{:#?}", report.problems);
+        let draining = report.services[0].virtual_servers[0]
+            .real_servers
+            .iter()
+            .find(|rs| rs.address == ip("10.244.3.3"))
+            .unwrap();
+        assert_eq!(draining.state, RealServerState::TerminatingDraining);
+        assert_eq!(draining.desired_weight, None);
+        assert!(
+            (42..=43).contains(&draining.draining_seconds.unwrap()),
+            "{draining:?}"
+        );
+        // The same server at weight 1 is not draining yet: stale, and the next sync drains it.
+        let http = observed
+            .virtual_servers
+            .iter_mut()
+            .find(|vs| vs.key == key)
+            .unwrap();
+        http.real_servers.last_mut().unwrap().weight = 1;
+        let report = fixtures::report(&model, &observed, &DrainStarts::new());
+        let stale = report.services[0].virtual_servers[0]
+            .real_servers
+            .iter()
+            .find(|rs| rs.address == ip("10.244.3.3"))
+            .unwrap();
+        assert_eq!(stale.state, RealServerState::NotDesired);
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].kind, ProblemKind::Stale);
+        assert!(
+            report.problems[0]
+                .message
+                .contains("the next sync drains it (2 active connections)"),
+            "{:?}",
+            report.problems[0]
+        );
+    }
+
+    #[test]
+    fn serving_terminating_endpoints_affinity_and_policies_are_reported() {
+        let model = model_with(
+            &["svc-web.json", "svc-cache-affinity-itp-local.json"],
+            &["eps-web-terminating.json", "eps-cache.json"],
+        );
+        let observed = observed_from(&model.desired());
+        let report = report(&model, &observed, &DrainStarts::new());
+        let web = report.services.iter().find(|s| s.name == "web").unwrap();
+        let servers = &web.virtual_servers[0].real_servers;
+        assert_eq!(servers.len(), 1, "{servers:#?}");
+        assert_eq!(servers[0].address, ip("10.244.2.12"));
+        assert_eq!(servers[0].state, RealServerState::ServingTerminating);
+        let cache = report.services.iter().find(|s| s.name == "cache").unwrap();
+        assert_eq!(cache.session_affinity, "ClientIP");
+        assert_eq!(cache.affinity_timeout, Some(600));
+        assert_eq!(cache.internal_traffic_policy, "Local");
+        // internalTrafficPolicy Local on node-a: the only endpoint runs on node-b.
+        assert!(cache.virtual_servers[0].real_servers.is_empty());
+        let text = render_text(&report);
+        assert!(
+            text.contains("Service default/cache type ClusterIP affinity ClientIP 600s externalTrafficPolicy Cluster internalTrafficPolicy Local"),
+            "{text}"
+        );
+        assert!(text.contains("serving-terminating"), "{text}");
+    }
+
+    #[test]
+    fn skipped_and_not_proxied_services_carry_their_reason() {
+        let model = model_with(
+            &["svc-web.json", "svc-bad-ip.json", "svc-headless.json"],
+            &["eps-web.json"],
+        );
+        let observed = observed_from(&model.desired());
+        let report = report(&model, &observed, &DrainStarts::new());
+        assert_eq!(report.services.len(), 1);
+        assert_eq!(
+            report.problems,
+            [Problem {
+                kind: ProblemKind::Skipped,
+                namespace: Some("default".into()),
+                name: Some("broken".into()),
+                address: None,
+                message: "spec.clusterIPs[0] \"10.96.0.999\" is not an IP address".into(),
+            }]
+        );
+        assert_eq!(
+            report.not_proxied,
+            [NotProxied {
+                namespace: "default".into(),
+                name: "db".into(),
+                reason: "headless (clusterIP: None)".into(),
+            }]
+        );
+        let text = render_text(&report);
+        assert!(
+            text.contains(
+                "  skipped  default/broken                 spec.clusterIPs[0] \"10.96.0.999\" is not an IP address"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  default/db: headless (clusterIP: None)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn filters_select_services_vips_and_their_problems() {
+        let model = model_with(
+            &[
+                "svc-web.json",
+                "svc-cache-affinity-itp-local.json",
+                "svc-bad-ip.json",
+            ],
+            &["eps-web.json", "eps-cache.json"],
+        );
+        let mut observed = observed_from(&model.desired());
+        observed
+            .virtual_servers
+            .retain(|vs| vs.key != vs_key("10.96.12.34", 443));
+        let full = report(&model, &observed, &DrainStarts::new());
+        assert_eq!(full.services.len(), 2);
+        // The skipped Service, the missing :443 virtual server and its two real servers.
+        assert_eq!(full.problems.len(), 4, "{:#?}", full.problems);
+
+        let by_name = full.filtered(&Filter {
+            name: Some("cache".into()),
+            ..Filter::default()
+        });
+        assert_eq!(by_name.services.len(), 1);
+        assert_eq!(by_name.services[0].name, "cache");
+        assert!(by_name.problems.is_empty(), "{:#?}", by_name.problems);
+
+        let by_vip = full.filtered(&Filter {
+            vip: Some(ip("10.96.12.34")),
+            ..Filter::default()
+        });
+        assert_eq!(by_vip.services.len(), 1);
+        assert_eq!(by_vip.services[0].name, "web");
+        assert!(by_vip.problems.iter().all(|p| p.kind == ProblemKind::Drift));
+        assert!(!by_vip.problems.is_empty());
+
+        let other_namespace = full.filtered(&Filter {
+            namespace: Some("kube-system".into()),
+            ..Filter::default()
+        });
+        assert!(other_namespace.services.is_empty());
+        assert!(other_namespace.problems.is_empty());
+
+        let broken = full.filtered(&Filter {
+            namespace: Some("default".into()),
+            name: Some("broken".into()),
+            vip: None,
+        });
+        assert!(broken.services.is_empty());
+        assert_eq!(broken.problems.len(), 1);
+        assert_eq!(broken.problems[0].kind, ProblemKind::Skipped);
+    }
+}
