@@ -178,6 +178,7 @@ fn check_sysctls(args: &CheckArgs) -> Vec<Check> {
     let sysctl = Sysctl::default();
     let options = Options {
         strict_arp: args.strict_arp,
+        ..Options::default()
     };
     let node = match NodeSysctls::detect(sysctl.clone(), &options) {
         Ok(node) => node,

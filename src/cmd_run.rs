@@ -849,6 +849,7 @@ impl Agent {
 fn apply_sysctls(config: &Config, metrics: &Metrics) {
     let options = node_sysctl::Options {
         strict_arp: config.ipvs.strict_arp,
+        ..node_sysctl::Options::default()
     };
     let sysctls = match node_sysctl::NodeSysctls::detect(node_sysctl::Sysctl::default(), &options) {
         Ok(sysctls) => sysctls,
