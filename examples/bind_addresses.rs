@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use futures_util::stream;
-use ipvs_proxy::netif::ServiceInterface;
+use ipvs_proxy::dataplane::netif::ServiceInterface;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

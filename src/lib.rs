@@ -1,19 +1,31 @@
-//! The ipvs-proxy node agent as a library: configuration, the desired-state model,
-//! the diff against kernel state, and the adapters that apply it.
+//! The ipvs-proxy node agent as a library.
 //!
-//! The binary (`src/main.rs`) is a thin command line over these modules.
+//! Read it from the sources to the kernel:
+//!
+//! - [`config`]: the `KubeProxyConfiguration` file and our own `IpvsProxyConfiguration`.
+//! - [`source`]: where Services, EndpointSlices and the Node come from (the API server's
+//!   list/watch, or a directory of manifests), as a stream of [`source::SourceEvent`]s.
+//! - [`model`]: the typed desired state, merged incrementally per Service.
+//! - [`plan`]: pure functions from desired and observed state to ordered changes.
+//! - [`dataplane`]: the thin adapters that read and write the kernel: IPVS, ipsets,
+//!   `kube-ipvs0`, iptables, conntrack, sysctls.
+//! - [`agent`]: the control loop that ties them together (full, incremental, draining and
+//!   early syncs).
+//! - [`observe`]: what the agent tells the world: status socket, health, metrics,
+//!   Kubernetes Events.
+//! - [`listing`]: the `ipvsadm`-identical listing of the kernel's IPVS table.
+//! - [`preflight`]: capability and node checks (`ipvs-proxy check`).
+//! - [`announce`]: the place for the LoadBalancer announcers (layer 2, BGP) to come.
+//!
+//! The binary (`src/main.rs`, `src/cli/`) only parses arguments and starts these.
 
-pub mod caps;
+pub mod agent;
+pub mod announce;
 pub mod config;
-pub mod conntrack;
-pub mod diff;
-pub mod events;
-pub mod health;
-pub mod iptables;
+pub mod dataplane;
 pub mod listing;
-pub mod metrics;
 pub mod model;
-pub mod netif;
-pub mod reconcile;
+pub mod observe;
+pub mod plan;
+pub mod preflight;
 pub mod source;
-pub mod status;

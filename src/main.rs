@@ -1,13 +1,9 @@
 //! ipvs-proxy: a kube-proxy replacement node agent that programs kernel IPVS.
 //!
 //! This binary is a thin command line over the `ipvs_proxy` library and the
-//! workspace crates; each subcommand lives in its own `cmd_*` module.
+//! workspace crates; each subcommand lives in its own module under `cli/`.
 
-mod cmd_check;
-mod cmd_cleanup;
-mod cmd_list;
-mod cmd_run;
-mod cmd_services;
+mod cli;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,15 +23,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the node agent.
-    Run(cmd_run::RunArgs),
+    Run(cli::run::RunArgs),
     /// Remove the kernel state ipvs-proxy owns (and, with a flag, kube-proxy's leftovers).
-    Cleanup(cmd_cleanup::CleanupArgs),
+    Cleanup(cli::cleanup::CleanupArgs),
     /// List the kernel's IPVS table, like `ipvsadm -L`.
-    List(cmd_list::ListArgs),
+    List(cli::list::ListArgs),
     /// Show what the running agent programmed for each Service, and what is wrong.
-    Services(cmd_services::ServicesArgs),
+    Services(cli::services::ServicesArgs),
     /// Check that this node is ready for IPVS mode.
-    Check(cmd_check::CheckArgs),
+    Check(cli::check::CheckArgs),
     /// Print the version.
     Version,
 }
@@ -61,7 +57,7 @@ fn main() -> Result<()> {
     // Installed as (or linked to) `ipvsadm`, the binary lists like ipvsadm.
     let argv: Vec<String> = std::env::args().collect();
     if argv.first().and_then(|a| a.rsplit('/').next()) == Some("ipvsadm") {
-        return cmd_list::ipvsadm_main(argv);
+        return cli::list::ipvsadm_main(argv);
     }
     let cli = Cli::parse();
     match cli.command {
@@ -69,10 +65,10 @@ fn main() -> Result<()> {
             println!("ipvs-proxy {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        Command::Run(args) => cmd_run::run(args),
-        Command::Cleanup(args) => cmd_cleanup::run(args),
-        Command::List(args) => cmd_list::run(args),
-        Command::Check(args) => cmd_check::run(args),
-        Command::Services(args) => cmd_services::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Cleanup(args) => cli::cleanup::run(args),
+        Command::List(args) => cli::list::run(args),
+        Command::Check(args) => cli::check::run(args),
+        Command::Services(args) => cli::services::run(args),
     }
 }

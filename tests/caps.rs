@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use ipvs_proxy::caps::{self, Capability, ProcSysNet};
+use ipvs_proxy::preflight::caps::{self, Capability, ProcSysNet};
 
 const CHILD: &str = "IPVS_PROXY_CAPS_CHILD";
 const CHILD_TEST: &str = "child_prints_its_report";

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use ipvs_proxy::listing::JsonListing;
-use ipvs_proxy::listing::model::{
+use ipvs_proxy::listing::table::{
     Destination, Family, Forwarding, Netmask, Persistence, Service, ServiceFlags, ServiceKey,
     Stats, Table, Timeouts, Tunnel, TunnelChecksum, TunnelType, protocol,
 };

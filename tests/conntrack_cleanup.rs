@@ -1,4 +1,4 @@
-//! Kernel-lab tests of `ipvs_proxy::conntrack`: real UDP flows through an IPVS virtual
+//! Kernel-lab tests of `ipvs_proxy::dataplane::stale_flows`: real UDP flows through an IPVS virtual
 //! server, then the cleanup a sync's changes call for, cross-checked with the
 //! `conntrack` CLI. Run with `scripts/vm-test -p ipvs-proxy -- conntrack`.
 
@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use conntrack_netlink::ConntrackHandle;
-use ipvs_proxy::conntrack::{Cleanup, cleanup_after};
-use ipvs_proxy::diff::{Change, VirtualServerSpec};
+use ipvs_proxy::dataplane::stale_flows::{Cleanup, cleanup_after};
 use ipvs_proxy::model::{Protocol, RealServer, VirtualServerKey};
+use ipvs_proxy::plan::{Change, VirtualServerSpec};
 use netns_lab::{Netns, veth, wait_until};
 
 fn key(addr: &str, port: u16, protocol: Protocol) -> VirtualServerKey {

@@ -14,12 +14,12 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use ipvs_proxy::config::Config;
-use ipvs_proxy::events::{
+use ipvs_proxy::model::{Model, NodeInfo, ServiceError, ServiceKey};
+use ipvs_proxy::observe::k8s_events::{
     ACTION, EventCounts, EventOptions, EventReporter, REASON, REPORTING_CONTROLLER,
     service_reference,
 };
-use ipvs_proxy::metrics::Metrics;
-use ipvs_proxy::model::{Model, NodeInfo, ServiceError, ServiceKey};
+use ipvs_proxy::observe::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Node, Service};
 use serde_json::{Value, json};
 

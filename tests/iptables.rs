@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ipvs_proxy::iptables::{
+use ipvs_proxy::dataplane::iptables::{
     Backend, Family, Iptables, JUMPS, KubeSet, LbNoNodeAccess, LocalTraffic, Protocol, RuleInputs,
     SavedRules, Table,
 };

@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipvs_proxy::config::{self, Config};
-use ipvs_proxy::diff::{
-    Change, DiffOptions, DrainStarts, ObservedState, ObservedVirtualServer, diff,
-};
 use ipvs_proxy::model::{
     DesiredState, Model, NodeInfo, Protocol, RealServer, ServiceKey, ServiceOutcome, Skipped,
     VipKind, VirtualServerKey,
+};
+use ipvs_proxy::plan::{
+    Change, DiffOptions, DrainStarts, ObservedState, ObservedVirtualServer, diff,
 };
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

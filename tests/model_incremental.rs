@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipvs_proxy::config::Config;
-use ipvs_proxy::diff::{
-    self, DiffOptions, DrainStarts, ObservedState, ObservedVirtualServer, Scope,
-};
 use ipvs_proxy::model::{
     DesiredState, Model, NodeInfo, Protocol, ServiceKey, Touched, VirtualServerKey,
+};
+use ipvs_proxy::plan::{
+    self, DiffOptions, DrainStarts, ObservedState, ObservedVirtualServer, Scope,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -320,7 +320,7 @@ fn the_plan_for_the_touched_scope_equals_the_full_plan() {
         }
         let touched = model.take_touched();
         let kernel = kernel_holding(&before);
-        let full = diff::diff(model.state(), &kernel, &options, &DrainStarts::new(), now);
+        let full = plan::diff(model.state(), &kernel, &options, &DrainStarts::new(), now);
         if touched.all {
             continue;
         }
@@ -332,7 +332,7 @@ fn the_plan_for_the_touched_scope_equals_the_full_plan() {
             .cloned()
             .collect();
         let observed = scope.observed(read, &kernel.addresses, &kernel.ipsets);
-        let scoped = diff::diff(
+        let scoped = plan::diff(
             &scope.desired(model.state()),
             &observed,
             &options,

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
-use ipvs_proxy::netif::{BATCH_CHUNK, DEFAULT_NAME, NetifError, ServiceInterface};
+use ipvs_proxy::dataplane::netif::{BATCH_CHUNK, DEFAULT_NAME, NetifError, ServiceInterface};
 use netns_lab::Netns;
 
 /// Runs an async block on a tokio runtime inside `ns` (the netlink socket is opened

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde::Serialize;
 
-use super::model::protocol;
 use super::names::{Resolver, addr_port};
+use super::table::protocol;
 
 /// One line of `/proc/net/ip_vs_conn`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

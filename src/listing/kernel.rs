@@ -1,11 +1,11 @@
 //! Reads the listing's view of the kernel IPVS table through `ipvs-netlink`:
-//! a thin conversion from that crate's types to [`super::model`].
+//! a thin conversion from that crate's types to [`super::table`].
 
 use std::net::Ipv4Addr;
 
 use ipvs_netlink::{AddressFamily, ForwardMethod, IpvsHandle, TunnelFlags};
 
-use super::model::{
+use super::table::{
     Destination, Family, Forwarding, Netmask, Persistence, Service, ServiceFlags, ServiceKey,
     Stats, SyncDaemon, Table, Timeouts, Tunnel, TunnelChecksum, TunnelType,
 };

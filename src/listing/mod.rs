@@ -55,14 +55,14 @@
 
 pub mod conn;
 pub mod kernel;
-pub mod model;
 pub mod names;
 pub mod order;
+pub mod table;
 pub mod text;
 
 use serde::Serialize;
 
-use model::{Service, Table, Timeouts};
+use table::{Service, Table, Timeouts};
 
 /// The `--json` document of a service listing.
 #[derive(Clone, Debug, Serialize)]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 
-use super::model::protocol;
+use super::table::protocol;
 
 /// Turns addresses and ports into names; `None` means "print it numerically".
 pub trait Resolver {

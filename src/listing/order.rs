@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
-use super::model::{Destination, Service, ServiceKey};
+use super::table::{Destination, Service, ServiceKey};
 
 /// `a - b` of two `u32`s read as a C `int`: the sign ipvsadm's comparators see.
 fn wrapped_difference(a: u32, b: u32) -> i32 {

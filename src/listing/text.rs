@@ -3,12 +3,12 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::model::{
+use super::names::{Resolver, addr_port, truncate_bytes};
+use super::order::{cmp_destinations, cmp_services, merge_sort};
+use super::table::{
     Destination, Family, Forwarding, Netmask, Service, ServiceKey, Stats, SyncDaemon, Table,
     Timeouts, TunnelChecksum, TunnelType, protocol,
 };
-use super::names::{Resolver, addr_port, truncate_bytes};
-use super::order::{cmp_destinations, cmp_services, merge_sort};
 
 /// Which columns the listing shows; the options of `ipvsadm -L`.
 ///
@@ -441,8 +441,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::listing::model::{Persistence, ServiceFlags};
     use crate::listing::names::Numeric;
+    use crate::listing::table::{Persistence, ServiceFlags};
 
     fn destination(address: &str, port: u16, forwarding: Forwarding, weight: i32) -> Destination {
         Destination {

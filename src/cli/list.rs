@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser};
-use ipvs_proxy::listing::model::{Family, Service, ServiceKey, protocol};
 use ipvs_proxy::listing::names::{Numeric, Resolver, Services, System};
+use ipvs_proxy::listing::table::{Family, Service, ServiceKey, protocol};
 use ipvs_proxy::listing::{JsonListing, conn, kernel, text};
 
 /// Arguments of `ipvs-proxy list` (and of `ipvsadm -L` in ipvsadm mode).

@@ -1,4 +1,4 @@
-//! `ipvs-proxy check`: is this node ready for IPVS mode?
+//! The node checks behind `ipvs-proxy check`: is this node ready for IPVS mode?
 //!
 //! Reads the kernel and changes nothing, with one exception: a scheduler module
 //! that is not loaded yet is probed by adding, then at once deleting, a
@@ -11,31 +11,23 @@
 
 use std::path::Path;
 
-use anyhow::Result;
-use clap::Args;
+use crate::dataplane::iptables::{Backend, Family, Iptables};
 use ipvs_netlink::{AddressFamily, IpvsHandle, Scheduler, Service, ServiceKey};
-use ipvs_proxy::iptables::{Backend, Family, Iptables};
 use node_sysctl::{Finding, NodeSysctls, Options, Sysctl};
 use serde::Serialize;
 
 /// Firewall mark of the throw-away service used to probe schedulers.
 pub const PROBE_MARK: u32 = 0x1ab5_0001;
 
-/// Arguments of `ipvs-proxy check`.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// Schedulers the agent is configured to use (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "rr")]
+/// What the checks are asked to verify (from `ipvs-proxy check`'s flags).
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Schedulers the agent is configured to use.
     pub schedulers: Vec<String>,
     /// Require strict ARP (`ipvs.strictARP`, needed for L2 load-balancer announcements).
-    #[arg(long = "strict-arp", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_arp: bool,
     /// Name of the dummy interface holding service addresses.
-    #[arg(long, default_value = "kube-ipvs0")]
     pub interface: String,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// The outcome of one check.
@@ -52,7 +44,8 @@ pub struct Check {
 }
 
 impl Check {
-    fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+    /// A passed check.
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
         Check {
             name: name.into(),
             ok: true,
@@ -61,7 +54,12 @@ impl Check {
         }
     }
 
-    fn fail(name: impl Into<String>, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    /// A failed check with its fix.
+    pub fn fail(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
         Check {
             name: name.into(),
             ok: false,
@@ -73,12 +71,14 @@ impl Check {
 
 /// The `--json` document.
 #[derive(Debug, Serialize)]
-struct Report<'a> {
-    ok: bool,
-    checks: &'a [Check],
+pub struct Report<'a> {
+    /// Whether every check passed.
+    pub ok: bool,
+    /// Each check, in order.
+    pub checks: &'a [Check],
 }
 
-fn check_ipvs(args: &CheckArgs) -> Vec<Check> {
+fn check_ipvs(options: &CheckOptions) -> Vec<Check> {
     let mut handle = match IpvsHandle::new() {
         Ok(handle) => handle,
         Err(error) => {
@@ -104,7 +104,7 @@ fn check_ipvs(args: &CheckArgs) -> Vec<Check> {
             "modprobe ip_vs",
         ),
     }];
-    for name in &args.schedulers {
+    for name in &options.schedulers {
         checks.push(check_scheduler(&mut handle, name));
     }
     checks
@@ -174,10 +174,10 @@ fn check_iptables() -> Check {
     }
 }
 
-fn check_sysctls(args: &CheckArgs) -> Vec<Check> {
+fn check_sysctls(options: &CheckOptions) -> Vec<Check> {
     let sysctl = Sysctl::default();
     let options = Options {
-        strict_arp: args.strict_arp,
+        strict_arp: options.strict_arp,
         ..Options::default()
     };
     let node = match NodeSysctls::detect(sysctl.clone(), &options) {
@@ -299,13 +299,13 @@ fn check_conntrack() -> Check {
 }
 
 /// Every check, in a fixed order.
-pub fn checks(args: &CheckArgs) -> Vec<Check> {
-    let mut checks = check_ipvs(args);
+pub fn checks(options: &CheckOptions) -> Vec<Check> {
+    let mut checks = check_ipvs(options);
     checks.push(check_ipset());
     checks.push(check_iptables());
     checks.push(check_conntrack());
-    checks.extend(check_sysctls(args));
-    checks.push(check_interface(&args.interface));
+    checks.extend(check_sysctls(options));
+    checks.push(check_interface(&options.interface));
     checks
 }
 
@@ -321,32 +321,6 @@ pub fn render(checks: &[Check]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Runs every check and prints one line per check; exits with status 1 when any
-/// check failed.
-pub fn run(args: CheckArgs) -> Result<()> {
-    let checks = checks(&args);
-    let ok = checks.iter().all(|check| check.ok);
-    if args.json {
-        let report = Report {
-            ok,
-            checks: &checks,
-        };
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", render(&checks));
-        let failed = checks.iter().filter(|check| !check.ok).count();
-        if failed > 0 {
-            println!("{failed} of {} checks failed", checks.len());
-        } else {
-            println!("all {} checks passed", checks.len());
-        }
-    }
-    if !ok {
-        std::process::exit(1);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

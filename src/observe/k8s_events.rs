@@ -29,9 +29,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::metrics::Metrics;
 use crate::model::input::ServiceInput;
 use crate::model::{ServiceError, ServiceKey};
+use crate::observe::metrics::Metrics;
 
 /// The `reportingController` of every Event: this agent.
 pub const REPORTING_CONTROLLER: &str = "ipvs-proxy";

@@ -23,10 +23,12 @@
 //! other rule and chain on the host is left alone.
 
 mod backend;
+mod inputs;
 mod rules;
 mod save;
 
 pub use backend::{Backend, Iptables};
+pub use inputs::rule_inputs;
 pub use rules::{render, render_cleanup};
 pub use save::SavedRules;
 

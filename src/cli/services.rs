@@ -1,7 +1,7 @@
 //! `ipvs-proxy services`: what the running agent programmed for each Service, and
 //! what is wrong (drift, stale kernel state, skipped Services). It asks the agent on
 //! its read-only status socket; the report format is described in
-//! `ipvs_proxy::status`.
+//! `ipvs_proxy::observe::status`.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ipvs_proxy::status::{self, Filter};
+use ipvs_proxy::observe::status::{self, Filter};
 
 /// Arguments of `ipvs-proxy services`.
 #[derive(Debug, Args)]

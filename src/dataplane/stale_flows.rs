@@ -36,8 +36,8 @@ use conntrack_netlink::{
 };
 use tracing::{debug, info, warn};
 
-use crate::diff::Change;
 use crate::model::{Protocol, VirtualServerKey};
+use crate::plan::Change;
 
 /// One set of conntrack entries to delete after a sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -223,11 +223,57 @@ pub fn cleanup_after(changes: &[Change], conntrack: &mut ConntrackHandle) -> Rep
     report
 }
 
+/// Deletes stale flows off the async workers: the conntrack socket is blocking, so each
+/// cleanup runs on a blocking thread (as the IPVS batch does) and health, metrics and
+/// status never wait on it.
+#[derive(Clone)]
+pub struct StaleFlowCleaner {
+    handle: std::sync::Arc<std::sync::Mutex<ConntrackHandle>>,
+}
+
+impl std::fmt::Debug for StaleFlowCleaner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaleFlowCleaner").finish_non_exhaustive()
+    }
+}
+
+impl StaleFlowCleaner {
+    /// Opens the kernel's conntrack netlink socket.
+    pub fn open() -> Result<StaleFlowCleaner, conntrack_netlink::Error> {
+        Ok(StaleFlowCleaner {
+            handle: std::sync::Arc::new(std::sync::Mutex::new(ConntrackHandle::new()?)),
+        })
+    }
+
+    /// [`cleanup_after`] on a blocking thread; nothing is spawned when `changes` call
+    /// for no cleanup (the common case: TCP, or no endpoint change).
+    pub async fn clean_after(&self, changes: &[Change]) -> Report {
+        if cleanups(changes).is_empty() {
+            return Report::default();
+        }
+        let handle = self.handle.clone();
+        let changes = changes.to_vec();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut handle = handle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            cleanup_after(&changes, &mut handle)
+        });
+        match task.await {
+            Ok(report) => report,
+            Err(err) => Report {
+                errors: vec![format!("the conntrack cleanup task failed: {err}")],
+                ..Report::default()
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::VirtualServerSpec;
     use crate::model::RealServer;
+    use crate::plan::VirtualServerSpec;
     use conntrack_netlink::{Flow, FlowTuple, IPPROTO_TCP};
 
     fn vs(addr: &str, port: u16, protocol: Protocol) -> VirtualServerKey {

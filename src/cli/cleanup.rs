@@ -1,6 +1,6 @@
 //! `ipvs-proxy cleanup`: removes the kernel state ipvs-proxy owns, and nothing else.
 //!
-//! Ownership is decided exactly as in a sync (see `ipvs_proxy::diff`): virtual servers
+//! Ownership is decided exactly as in a sync (see `ipvs_proxy::plan`): virtual servers
 //! whose address is bound on kube-ipvs0 or listed in `KUBE-IPVS-IPS`, and NodePort
 //! virtual servers whose port is in our NodePort sets. Cleanup diffs the kernel against
 //! an empty desired state, applies that plan, then removes our iptables chains, the
@@ -15,12 +15,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracing::{info, warn};
 
-use ipvs_proxy::diff::{self, DiffOptions, DrainStarts};
-use ipvs_proxy::iptables::{self, Backend, Iptables};
+use ipvs_proxy::dataplane::iptables::{self, Backend, Iptables};
+use ipvs_proxy::dataplane::kernel::Kernel;
+use ipvs_proxy::dataplane::netif::{DEFAULT_NAME, host_addresses};
 use ipvs_proxy::model::{DesiredState, Family};
-use ipvs_proxy::reconcile::{Kernel, SERVICE_INTERFACE, host_addresses};
-
-use crate::cmd_run::load_config;
+use ipvs_proxy::plan::{self, DiffOptions, DrainStarts};
 
 /// Arguments of `ipvs-proxy cleanup`.
 #[derive(Debug, Args)]
@@ -40,7 +39,7 @@ pub fn run(args: CleanupArgs) -> Result<()> {
 }
 
 async fn cleanup(args: CleanupArgs) -> Result<()> {
-    let config = load_config(args.config.as_ref())?;
+    let config = super::load_config(args.config.as_deref())?;
     let families = BTreeSet::from([Family::V4, Family::V6]);
     let mut kernel = Kernel::open(families.clone())
         .await
@@ -57,14 +56,14 @@ async fn cleanup(args: CleanupArgs) -> Result<()> {
     // Nothing is desired; the node's addresses are named so that NodePort virtual
     // servers on them are recognised as ours through the NodePort sets.
     let nothing = DesiredState {
-        node_port_addresses: host_addresses(SERVICE_INTERFACE)
+        node_port_addresses: host_addresses(DEFAULT_NAME)
             .await
             .context("cannot list this host's addresses")?
             .into_iter()
             .collect(),
         ..DesiredState::default()
     };
-    let plan = diff::diff(
+    let plan = plan::diff(
         &nothing,
         &observed,
         &options,

@@ -16,17 +16,14 @@ use futures_util::stream::{self, StreamExt};
 use ipset_netlink as ipset;
 use ipvs_netlink as ipvs;
 
-use crate::diff::{Change, ObservedRealServer, ObservedState, ObservedVirtualServer, Plan};
+use crate::dataplane::netif::{DEFAULT_NAME, NetifError, ServiceInterface};
 use crate::model::ipset::{self as sets, ALL_SETS, IpsetMembers};
 use crate::model::{Family, Protocol, RealServer, VirtualServerKey};
-use crate::netif::{NetifError, ServiceInterface, is_ipv6_link_local, message_address};
-
-/// Name of the dummy interface that holds service addresses.
-pub const SERVICE_INTERFACE: &str = "kube-ipvs0";
+use crate::plan::{Change, ObservedRealServer, ObservedState, ObservedVirtualServer, Plan};
 
 /// What went wrong talking to the kernel.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub enum KernelError {
     /// The IPVS family failed (missing module, socket error).
     #[error(transparent)]
     Ipvs(#[from] ipvs::Error),
@@ -301,11 +298,11 @@ impl Kernel {
     /// Opens the IPVS and ipset sockets and makes sure `kube-ipvs0` and kube-proxy's
     /// sets exist for `families`. Fails with the subsystem's own advice when IPVS or
     /// ipset is missing from the kernel.
-    pub async fn open(families: BTreeSet<Family>) -> Result<Kernel, ReconcileError> {
+    pub async fn open(families: BTreeSet<Family>) -> Result<Kernel, KernelError> {
         let ipvs = ipvs::AsyncIpvsHandle::new().await?;
         let ipvs_batches = Arc::new(Mutex::new(ipvs::IpvsHandle::new()?));
         let ipset = ipset::IpsetHandle::new()?;
-        let iface = ServiceInterface::ensure(SERVICE_INTERFACE).await?;
+        let iface = ServiceInterface::ensure(DEFAULT_NAME).await?;
         let mut kernel = Kernel {
             ipvs,
             ipvs_batches,
@@ -329,7 +326,7 @@ impl Kernel {
 
     /// Creates every kube-proxy set that is missing (existing ones are adopted as
     /// they are: a set kube-proxy created has the same name, type and meaning).
-    pub fn ensure_sets(&mut self) -> Result<(), ReconcileError> {
+    pub fn ensure_sets(&mut self) -> Result<(), KernelError> {
         for family in &self.families {
             for base in ALL_SETS {
                 self.ipset.create(&set_spec(base, *family), true)?;
@@ -339,7 +336,7 @@ impl Kernel {
     }
 
     /// Reads IPVS, the addresses on kube-ipvs0 and the members of our sets.
-    pub async fn observe(&mut self) -> Result<ObservedState, ReconcileError> {
+    pub async fn observe(&mut self) -> Result<ObservedState, KernelError> {
         let table = self.ipvs.services_with_destinations().await?;
         let addresses = self.iface.addresses().await?;
         let mut ipsets = IpsetMembers::default();
@@ -372,7 +369,7 @@ impl Kernel {
     pub async fn observe_virtual_servers(
         &mut self,
         keys: &BTreeSet<VirtualServerKey>,
-    ) -> Result<(Vec<ObservedVirtualServer>, u64), ReconcileError> {
+    ) -> Result<(Vec<ObservedVirtualServer>, u64), KernelError> {
         let mut table = Vec::with_capacity(keys.len());
         let mut requests = 0;
         for key in keys {
@@ -546,7 +543,7 @@ impl Kernel {
             match result {
                 Ok(_) => report.applied += add_count,
                 Err(error) => report.failed.push(FailedChange {
-                    change: format!("add {add_count} address(es) to {SERVICE_INTERFACE}"),
+                    change: format!("add {add_count} address(es) to {DEFAULT_NAME}"),
                     error,
                 }),
             }
@@ -585,7 +582,7 @@ impl Kernel {
                 Ok(_) => report.applied += remove_addresses.len(),
                 Err(error) => report.failed.push(FailedChange {
                     change: format!(
-                        "remove {} address(es) from {SERVICE_INTERFACE}",
+                        "remove {} address(es) from {DEFAULT_NAME}",
                         remove_addresses.len()
                     ),
                     error: error.to_string(),
@@ -598,7 +595,7 @@ impl Kernel {
     /// Destroys every kube-proxy set (after the iptables rules that reference them are
     /// gone) and deletes kube-ipvs0 with its addresses. For `ipvs-proxy cleanup`.
     /// Returns the sets that could not be destroyed, with the reason.
-    pub async fn teardown(mut self) -> Result<Vec<(String, String)>, ReconcileError> {
+    pub async fn teardown(mut self) -> Result<Vec<(String, String)>, KernelError> {
         let mut kept = Vec::new();
         for family in self.families.clone() {
             for base in ALL_SETS {
@@ -627,7 +624,7 @@ impl Kernel {
                     Some(entry) => entries.push(entry),
                     None => report.failed.push(FailedChange {
                         change: format!("{} {set} {text}", if add { "add" } else { "del" }),
-                        error: ReconcileError::BadEntry {
+                        error: KernelError::BadEntry {
                             set: set.clone(),
                             entry: text.clone(),
                             set_type: set_type.name().to_string(),
@@ -672,54 +669,6 @@ impl Kernel {
             }
         }
     }
-}
-
-/// Every address of this host that may serve NodePorts: all addresses except those
-/// on `service_interface`, loopback addresses and IPv6 link-local ones (kube-proxy's
-/// default when `nodePortAddresses` is unset).
-pub async fn host_addresses(service_interface: &str) -> Result<Vec<IpAddr>, NetifError> {
-    use futures_util::TryStreamExt;
-    use rtnetlink::packet_route::link::LinkAttribute;
-
-    let failed = |reason: String| NetifError::List {
-        name: "all interfaces".to_string(),
-        reason,
-    };
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| failed(e.to_string()))?;
-    let connection = tokio::spawn(connection);
-    let links: Vec<_> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let skip: BTreeSet<u32> = links
-        .iter()
-        .filter(|link| {
-            link.attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::IfName(name) if name == service_interface))
-        })
-        .map(|link| link.header.index)
-        .collect();
-    let messages: Vec<_> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    connection.abort();
-    let mut addresses: Vec<IpAddr> = messages
-        .iter()
-        .filter(|message| !skip.contains(&message.header.index))
-        .filter_map(message_address)
-        .filter(|ip| !ip.is_loopback() && !is_ipv6_link_local(ip))
-        .collect();
-    addresses.sort();
-    addresses.dedup();
-    Ok(addresses)
 }
 
 /// The base (IPv4) name of a set: `KUBE-6-CLUSTER-IP` → `KUBE-CLUSTER-IP`.

@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicU64;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::health::{Answer, ProxyHealth, serve};
+use crate::observe::health::{Answer, ProxyHealth, serve};
 
 /// A label set with one `kind` label (error kinds, object kinds).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

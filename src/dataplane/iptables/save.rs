@@ -179,7 +179,7 @@ impl<'a> Iterator for Words<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iptables::JUMPS;
+    use crate::dataplane::iptables::JUMPS;
 
     // Output of iptables-nft-save 1.8.9 in a namespace with a foreign rule and one
     // of our jumps installed twice.

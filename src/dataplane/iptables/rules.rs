@@ -318,7 +318,7 @@ fn filter_rules(inputs: &RuleInputs) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iptables::{Family, LbNoNodeAccess, MasqueradeMark, Protocol};
+    use crate::dataplane::iptables::{Family, LbNoNodeAccess, MasqueradeMark, Protocol};
 
     fn inputs(family: Family, sets: &[KubeSet]) -> RuleInputs {
         let mut inputs = RuleInputs::new(family);

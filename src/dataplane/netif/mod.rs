@@ -12,12 +12,14 @@
 //! system call and one acknowledgement per batch.
 
 pub mod batch;
+mod host;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 pub use batch::{AddressBinder, BATCH_CHUNK};
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
+pub use host::host_addresses;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkDummy};

@@ -62,12 +62,12 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::diff::{Change, DrainStarts, ObservedRealServer, ObservedState};
 use crate::model::inspect::EndpointInfo;
 use crate::model::{
     DesiredState, Model, Protocol, ServiceKey, ServiceOutcome, Skipped, VipKind, VirtualServer,
     VirtualServerKey,
 };
+use crate::plan::{Change, DrainStarts, ObservedRealServer, ObservedState};
 
 /// Where the agent listens unless `run --status-socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/ipvs-proxy/ipvs-proxy.sock";
@@ -383,7 +383,7 @@ fn desired_state(info: Option<&EndpointInfo>) -> RealServerState {
 
 impl StatusReport {
     /// Builds the report from the model, its desired state, the kernel's state, the
-    /// changes the next sync would make (`pending`, as [`crate::diff::diff`] plans
+    /// changes the next sync would make (`pending`, as [`crate::plan::diff`] plans
     /// them) and the drain start times.
     pub fn build(
         model: &Model,
@@ -985,8 +985,8 @@ fn parse_reply(path: &Path, answer: &str) -> Result<StatusReport, StatusError> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::diff::{DiffOptions, ObservedVirtualServer, diff};
     use crate::model::NodeInfo;
+    use crate::plan::{DiffOptions, ObservedVirtualServer, diff};
     use k8s_openapi::api::core::v1::{Node, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
 

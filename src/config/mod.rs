@@ -273,6 +273,18 @@ pub fn load(path: &std::path::Path) -> Result<Loaded, ConfigError> {
     parse(&text)
 }
 
+/// The configuration used when no file is given: kube-proxy's defaults in IPVS mode.
+pub const DEFAULT_CONFIG: &str =
+    "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\n";
+
+/// Reads `path`, or takes kube-proxy's IPVS-mode defaults when there is no file.
+pub fn load_or_default(path: Option<&std::path::Path>) -> Result<Loaded, ConfigError> {
+    match path {
+        Some(path) => load(path),
+        None => parse(DEFAULT_CONFIG),
+    }
+}
+
 /// Parses configuration YAML (one or more documents, see the module docs).
 pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();

@@ -1,0 +1,222 @@
+//! Opening everything the control loop needs: capabilities checked, the source started,
+//! sysctls applied, the kernel interfaces and iptables probed, health and metrics served.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Node;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::dataplane::iptables::{Backend, Iptables};
+use crate::dataplane::kernel::Kernel;
+use crate::dataplane::netif;
+use crate::dataplane::stale_flows::StaleFlowCleaner;
+use crate::dataplane::sysctls;
+use crate::model::{Family, Model, NodeInfo};
+use crate::observe::health::{self, ProxyHealth, ServiceHealthServers};
+use crate::observe::k8s_events::EventReporter;
+use crate::observe::metrics::{self, Metrics};
+use crate::plan::DrainStarts;
+use crate::preflight::caps;
+use crate::source::{self, SourceEvent};
+
+use super::rules::RuleSets;
+use super::{Agent, AgentError, AgentOptions, SourceChoice};
+
+/// The background tasks the agent owns; aborted when it stops.
+pub(super) struct Tasks {
+    source: JoinHandle<()>,
+    pub(super) node: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    pub(super) fn abort(&self) {
+        self.source.abort();
+        if let Some(node) = &self.node {
+            node.abort();
+        }
+    }
+}
+
+/// A started agent, before its first sync.
+pub(super) struct Started {
+    pub(super) agent: Agent,
+    pub(super) events: mpsc::Receiver<SourceEvent>,
+    pub(super) tasks: Tasks,
+    /// This node's Node object (never changes with the static source).
+    pub(super) node_object: watch::Receiver<Option<Node>>,
+}
+
+/// Logs what the capability check found; fails only when the agent cannot work at all.
+fn check_capabilities(strict_arp: bool) -> Result<(), AgentError> {
+    match caps::check_self(strict_arp) {
+        Ok(report) => {
+            if let Some(missing) = report.fatal() {
+                return Err(AgentError::Capability(missing.to_string()));
+            }
+            for missing in report.degraded() {
+                warn!("{missing}");
+            }
+            for missing in report.notes() {
+                info!("{missing}");
+            }
+            if let Some(problem) = report.proc_sys_net_problem() {
+                warn!("{problem}");
+            }
+        }
+        Err(err) => warn!("capabilities not checked: {err}"),
+    }
+    Ok(())
+}
+
+async fn bind(addr: Option<std::net::SocketAddr>, what: &str) -> Option<tokio::net::TcpListener> {
+    let addr = addr?;
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Some(listener),
+        Err(err) => {
+            warn!("{what} not served: cannot listen on {addr}: {err}");
+            None
+        }
+    }
+}
+
+/// Starts the source and opens the node's kernel interfaces.
+pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError> {
+    let config = &options.config;
+    check_capabilities(config.ipvs.strict_arp)?;
+    let node = options.node_name.clone();
+    info!(node = %node, scheduler = %config.ipvs.scheduler, "ipvs-proxy starting");
+
+    let metrics = Arc::new(Metrics::new());
+    // The source starts before the node is set up, so its first requests (the API
+    // server's Service above all) overlap with the sysctls, the interface, the sets and
+    // the iptables probes; its events wait in the channel.
+    let (events_tx, events) = mpsc::channel::<SourceEvent>(1024);
+    // The Node object (zone label for topology hints, primary IPs for
+    // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
+    let (source_task, node_task, node_object, event_reporter) = match &options.source {
+        SourceChoice::Static(dir) => {
+            info!(dir = %dir.display(), "static source");
+            let (_, never) = watch::channel(None);
+            (
+                source::spawn_static(dir.clone(), events_tx),
+                None,
+                never,
+                EventReporter::log_only(metrics.clone()),
+            )
+        }
+        SourceChoice::Kubernetes { kubeconfig } => {
+            let kubeconfig = kubeconfig
+                .clone()
+                .or_else(|| config.kubeconfig.as_ref().map(Into::into));
+            let client = source::kubernetes::client(kubeconfig)
+                .await
+                .map_err(AgentError::Connect)?;
+            let (node_tx, node_object) = watch::channel(None);
+            let node_task =
+                source::kubernetes::spawn_node_watch(client.clone(), node.clone(), node_tx);
+            (
+                source::kubernetes::spawn_with_client(client.clone(), events_tx),
+                Some(node_task),
+                node_object,
+                EventReporter::new(client, &node, metrics.clone()),
+            )
+        }
+    };
+    let tasks = Tasks {
+        source: source_task,
+        node: node_task,
+    };
+
+    sysctls::apply(config, &metrics);
+
+    let host_addresses = match netif::host_addresses(netif::DEFAULT_NAME).await {
+        Ok(addresses) => addresses,
+        Err(err) => {
+            tasks.abort();
+            return Err(AgentError::HostAddresses(err));
+        }
+    };
+    let mut families: BTreeSet<Family> = BTreeSet::from([Family::V4]);
+    if host_addresses.iter().any(IpAddr::is_ipv6) {
+        families.insert(Family::V6);
+    }
+    // The iptables probes start programs (a few hundred milliseconds on a slow node):
+    // they run on a blocking thread while the kernel interfaces open.
+    let probe_families = families.clone();
+    let iptables_probe = tokio::task::spawn_blocking(move || {
+        let backend = Backend::detect();
+        let iptables: Vec<Iptables> = probe_families
+            .iter()
+            .map(|family| Iptables::new(backend, (*family).into()))
+            .collect();
+        let random_fully = iptables
+            .first()
+            .is_some_and(Iptables::supports_random_fully);
+        (backend, iptables, random_fully)
+    });
+    let kernel = match Kernel::open(families).await {
+        Ok(kernel) => kernel,
+        Err(err) => {
+            tasks.abort();
+            return Err(AgentError::Kernel(err));
+        }
+    };
+    let (backend, iptables, random_fully) = match iptables_probe.await {
+        Ok(probed) => probed,
+        Err(source) => {
+            tasks.abort();
+            return Err(AgentError::Task {
+                what: "the iptables probe",
+                source,
+            });
+        }
+    };
+    info!(?backend, "iptables backend");
+
+    let health = Arc::new(ProxyHealth::new(config.ipvs.sync_period));
+    if let Some(listener) = bind(config.healthz_bind_address, "/healthz").await {
+        health::spawn_proxy_health_server(listener, health.clone());
+    }
+    if let Some(listener) = bind(config.metrics_bind_address, "/metrics").await {
+        metrics::spawn_metrics_server(listener, metrics.clone(), health.clone());
+    }
+
+    let node_info = NodeInfo {
+        name: node,
+        zone: None,
+        addresses: host_addresses,
+        primary_addresses: Vec::new(),
+    };
+    let agent = Agent {
+        model: Model::new(config.clone(), node_info),
+        // Health check node ports answer on every node address, as kube-proxy's do.
+        service_health: ServiceHealthServers::new(IpAddr::from([0, 0, 0, 0]), health.clone()),
+        rules: RuleSets::new(iptables),
+        config: config.clone(),
+        kernel,
+        drain: DrainStarts::new(),
+        metrics,
+        health,
+        events: event_reporter,
+        random_fully,
+        known: None,
+        node: None,
+        stale_flows: match StaleFlowCleaner::open() {
+            Ok(cleaner) => Some(cleaner),
+            Err(err) => {
+                warn!("stale UDP conntrack entries will not be cleaned: {err}");
+                None
+            }
+        },
+    };
+    Ok(Started {
+        agent,
+        events,
+        tasks,
+        node_object,
+    })
+}
