@@ -146,6 +146,12 @@ pub struct NodeSysctls {
     bridge_netfilter: bool,
 }
 
+/// The sysctls [`Options::bridge_netfilter`] manages (at 1) once br_netfilter is loaded.
+pub const BRIDGE_NETFILTER_SYSCTLS: [&str; 2] = [
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+];
+
 /// The kernel release from which `conn_reuse_mode` is left alone (kubernetes#93297).
 const CONN_REUSE_FIXED_IN: (u32, u32) = (5, 9);
 
@@ -212,13 +218,13 @@ impl NodeSysctls {
         // /proc/sys is read are the ones that count.
         if options.bridge_netfilter && BR_NETFILTER.is_loaded(&sysctl) {
             want(
-                "net.bridge.bridge-nf-call-iptables",
+                BRIDGE_NETFILTER_SYSCTLS[0],
                 Want::Exactly(1),
                 "IPv4 traffic bridged between pods passes iptables and IPVS, so a reply \
                  from a Service endpoint on the same bridge is un-NATed",
             );
             want(
-                "net.bridge.bridge-nf-call-ip6tables",
+                BRIDGE_NETFILTER_SYSCTLS[1],
                 Want::Exactly(1),
                 "IPv6 traffic bridged between pods passes ip6tables and IPVS, so a reply \
                  from a Service endpoint on the same bridge is un-NATed",
