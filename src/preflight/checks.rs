@@ -382,4 +382,32 @@ mod tests {
             "PASS ipvs: IPVS 1.2.1\nFAIL conntrack: not loaded\n     fix: modprobe nf_conntrack\n"
         );
     }
+
+    #[test]
+    fn br_netfilter_lines_say_what_is_missing_and_the_fix() {
+        // A sysctl tree without net/bridge stands for a node without br_netfilter.
+        let root = std::env::temp_dir().join(format!("preflight-brnf-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("net")).unwrap();
+        let text = render(&check_br_netfilter(&Sysctl::at(&root)));
+        assert_eq!(
+            text,
+            "FAIL module br_netfilter: br_netfilter is not loaded: pods on a bridge cannot \
+             reach Services whose endpoints share the bridge\n     \
+             fix: modprobe br_netfilter && echo br_netfilter > \
+             /etc/modules-load.d/br_netfilter.conf\n\
+             FAIL sysctl net.bridge.bridge-nf-call-iptables: does not exist until br_netfilter \
+             is loaded; wanted 1 so bridged pod traffic passes iptables and IPVS\n     \
+             fix: modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1\n\
+             FAIL sysctl net.bridge.bridge-nf-call-ip6tables: does not exist until \
+             br_netfilter is loaded; wanted 1 so bridged pod traffic passes iptables and \
+             IPVS\n     \
+             fix: modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-ip6tables=1\n"
+        );
+        std::fs::create_dir_all(root.join("net/bridge")).unwrap();
+        let checks = check_br_netfilter(&Sysctl::at(&root));
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].ok);
+        assert_eq!(checks[0].name, "module br_netfilter");
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }
