@@ -1,25 +1,19 @@
 //! The crate's error type.
 
-use std::io;
+use nix::errno::Errno;
 
 /// Everything that can go wrong dumping or deleting conntrack entries.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The netlink socket could not be opened or bound.
-    #[error(
-        "cannot open a NETLINK_NETFILTER socket: {0} (is nfnetlink in this kernel? modprobe nfnetlink)"
-    )]
-    Socket(#[source] io::Error),
-    /// Sending or receiving failed.
-    #[error("netlink {op} for conntrack {operation} failed: {source}")]
-    Io {
-        /// "send" or "receive".
-        op: &'static str,
-        /// The conntrack operation in flight ("dump", "delete").
+    /// The netlink socket could not be opened, a send or receive failed, or a reply
+    /// datagram was not netlink.
+    #[error("conntrack {operation}: {source}")]
+    Netlink {
+        /// The conntrack operation in flight ("open", "dump", "delete").
         operation: &'static str,
-        /// The OS error.
+        /// What failed.
         #[source]
-        source: io::Error,
+        source: nfnetlink_base::Error,
     },
     /// The kernel has no ctnetlink (conntrack over netlink).
     #[error(
@@ -52,26 +46,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// Wraps a socket error of `operation`, for `map_err`.
+    pub(crate) fn netlink(operation: &'static str) -> impl FnOnce(nfnetlink_base::Error) -> Error {
+        move |source| Error::Netlink { operation, source }
+    }
+
     /// The error for a positive kernel error `code` answering `operation` on `target`.
     pub(crate) fn from_code(operation: &'static str, target: String, code: i32) -> Error {
         match code {
             // nfnetlink answers a subsystem it cannot find (and cannot autoload) so.
-            libc_eopnotsupp if libc_eopnotsupp == EOPNOTSUPP => Error::NotAvailable {
+            EOPNOTSUPP => Error::NotAvailable {
                 reason: format!("{operation} of {target} answered EOPNOTSUPP"),
             },
             code => Error::Kernel {
                 operation,
                 target,
                 code,
-                meaning: io::Error::from_raw_os_error(code).to_string(),
+                meaning: nfnetlink_base::describe_errno(code),
             },
         }
     }
 }
 
 /// errno values the client tells apart.
-pub(crate) const ENOENT: i32 = 2;
-pub(crate) const EOPNOTSUPP: i32 = 95;
+pub(crate) const ENOENT: i32 = Errno::ENOENT as i32;
+pub(crate) const EOPNOTSUPP: i32 = Errno::EOPNOTSUPP as i32;
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,15 +2,12 @@
 
 use std::collections::HashMap;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP};
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use nfnetlink_base::{NfnlSocket, Verdict};
 use tracing::{debug, trace};
 
-use crate::codec::parse_datagram;
 use crate::error::{ENOENT, Error, Result};
 use crate::filter::FlowFilter;
 use crate::flow::{Family, Flow};
@@ -18,9 +15,6 @@ use crate::flow::{Family, Flow};
 /// How many delete messages go into one `sendmsg` before the acks are read: small
 /// enough that the acks of one chunk fit the socket's receive buffer.
 const BATCH_CHUNK: usize = 128;
-
-/// How long to wait for the kernel's next reply datagram.
-const REPLY_TIMEOUT_SECONDS: i64 = 30;
 
 /// The result of deleting a batch of flows.
 #[derive(Debug, Default)]
@@ -49,125 +43,64 @@ impl DeleteOutcome {
 /// A connection to the kernel's conntrack table over nfnetlink, in the network namespace
 /// it was opened in. Blocking; use it from one thread (e.g. inside `spawn_blocking`).
 pub struct ConntrackHandle {
-    socket: Socket,
-    sequence: u32,
+    socket: NfnlSocket,
+}
+
+/// One ctnetlink request of `family`.
+fn request(family: Family, message: ConntrackMessage) -> NetfilterMessage {
+    NetfilterMessage::new(NetfilterHeader::new(family.netfilter(), 0, 0), message)
+}
+
+/// The flow of one message of a dump.
+fn dumped_flow(family: Family, message: &NetfilterMessage) -> std::result::Result<Flow, String> {
+    match &message.inner {
+        NetfilterMessageInner::Conntrack(
+            ConntrackMessage::New(attributes) | ConntrackMessage::Get(attributes),
+        ) => Flow::from_attributes(family, attributes),
+        other => Err(format!("unexpected message in a dump: {other:?}")),
+    }
 }
 
 impl ConntrackHandle {
     /// Opens the socket in the current network namespace.
     pub fn new() -> Result<ConntrackHandle> {
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(Error::Socket)?;
-        socket.bind_auto().map_err(Error::Socket)?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(Error::Socket)?;
-        // Acks of errors then carry only the request's header, not the whole request.
-        socket.set_cap_ack(true).map_err(Error::Socket)?;
-        // Room for the acks of a batch chunk and for dump replies; the kernel caps this
-        // at rmem_max.
-        let _ = socket.set_rx_buf_sz(1 << 20);
-        // The kernel answers synchronously; a reply that never comes is a bug to report.
-        nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(REPLY_TIMEOUT_SECONDS, 0),
-        )
-        .map_err(|e| Error::Socket(e.into()))?;
-        Ok(ConntrackHandle {
-            socket,
-            sequence: 0,
-        })
-    }
-
-    fn next_sequence(&mut self) -> u32 {
-        self.sequence = self.sequence.wrapping_add(1).max(1);
-        self.sequence
-    }
-
-    /// Frames one ctnetlink message; returns its sequence number and bytes.
-    fn frame(&mut self, family: Family, message: ConntrackMessage, flags: u16) -> (u32, Vec<u8>) {
-        let sequence = self.next_sequence();
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = sequence;
-        let payload =
-            NetfilterMessage::new(NetfilterHeader::new(family.netfilter(), 0, 0), message);
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
-        packet.finalize();
-        let mut bytes = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut bytes);
-        (sequence, bytes)
-    }
-
-    fn send(&self, operation: &'static str, bytes: &[u8]) -> Result<()> {
-        self.socket.send(bytes, 0).map_err(|source| Error::Io {
-            op: "send",
-            operation,
-            source,
-        })?;
-        Ok(())
-    }
-
-    fn receive(&self, operation: &'static str) -> Result<Vec<NetlinkMessage<NetfilterMessage>>> {
-        let (bytes, _) = self.socket.recv_from_full().map_err(|source| Error::Io {
-            op: "receive",
-            operation,
-            source,
-        })?;
-        trace!(len = bytes.len(), "ctnetlink reply datagram");
-        parse_datagram(&bytes).map_err(|e| Error::Decode {
-            operation,
-            reason: e.to_string(),
-        })
+        let socket = NfnlSocket::open().map_err(Error::netlink("open"))?;
+        Ok(ConntrackHandle { socket })
     }
 
     /// Every conntrack entry of `family` (all protocols, all zones), as the kernel holds
     /// it now.
     pub fn dump(&mut self, family: Family) -> Result<Vec<Flow>> {
-        let (sequence, bytes) = self.frame(family, ConntrackMessage::Get(Vec::new()), NLM_F_DUMP);
-        self.send("dump", &bytes)?;
         let mut flows = Vec::new();
-        loop {
-            for reply in self.receive("dump")? {
-                if reply.header.sequence_number != sequence {
-                    trace!(seq = reply.header.sequence_number, "stale reply skipped");
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(message) => {
-                        let attributes = match &message.inner {
-                            NetfilterMessageInner::Conntrack(
-                                ConntrackMessage::New(attributes)
-                                | ConntrackMessage::Get(attributes),
-                            ) => attributes,
-                            other => {
-                                return Err(Error::Decode {
-                                    operation: "dump",
-                                    reason: format!("unexpected message in a dump: {other:?}"),
-                                });
-                            }
-                        };
-                        let flow = Flow::from_attributes(family, attributes).map_err(|reason| {
-                            Error::Decode {
+        // The first reply that is not a flow; the dump is still read to its end so that
+        // the socket holds no replies of it.
+        let mut failure = None;
+        let message = request(family, ConntrackMessage::Get(Vec::new()));
+        let verdict = self
+            .socket
+            .request(message, NLM_F_DUMP, |reply| {
+                if failure.is_none() {
+                    match dumped_flow(family, &reply) {
+                        Ok(flow) => flows.push(flow),
+                        Err(reason) => {
+                            failure = Some(Error::Decode {
                                 operation: "dump",
                                 reason,
-                            }
-                        })?;
-                        flows.push(flow);
+                            })
+                        }
                     }
-                    NetlinkPayload::Done(_) => {
-                        debug!(%family, flows = flows.len(), "conntrack dump");
-                        return Ok(flows);
-                    }
-                    NetlinkPayload::Error(e) => {
-                        let Some(code) = e.code else {
-                            return Ok(flows);
-                        };
-                        return Err(Error::from_code("dump", family.to_string(), -code.get()));
-                    }
-                    _ => {}
                 }
+            })
+            .map_err(Error::netlink("dump"))?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        match verdict {
+            Verdict::Done => {
+                debug!(%family, flows = flows.len(), "conntrack dump");
+                Ok(flows)
             }
+            Verdict::Refused(code) => Err(Error::from_code("dump", family.to_string(), code)),
         }
     }
 
@@ -195,23 +128,23 @@ impl ConntrackHandle {
         let mut pending: HashMap<u32, &Flow> = HashMap::with_capacity(flows.len());
         let mut bytes = Vec::new();
         for flow in flows {
-            let message = ConntrackMessage::Delete(flow.delete_attributes());
-            let (sequence, framed) = self.frame(flow.family, message, NLM_F_ACK);
+            let message = request(
+                flow.family,
+                ConntrackMessage::Delete(flow.delete_attributes()),
+            );
+            let (sequence, framed) = self.socket.frame(message, NLM_F_ACK);
             bytes.extend_from_slice(&framed);
             pending.insert(sequence, flow);
         }
-        self.send("delete", &bytes)?;
+        self.socket.send(&bytes).map_err(Error::netlink("delete"))?;
         let mut outcome = DeleteOutcome::default();
-        while !pending.is_empty() {
-            for reply in self.receive("delete")? {
-                let NetlinkPayload::Error(e) = reply.payload else {
-                    continue;
+        self.socket
+            .acks(|sequence, code| {
+                let Some(flow) = pending.remove(&sequence) else {
+                    trace!(seq = sequence, "stale ack skipped");
+                    return false;
                 };
-                let Some(flow) = pending.remove(&reply.header.sequence_number) else {
-                    trace!(seq = reply.header.sequence_number, "stale ack skipped");
-                    continue;
-                };
-                match e.code.map(|code| -code.get()) {
+                match code {
                     None => outcome.deleted += 1,
                     Some(ENOENT) => outcome.already_gone += 1,
                     Some(code) => {
@@ -219,8 +152,9 @@ impl ConntrackHandle {
                         outcome.failures.push((flow.clone(), error));
                     }
                 }
-            }
-        }
+                pending.is_empty()
+            })
+            .map_err(Error::netlink("delete"))?;
         trace!(
             deleted = outcome.deleted,
             already_gone = outcome.already_gone,

@@ -3,42 +3,13 @@
 //! byte. With `CONNTRACK_CAPTURE_DIR` set it also writes them there (that is how
 //! `tests/fixtures/*.bin` were made; see README).
 
-use std::path::PathBuf;
-
-use conntrack_netlink::{Family, Flow, NetfilterMessage, emit_datagram, parse_datagram};
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use conntrack_netlink::{Family, Flow, NetfilterMessage, parse_datagram};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NetlinkPayload};
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessageInner, NetfilterProtoFamily};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use netns_lab::Netns;
-
-/// Sends one request and returns every reply datagram up to the ack, error or done.
-fn exchange(socket: &Socket, seq: u32, message: NetfilterMessage, flags: u16) -> Vec<Vec<u8>> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    header.sequence_number = seq;
-    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-    packet.finalize();
-    let mut bytes = vec![0u8; packet.buffer_len()];
-    packet.serialize(&mut bytes);
-    socket.send(&bytes, 0).unwrap();
-    let mut datagrams = Vec::new();
-    loop {
-        let (datagram, _) = socket.recv_from_full().unwrap();
-        let parsed = parse_datagram(&datagram).unwrap();
-        datagrams.push(datagram);
-        if parsed.iter().any(|m| {
-            matches!(
-                m.payload,
-                NetlinkPayload::Error(_) | NetlinkPayload::Done(_)
-            )
-        }) {
-            return datagrams;
-        }
-    }
-}
+use nfnetlink_base::NfnlSocket;
+use nfnetlink_base::testing::{assert_re_emit_identically, fixture_files, save_fixtures};
 
 fn request(family: NetfilterProtoFamily, message: ConntrackMessage) -> NetfilterMessage {
     NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), message)
@@ -77,26 +48,18 @@ s = socket.socket(); s.bind((\"10.0.2.2\", 8080)); s.listen()
 c = socket.socket(); c.bind((\"10.0.2.2\", 40001)); c.connect((\"10.0.2.2\", 8080)); a, _ = s.accept()
 '");
     let captured = ns.run(|| {
-        let mut socket = Socket::new(NETLINK_NETFILTER).unwrap();
-        socket.bind_auto().unwrap();
-        socket.connect(&SocketAddr::new(0, 0)).unwrap();
-        socket.set_cap_ack(true).unwrap();
+        let mut socket = NfnlSocket::open().unwrap();
+        let mut exchange = |message, flags| socket.capture(message, flags).unwrap();
         let dump4 = exchange(
-            &socket,
-            1,
             request(NetfilterProtoFamily::IPv4, ConntrackMessage::Get(vec![])),
             NLM_F_DUMP,
         );
         let dump6 = exchange(
-            &socket,
-            2,
             request(NetfilterProtoFamily::IPv6, ConntrackMessage::Get(vec![])),
             NLM_F_DUMP,
         );
         let udp6 = flows(Family::Ipv6, &dump6).remove(0);
         let delete = exchange(
-            &socket,
-            3,
             request(
                 NetfilterProtoFamily::IPv6,
                 ConntrackMessage::Delete(udp6.delete_attributes()),
@@ -104,8 +67,6 @@ c = socket.socket(); c.bind((\"10.0.2.2\", 40001)); c.connect((\"10.0.2.2\", 808
             NLM_F_ACK,
         );
         let missing = exchange(
-            &socket,
-            4,
             request(
                 NetfilterProtoFamily::IPv6,
                 ConntrackMessage::Delete(udp6.delete_attributes()),
@@ -120,20 +81,9 @@ c = socket.socket(); c.bind((\"10.0.2.2\", 40001)); c.connect((\"10.0.2.2\", 808
         ]
     });
 
-    let dir = std::env::var_os("CONNTRACK_CAPTURE_DIR").map(PathBuf::from);
-    for (name, datagrams) in &captured {
-        for (i, datagram) in datagrams.iter().enumerate() {
-            let parsed = parse_datagram(datagram).unwrap();
-            assert_eq!(
-                &emit_datagram(&parsed),
-                datagram,
-                "{name}.{i} does not re-emit identically"
-            );
-            if let Some(dir) = &dir {
-                std::fs::write(dir.join(format!("{name}.{i}.bin")), datagram).unwrap();
-            }
-        }
-    }
+    let files = fixture_files(&captured);
+    assert_re_emit_identically::<NetfilterMessage>(&files);
+    save_fixtures(&files, "CONNTRACK_CAPTURE_DIR");
     let dump4 = flows(Family::Ipv4, &captured[0].1);
     let shown: Vec<String> = dump4.iter().map(ToString::to_string).collect();
     assert!(

@@ -12,26 +12,15 @@ use conntrack_netlink::{
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::NetfilterMessageInner;
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
+use nfnetlink_base::NFNL_SUBSYS_CTNETLINK;
+use nfnetlink_base::testing::{assert_never_panic, assert_re_emit_identically, fixtures};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
 fn all_fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
+    fixtures(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
 fn fixture_group(prefix: &str) -> Vec<NetlinkMessage<NetfilterMessage>> {
@@ -63,11 +52,7 @@ fn dumped_flows(prefix: &str, family: Family) -> Vec<String> {
 fn every_captured_datagram_parses_and_re_emits_identically() {
     let files = all_fixtures();
     assert!(files.len() >= 4, "fixtures missing: {files:?}");
-    for (name, bytes) in files {
-        let parsed = parse_datagram(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(!parsed.is_empty(), "{name}");
-        assert_eq!(emit_datagram(&parsed), bytes, "{name} re-emits differently");
-    }
+    assert_re_emit_identically::<NetfilterMessage>(&files);
 }
 
 #[test]
@@ -95,34 +80,8 @@ fn captured_acks_and_errors_are_told_apart() {
 }
 
 #[test]
-fn truncated_and_random_bytes_never_panic() {
-    for (name, bytes) in all_fixtures() {
-        for cut in 0..bytes.len() {
-            let _ = parse_datagram(&bytes[..cut]);
-        }
-        // Flip every byte in turn: the parser must return, whatever it returns.
-        for at in 0..bytes.len().min(400) {
-            let mut corrupted = bytes.clone();
-            corrupted[at] ^= 0xff;
-            if let Ok(messages) = parse_datagram(&corrupted) {
-                let _ = emit_datagram(&messages);
-            }
-        }
-        let _ = name;
-    }
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    for _ in 0..2000 {
-        let len = (state % 200) as usize;
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        let _ = parse_datagram(&bytes);
-    }
+fn truncated_corrupted_and_random_bytes_never_panic() {
+    assert_never_panic::<NetfilterMessage>(&all_fixtures(), NFNL_SUBSYS_CTNETLINK);
 }
 
 fn udp_flow(reply_source: &str, reply_port: u16) -> Flow {
@@ -208,7 +167,7 @@ fn a_delete_names_the_original_tuple_and_the_id() {
         ConntrackMessage::Delete(flow.delete_attributes()),
     );
     let mut packet = NetlinkMessage::from(message);
-    packet.header.message_type = (1 << 8) | 2;
+    packet.header.message_type = nfnetlink_base::message_type(NFNL_SUBSYS_CTNETLINK, 2);
     let bytes = emit_datagram(&[packet]);
     let parsed = parse_datagram(&bytes).unwrap();
     let NetlinkPayload::InnerMessage(NetfilterMessage {

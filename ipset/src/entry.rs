@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::attr::EntryAttr;
+use crate::packet::EntryAttr;
 use crate::set::SetType;
 
 /// Layer-4 protocol of a port in an entry.

@@ -1,27 +1,19 @@
 //! The crate's error type and the meaning of ipset's kernel error codes.
 
-use std::io;
-
-use crate::constants::*;
+use crate::packet::constants::*;
 
 /// Everything that can go wrong talking to the kernel's ipset.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The netlink socket could not be opened or bound.
-    #[error(
-        "cannot open a NETLINK_NETFILTER socket: {0} (is nfnetlink in this kernel? modprobe nfnetlink)"
-    )]
-    Socket(#[source] io::Error),
-    /// Sending or receiving failed.
-    #[error("netlink {op} for ipset {command} failed: {source}")]
-    Io {
-        /// "send" or "receive".
-        op: &'static str,
-        /// The ipset command in flight.
+    /// The netlink socket could not be opened, a send or receive failed, or a reply
+    /// datagram was not netlink.
+    #[error("ipset {command}: {source}")]
+    Netlink {
+        /// The ipset command in flight ("open" while opening the socket).
         command: &'static str,
-        /// The OS error.
+        /// What failed.
         #[source]
-        source: io::Error,
+        source: nfnetlink_base::Error,
     },
     /// The kernel has no ipset subsystem.
     #[error("ipset is not available in this kernel ({reason}): modprobe ip_set")]
@@ -149,6 +141,13 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Wraps a socket error of `command`, for `map_err`.
+    pub(crate) fn netlink(command: &'static str) -> impl FnOnce(nfnetlink_base::Error) -> Error {
+        move |source| Error::Netlink { command, source }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -183,7 +182,7 @@ pub fn describe_code(code: i32, is_bitmap: bool) -> String {
         c if c == ERR_TYPE_SPECIFIC + 3 => "protocol missing",
         c if c == ERR_TYPE_SPECIFIC + 4 => "ranges are not supported for this element",
         c if c == ERR_TYPE_SPECIFIC + 5 => "invalid range",
-        c => return io::Error::from_raw_os_error(c).to_string(),
+        c => return nfnetlink_base::describe_errno(c),
     };
     text.to_string()
 }

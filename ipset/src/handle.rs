@@ -2,27 +2,20 @@
 
 use std::collections::HashMap;
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
-use tracing::{debug, trace};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL};
+use nfnetlink_base::{NfnlSocket, Verdict};
+use tracing::debug;
 
-use crate::attr::EntryAttr;
-use crate::codec::parse_datagram;
-use crate::constants::*;
 use crate::entry::{Entry, Member};
 use crate::error::{Error, Result, describe_code};
-use crate::message::{CmdAttr, Command, IpsetMessage};
+use crate::packet::constants::*;
+use crate::packet::{CmdAttr, Command, EntryAttr, IpsetMessage};
 use crate::set::{Family, SetHeader, SetInfo, SetSpec, SetType};
 
 /// How many add/del messages go into one `sendmsg` before the replies are read: small
 /// enough that a refusal for every entry of a chunk (each echoes its request) still fits
 /// the socket's receive buffer.
 const BATCH_CHUNK: usize = 256;
-
-/// How long to wait for the kernel's next reply datagram.
-const REPLY_TIMEOUT_SECONDS: i64 = 30;
 
 /// The result of a batch: how many entries were applied and which failed.
 #[derive(Debug, Default)]
@@ -43,8 +36,7 @@ impl BatchOutcome {
 /// A connection to the kernel's ipset over nfnetlink. Blocking; use it from one thread
 /// (e.g. inside `spawn_blocking`).
 pub struct IpsetHandle {
-    socket: Socket,
-    sequence: u32,
+    socket: NfnlSocket,
     protocol: u8,
 }
 
@@ -104,25 +96,8 @@ impl IpsetHandle {
     /// Opens the socket in the current network namespace and does the protocol
     /// handshake.
     pub fn new() -> Result<IpsetHandle> {
-        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(Error::Socket)?;
-        socket.bind_auto().map_err(Error::Socket)?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(Error::Socket)?;
-        // Acks of errors then carry only the request's header, not the whole request.
-        socket.set_cap_ack(true).map_err(Error::Socket)?;
-        // Room for the acks of a batch chunk; the kernel caps this at rmem_max.
-        let _ = socket.set_rx_buf_sz(1 << 20);
-        // The kernel answers synchronously; a reply that never comes is a bug to report.
-        nix::sys::socket::setsockopt(
-            &socket,
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(REPLY_TIMEOUT_SECONDS, 0),
-        )
-        .map_err(|e| Error::Socket(e.into()))?;
         let mut handle = IpsetHandle {
-            socket,
-            sequence: 0,
+            socket: NfnlSocket::open().map_err(Error::netlink("open"))?,
             protocol: IPSET_PROTOCOL,
         };
         handle.handshake()?;
@@ -142,7 +117,7 @@ impl IpsetHandle {
                 return Err(Error::NotAvailable {
                     reason: format!(
                         "protocol handshake refused: {}",
-                        std::io::Error::from_raw_os_error(code)
+                        nfnetlink_base::describe_errno(code)
                     ),
                 });
             }
@@ -177,88 +152,26 @@ impl IpsetHandle {
         Ok(())
     }
 
-    fn next_sequence(&mut self) -> u32 {
-        self.sequence = self.sequence.wrapping_add(1).max(1);
-        self.sequence
-    }
-
-    fn frame(&mut self, message: IpsetMessage, extra_flags: u16) -> (u32, Vec<u8>) {
-        let sequence = self.next_sequence();
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | extra_flags;
-        header.sequence_number = sequence;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-        packet.finalize();
-        let mut bytes = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut bytes);
-        (sequence, bytes)
-    }
-
-    fn send(&self, command: Command, bytes: &[u8]) -> Result<()> {
-        self.socket.send(bytes, 0).map_err(|source| Error::Io {
-            op: "send",
-            command: command_name(command),
-            source,
-        })?;
-        Ok(())
-    }
-
-    fn receive(&self, command: Command) -> Result<Vec<NetlinkMessage<IpsetMessage>>> {
-        let (bytes, _) = self.socket.recv_from_full().map_err(|source| Error::Io {
-            op: "receive",
-            command: command_name(command),
-            source,
-        })?;
-        trace!(len = bytes.len(), "ipset reply datagram");
-        parse_datagram(&bytes).map_err(|e| Error::Decode {
-            command: command_name(command),
-            reason: e.to_string(),
-        })
-    }
-
     /// Sends one request and collects the answer: data messages up to the ack or
     /// NLMSG_DONE, or the error.
-    fn request(&mut self, message: IpsetMessage, extra_flags: u16) -> Result<Answer> {
-        let command = message.command;
-        // NLM_F_DUMP is two bits, one of them shared with NLM_F_EXCL: test both.
-        let dump = extra_flags & NLM_F_DUMP == NLM_F_DUMP;
-        let flags = if dump {
-            extra_flags
-        } else {
-            extra_flags | NLM_F_ACK
-        };
-        let (sequence, bytes) = self.frame(message, flags);
-        self.send(command, &bytes)?;
+    fn request(&mut self, message: IpsetMessage, flags: u16) -> Result<Answer> {
+        let command = command_name(message.command);
         let mut data = Vec::new();
-        loop {
-            for reply in self.receive(command)? {
-                if reply.header.sequence_number != sequence {
-                    trace!(seq = reply.header.sequence_number, "stale reply skipped");
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(m) => {
-                        data.push(m);
-                        // Non-dump replies (protocol, type) come before the ack.
-                    }
-                    NetlinkPayload::Error(e) => {
-                        return Ok(match e.code {
-                            None => Answer::Ok(data),
-                            Some(code) => Answer::Refused(-code.get()),
-                        });
-                    }
-                    NetlinkPayload::Done(_) => return Ok(Answer::Ok(data)),
-                    _ => {}
-                }
-            }
-        }
+        let verdict = self
+            .socket
+            .request(message, flags, |reply| data.push(reply))
+            .map_err(Error::netlink(command))?;
+        Ok(match verdict {
+            Verdict::Done => Answer::Ok(data),
+            Verdict::Refused(code) => Answer::Refused(code),
+        })
     }
 
     /// Turns a refusal of a command on `set` into the error saying what happened.
     fn refusal(command: Command, set: &str, code: i32, is_bitmap: bool) -> Error {
         let name = command_name(command);
         match code {
-            libc_enoent if libc_enoent == ENOENT => Error::SetNotFound {
+            ENOENT => Error::SetNotFound {
                 command: name,
                 set: set.to_string(),
             },
@@ -636,33 +549,28 @@ impl IpsetHandle {
             for (i, member) in chunk.iter().enumerate() {
                 let message = self.entry_message(command, set, member.to_attrs());
                 let ack = if i + 1 == chunk.len() { NLM_F_ACK } else { 0 };
-                let (sequence, frame) = self.frame(message, flags | ack);
+                let (sequence, frame) = self.socket.frame(message, flags | ack);
                 pending.insert(sequence, base + i);
                 last_sequence = sequence;
                 bytes.extend_from_slice(&frame);
             }
-            self.send(command, &bytes)?;
+            let name = command_name(command);
+            self.socket.send(&bytes).map_err(Error::netlink(name))?;
             let mut refused = 0;
-            let mut complete = false;
-            while !complete {
-                for reply in self.receive(command)? {
-                    let NetlinkPayload::Error(e) = reply.payload else {
-                        continue;
-                    };
-                    let sequence = reply.header.sequence_number;
+            self.socket
+                .acks(|sequence, code| {
                     let Some(index) = pending.remove(&sequence) else {
-                        continue;
+                        return false;
                     };
-                    if let Some(code) = e.code {
+                    if let Some(code) = code {
                         refused += 1;
-                        outcome.failures.push((
-                            index,
-                            Self::entry_refusal(command, set, &members[index].entry, -code.get()),
-                        ));
+                        let entry = &members[index].entry;
+                        let error = Self::entry_refusal(command, set, entry, code);
+                        outcome.failures.push((index, error));
                     }
-                    complete |= sequence == last_sequence;
-                }
-            }
+                    sequence == last_sequence
+                })
+                .map_err(Error::netlink(name))?;
             outcome.applied += chunk.len() - refused;
         }
         debug!(
@@ -675,7 +583,3 @@ impl IpsetHandle {
         Ok(outcome)
     }
 }
-
-const ENOENT: i32 = 2;
-const EEXIST: i32 = 17;
-const EBUSY: i32 = 16;

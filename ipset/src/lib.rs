@@ -1,8 +1,11 @@
 //! Pure-Rust nfnetlink client for Linux ipsets (`NFNL_SUBSYS_IPSET`).
 //!
-//! [`IpsetHandle`] is a blocking client: create, destroy, flush, rename, swap, list,
-//! add, del and test, with batches of adds/dels in one `sendmsg`. The codec
-//! ([`IpsetMessage`], [`CmdAttr`], [`HeaderAttr`], [`EntryAttr`]) does no I/O.
+//! - [`packet`]: the codec (no I/O): [`IpsetMessage`], [`CmdAttr`], [`HeaderAttr`],
+//!   [`EntryAttr`], [`parse_datagram`], [`emit_datagram`]; re-exported here.
+//! - [`Entry`], [`Member`], [`SetSpec`], [`SetInfo`], ...: plain types.
+//! - [`IpsetHandle`]: a blocking client — create, destroy, flush, rename, swap, list,
+//!   add, del and test, with batches of adds/dels in one `sendmsg` — on
+//!   `nfnetlink-base`'s socket.
 //!
 //! ```no_run
 //! use ipset_netlink::{Entry, Family, IpsetHandle, Protocol, SetSpec, SetType};
@@ -13,20 +16,18 @@
 //! # Ok::<(), ipset_netlink::Error>(())
 //! ```
 
-mod attr;
-mod codec;
-mod constants;
 mod entry;
 mod error;
 mod handle;
-mod message;
+pub mod packet;
 mod set;
 
-pub use attr::{EntryAttr, HeaderAttr, NestedIp};
-pub use codec::{emit_datagram, parse_datagram};
 pub use entry::{Entry, Member, Protocol};
 pub use error::{Error, Result, describe_code};
 pub use handle::{BatchOutcome, IpsetHandle};
 pub use ipnet::IpNet;
-pub use message::{CmdAttr, Command, IpsetMessage, NfGenHeader};
+pub use packet::{
+    CmdAttr, Command, EntryAttr, HeaderAttr, IpsetMessage, NestedIp, NfGenHeader, emit_datagram,
+    parse_datagram,
+};
 pub use set::{Family, SetHeader, SetInfo, SetSpec, SetType};

@@ -2,10 +2,10 @@
 
 use std::fmt;
 
-use crate::attr::HeaderAttr;
-use crate::constants::FLAG_WITH_COMMENT;
 use crate::entry::Member;
-use crate::message::{CmdAttr, IpsetMessage};
+use crate::packet::HeaderAttr;
+use crate::packet::constants::FLAG_WITH_COMMENT;
+use crate::packet::{CmdAttr, IpsetMessage};
 
 /// Address family of a set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -2,40 +2,11 @@
 //! re-emits them byte for byte. With `IPSET_CAPTURE_DIR` set it also writes them there
 //! (that is how `tests/fixtures/*.bin` were made; see README).
 
-use std::path::PathBuf;
-
-use ipset_netlink::{CmdAttr, Command, IpsetMessage, emit_datagram, parse_datagram};
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use ipset_netlink::{CmdAttr, Command, IpsetMessage};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP};
 use netns_lab::Netns;
-
-/// Sends one request and returns every reply datagram up to the ack, error or done.
-fn exchange(socket: &Socket, seq: u32, message: IpsetMessage, flags: u16) -> Vec<Vec<u8>> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | flags;
-    header.sequence_number = seq;
-    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-    packet.finalize();
-    let mut bytes = vec![0u8; packet.buffer_len()];
-    packet.serialize(&mut bytes);
-    socket.send(&bytes, 0).unwrap();
-    let mut datagrams = Vec::new();
-    loop {
-        let (datagram, _) = socket.recv_from_full().unwrap();
-        let parsed = parse_datagram(&datagram).unwrap();
-        datagrams.push(datagram);
-        if parsed.iter().any(|m| {
-            matches!(
-                m.payload,
-                NetlinkPayload::Error(_) | NetlinkPayload::Done(_)
-            )
-        }) {
-            return datagrams;
-        }
-    }
-}
+use nfnetlink_base::NfnlSocket;
+use nfnetlink_base::testing::{assert_re_emit_identically, fixture_files, save_fixtures};
 
 fn list(name: &str) -> IpsetMessage {
     IpsetMessage::new(
@@ -65,15 +36,11 @@ create c-bport bitmap:port range 1-1024 comment
 add c-bport 80 comment \"http\"
 EOF");
     let captures = ns.run(|| {
-        let mut socket = Socket::new(NETLINK_NETFILTER).unwrap();
-        socket.bind_auto().unwrap();
-        socket.connect(&SocketAddr::new(0, 0)).unwrap();
+        let mut socket = NfnlSocket::open().unwrap();
+        let mut exchange = |message, flags| socket.capture(message, flags).unwrap();
         let mut out: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
         let protocol = IpsetMessage::new(Command::Protocol, vec![CmdAttr::Protocol(7)]);
-        out.push((
-            "protocol_reply".into(),
-            exchange(&socket, 1, protocol, NLM_F_ACK),
-        ));
+        out.push(("protocol_reply".into(), exchange(protocol, NLM_F_ACK)));
         let type_query = IpsetMessage::new(
             Command::Type,
             vec![
@@ -82,41 +49,24 @@ EOF");
                 CmdAttr::Family(2),
             ],
         );
-        out.push((
-            "type_reply".into(),
-            exchange(&socket, 2, type_query, NLM_F_ACK),
-        ));
-        for (seq, name) in (3..).zip([
+        out.push(("type_reply".into(), exchange(type_query, NLM_F_ACK)));
+        for name in [
             "c-ip4",
             "c-ipport6",
             "c-ipportnet4",
             "c-ipportip4",
             "c-net4",
             "c-bport",
-        ]) {
-            out.push((
-                format!("list_{name}"),
-                exchange(&socket, seq, list(name), NLM_F_DUMP),
-            ));
+        ] {
+            out.push((format!("list_{name}"), exchange(list(name), NLM_F_DUMP)));
         }
         out.push((
             "list_missing_set_error".into(),
-            exchange(&socket, 20, list("nope"), NLM_F_DUMP),
+            exchange(list("nope"), NLM_F_DUMP),
         ));
         out
     });
-    let dir = std::env::var_os("IPSET_CAPTURE_DIR").map(PathBuf::from);
-    for (name, datagrams) in &captures {
-        for (i, datagram) in datagrams.iter().enumerate() {
-            let parsed = parse_datagram(datagram).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(
-                &emit_datagram(&parsed),
-                datagram,
-                "{name} #{i} re-emits differently"
-            );
-            if let Some(dir) = &dir {
-                std::fs::write(dir.join(format!("{name}.{i}.bin")), datagram).unwrap();
-            }
-        }
-    }
+    let files = fixture_files(&captures);
+    assert_re_emit_identically::<IpsetMessage>(&files);
+    save_fixtures(&files, "IPSET_CAPTURE_DIR");
 }

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use ipset_netlink::{
-    CmdAttr, Command, EntryAttr, HeaderAttr, IpsetMessage, NestedIp, emit_datagram, parse_datagram,
+    CmdAttr, Command, EntryAttr, HeaderAttr, IpsetMessage, NestedIp, parse_datagram,
 };
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use nfnetlink_base::NFNL_SUBSYS_IPSET;
+use nfnetlink_base::testing::{assert_never_panic, assert_re_emit_identically, fixtures};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,20 +18,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn all_fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "bin"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
+    fixtures(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
 fn ipset_messages(bytes: &[u8]) -> Vec<IpsetMessage> {
@@ -47,11 +36,7 @@ fn ipset_messages(bytes: &[u8]) -> Vec<IpsetMessage> {
 fn every_captured_datagram_parses_and_re_emits_identically() {
     let files = all_fixtures();
     assert!(files.len() >= 9, "fixtures missing: {files:?}");
-    for (name, bytes) in files {
-        let parsed = parse_datagram(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(!parsed.is_empty(), "{name}");
-        assert_eq!(emit_datagram(&parsed), bytes, "{name} re-emits differently");
-    }
+    assert_re_emit_identically::<IpsetMessage>(&files);
 }
 
 #[test]
@@ -144,59 +129,7 @@ fn error_reply_for_a_missing_set_is_enoent() {
     assert_eq!(e.code.map(|c| c.get()), Some(-2));
 }
 
-/// A small deterministic generator, so failures reproduce.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
-fn truncated_and_corrupted_kernel_bytes_never_panic() {
-    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
-    let mut parsed_some = 0;
-    for (_, bytes) in all_fixtures() {
-        for cut in 0..bytes.len() {
-            if let Ok(m) = parse_datagram(&bytes[..cut]) {
-                parsed_some += 1;
-                let _ = emit_datagram(&m);
-            }
-        }
-        for _ in 0..2000 {
-            let mut corrupt = bytes.clone();
-            for _ in 0..=(rng.next() % 4) {
-                let i = (rng.next() as usize) % corrupt.len();
-                corrupt[i] = rng.next() as u8;
-            }
-            if let Ok(m) = parse_datagram(&corrupt) {
-                let _ = emit_datagram(&m);
-            }
-        }
-    }
-    // Cutting at message boundaries leaves valid prefixes: the test did reach the emitter.
-    assert!(parsed_some > 0);
-}
-
-#[test]
-fn random_bytes_never_panic() {
-    let mut rng = XorShift(0x0dd_ba11);
-    for _ in 0..20_000 {
-        let len = (rng.next() % 200) as usize;
-        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        // Make many of them look like ipset messages so the attribute parsers run.
-        if bytes.len() >= 20 {
-            let total = bytes.len() as u32;
-            bytes[0..4].copy_from_slice(&total.to_ne_bytes());
-            bytes[4] = (rng.next() % 16) as u8;
-            bytes[5] = 6;
-        }
-        if let Ok(m) = parse_datagram(&bytes) {
-            let _ = emit_datagram(&m);
-        }
-    }
+fn truncated_corrupted_and_random_bytes_never_panic() {
+    assert_never_panic::<IpsetMessage>(&all_fixtures(), NFNL_SUBSYS_IPSET);
 }

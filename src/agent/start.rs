@@ -116,8 +116,7 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
                 .await
                 .map_err(AgentError::Connect)?;
             let (node_tx, node_object) = watch::channel(None);
-            let node_task =
-                source::kubernetes::spawn_node_watch(client.clone(), node.clone(), node_tx);
+            let node_task = source::node::spawn_node_watch(client.clone(), node.clone(), node_tx);
             (
                 source::kubernetes::spawn_with_client(client.clone(), events_tx),
                 Some(node_task),

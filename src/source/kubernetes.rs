@@ -99,7 +99,7 @@ pub async fn client(kubeconfig: Option<PathBuf>) -> Result<Client, SourceError> 
 
 /// Connects (see [`client`]) and watches Services and EndpointSlices, sending events
 /// until the receiver is dropped. `node` is this node's name, logged for context; use
-/// [`spawn_node_watch`] for the Node object itself.
+/// [`super::node::spawn_node_watch`] for the Node object itself.
 pub async fn spawn_kubernetes(
     kubeconfig: Option<PathBuf>,
     node: String,
@@ -111,7 +111,7 @@ pub async fn spawn_kubernetes(
 }
 
 /// Like [`spawn_kubernetes`], and also watches this node's Node object (see
-/// [`spawn_node_watch`]); the receiver holds the latest Node, for
+/// [`super::node::spawn_node_watch`]); the receiver holds the latest Node, for
 /// [`crate::model::NodeInfo::from_node`] and [`crate::model::Model::set_node`].
 pub async fn spawn_kubernetes_with_node(
     kubeconfig: Option<PathBuf>,
@@ -127,7 +127,7 @@ pub async fn spawn_kubernetes_with_node(
 > {
     let client = client(kubeconfig).await?;
     let (node_tx, node_rx) = watch::channel(None);
-    let node_task = spawn_node_watch(client.clone(), node, node_tx);
+    let node_task = super::node::spawn_node_watch(client.clone(), node, node_tx);
     Ok((spawn_with_client(client, events), node_task, node_rx))
 }
 
@@ -161,25 +161,27 @@ impl<K: Resource> Lister<K> {
 
     /// Takes a watcher event; returns the incremental change, or the complete list
     /// when one finished.
-    fn apply(&mut self, event: Event<K>) -> Change<K> {
+    fn apply(&mut self, event: Event<K>) -> ListerStep<K> {
         match event {
             Event::Init => {
                 self.listing = Some(Vec::new());
-                Change::None
+                ListerStep::Pending
             }
             Event::InitApply(object) => {
                 self.listing.get_or_insert_with(Vec::new).push(object);
-                Change::None
+                ListerStep::Pending
             }
-            Event::InitDone => Change::Listed(self.listing.take().unwrap_or_default()),
-            Event::Apply(object) => Change::Applied(object),
-            Event::Delete(object) => Change::Deleted(object_id(&object)),
+            Event::InitDone => ListerStep::Listed(self.listing.take().unwrap_or_default()),
+            Event::Apply(object) => ListerStep::Applied(object),
+            Event::Delete(object) => ListerStep::Deleted(object_id(&object)),
         }
     }
 }
 
-enum Change<K> {
-    None,
+/// What one watcher event means once the lister has seen it.
+enum ListerStep<K> {
+    /// Nothing to pass on yet (a list is being gathered).
+    Pending,
     Listed(Vec<K>),
     Applied(K),
     Deleted(ObjectId),
@@ -372,26 +374,26 @@ const SLICE_EVENTS: ResourceEvents<EndpointSlice> = ResourceEvents {
 /// One resource's change: an event once the snapshot is out; before it, the change
 /// goes into the resource's first list (`first`) instead.
 fn route<K: Resource>(
-    change: Change<K>,
+    change: ListerStep<K>,
     first: &mut Option<Vec<K>>,
     snapshot_sent: bool,
     events: &ResourceEvents<K>,
 ) -> Option<SourceEvent> {
     if snapshot_sent {
         return match change {
-            Change::None => None,
-            Change::Listed(objects) => {
+            ListerStep::Pending => None,
+            ListerStep::Listed(objects) => {
                 info!(count = objects.len(), "{} listed again", events.what);
                 Some((events.relisted)(objects))
             }
-            Change::Applied(object) => Some((events.applied)(object)),
-            Change::Deleted(id) => Some((events.deleted)(id)),
+            ListerStep::Applied(object) => Some((events.applied)(object)),
+            ListerStep::Deleted(id) => Some((events.deleted)(id)),
         };
     }
     match change {
-        Change::None => {}
-        Change::Listed(objects) => *first = Some(objects),
-        Change::Applied(object) => {
+        ListerStep::Pending => {}
+        ListerStep::Listed(objects) => *first = Some(objects),
+        ListerStep::Applied(object) => {
             if let Some(objects) = first {
                 let id = object_id(&object);
                 match objects.iter_mut().find(|known| object_id(*known) == id) {
@@ -400,55 +402,11 @@ fn route<K: Resource>(
                 }
             }
         }
-        Change::Deleted(id) => {
+        ListerStep::Deleted(id) => {
             if let Some(objects) = first {
                 objects.retain(|known| object_id(known) != id);
             }
         }
     }
     None
-}
-
-/// Watches this node's Node object (for its zone label and primary addresses),
-/// publishing the latest version; `None` until it is seen or after it is deleted.
-pub fn spawn_node_watch(
-    client: Client,
-    name: String,
-    node: watch::Sender<Option<Node>>,
-) -> JoinHandle<()> {
-    let nodes = watcher::watcher(
-        Api::<Node>::all(client),
-        watcher::Config::default().fields(&format!("metadata.name={name}")),
-    )
-    .default_backoff();
-    tokio::spawn(async move {
-        let mut nodes = std::pin::pin!(nodes);
-        let mut listed: Option<Node> = None;
-        while let Some(event) = nodes.next().await {
-            match event {
-                Ok(Event::Init) => listed = None,
-                Ok(Event::InitApply(object)) => listed = Some(object),
-                Ok(Event::InitDone) => {
-                    if listed.is_none() {
-                        warn!(node = %name, "this node's Node object does not exist");
-                    }
-                    node.send_replace(listed.take());
-                }
-                Ok(Event::Apply(object)) => {
-                    node.send_replace(Some(object));
-                }
-                Ok(Event::Delete(_)) => {
-                    node.send_replace(None);
-                }
-                Err(error) => warn!(
-                    node = %name,
-                    "watching this Node failed, retrying with backoff: {error}; if this \
-                     persists, check that this service account may list and watch nodes"
-                ),
-            }
-            if node.is_closed() {
-                return;
-            }
-        }
-    })
 }

@@ -8,6 +8,7 @@
 //! new node reaches the API server long before thousands of Services are listed.
 
 pub mod kubernetes;
+pub mod node;
 pub mod static_dir;
 
 use k8s_openapi::api::core::v1::Service;

@@ -335,12 +335,40 @@ struct Round {
     slices: usize,
 }
 
+/// The files that changed since the last round, parsed.
+struct Changes {
+    parsed: BTreeMap<PathBuf, (Stamp, Manifests)>,
+    removed: Vec<PathBuf>,
+}
+
 impl DirState {
     /// Reads the files that changed since the last round and returns the events that
     /// bring a consumer up to date: a snapshot the first time, then one event per
     /// object added, changed or removed. `Ok(None)` when nothing changed. On an error
     /// nothing is remembered, so the next round tries again.
     fn poll(&mut self, dir: &Path) -> Result<Option<Round>, SourceError> {
+        let Some(changes) = self.read_changes(dir)? else {
+            return Ok(None);
+        };
+        let warnings = merge_warnings(
+            changes
+                .parsed
+                .iter()
+                .map(|(path, (_, manifests))| (path.display().to_string(), manifests)),
+        );
+        let affected = self.reindex(&changes);
+        if !self.loaded {
+            self.loaded = true;
+            return Ok(Some(self.first_snapshot(changes.parsed, warnings)));
+        }
+        let mut round = self.changed_objects(affected, &changes.parsed);
+        round.warnings.extend(warnings);
+        Ok(Some(round))
+    }
+
+    /// Parses the files whose stamp changed; `None` when nothing changed since the
+    /// snapshot went out, or a file changed while it was read (taken next round).
+    fn read_changes(&self, dir: &Path) -> Result<Option<Changes>, SourceError> {
         let print = fingerprint(dir)?;
         let unchanged = print.len() == self.files.len()
             && print.iter().all(|(path, modified, len)| {
@@ -360,28 +388,27 @@ impl DirState {
             }
             parsed.insert(path.clone(), (stamp, read_file(path)?));
         }
-        // A file changed while it was read: take it again next round.
         if fingerprint(dir)? != print {
             return Ok(None);
         }
         let present: std::collections::BTreeSet<&PathBuf> =
             print.iter().map(|(path, _, _)| path).collect();
-        let removed: Vec<PathBuf> = self
+        let removed = self
             .files
             .keys()
             .filter(|path| !present.contains(path))
             .cloned()
             .collect();
+        Ok(Some(Changes { parsed, removed }))
+    }
 
-        let mut warnings = merge_warnings(
-            parsed
-                .iter()
-                .map(|(path, (_, manifests))| (path.display().to_string(), manifests)),
-        );
+    /// Records which objects the changed and removed files define now; returns every
+    /// object whose defining files changed.
+    fn reindex(&mut self, changes: &Changes) -> std::collections::BTreeSet<(Kind, Id)> {
         let mut affected: std::collections::BTreeSet<(Kind, Id)> = Default::default();
         // The objects of changed and removed files: one pass over all objects.
         let mut replaced: std::collections::BTreeSet<&Path> = Default::default();
-        for path in parsed.keys().chain(removed.iter()) {
+        for path in changes.parsed.keys().chain(changes.removed.iter()) {
             if self.files.remove(path).is_some() {
                 replaced.insert(path.as_path());
             }
@@ -397,7 +424,7 @@ impl DirState {
                 }
             }
         }
-        for (path, (stamp, manifests)) in &parsed {
+        for (path, (stamp, manifests)) in &changes.parsed {
             let shared: Arc<Path> = Arc::from(path.as_path());
             for object in file_objects(manifests) {
                 let paths = &mut self.objects.entry(object.clone()).or_default().defined_in;
@@ -408,58 +435,63 @@ impl DirState {
             }
             self.files.insert(path.clone(), *stamp);
         }
+        affected
+    }
 
+    /// The first round: every object of every file, merged in file order (a later
+    /// file wins), as one snapshot. The parsed objects move into it (no second copy).
+    fn first_snapshot(
+        &mut self,
+        parsed: BTreeMap<PathBuf, (Stamp, Manifests)>,
+        warnings: Vec<String>,
+    ) -> Round {
+        let files = parsed
+            .into_iter()
+            .map(|(path, (_, manifests))| (path.display().to_string(), manifests))
+            .collect();
+        let merged = merge_files(files);
+        for (id, service) in &merged.services {
+            if let Some(record) = self.objects.get_mut(&(Kind::Service, id.clone())) {
+                record.sent = Some(content_hash(service));
+            }
+        }
+        for (id, slice) in &merged.slices {
+            if let Some(record) = self.objects.get_mut(&(Kind::Slice, id.clone())) {
+                record.sent = Some(content_hash(slice));
+            }
+        }
+        // Built one insert at a time, the map's nodes are partly empty.
+        crate::model::compact(&mut self.objects);
+        Round {
+            services: merged.services.len(),
+            slices: merged.slices.len(),
+            events: vec![SourceEvent::Snapshot {
+                services: merged.services.into_values().collect(),
+                slices: merged.slices.into_values().collect(),
+            }],
+            warnings,
+        }
+    }
+
+    /// One event per affected object whose content differs from what was sent: applied
+    /// again from its (last) defining file, or deleted when no file defines it.
+    fn changed_objects(
+        &mut self,
+        affected: std::collections::BTreeSet<(Kind, Id)>,
+        parsed: &BTreeMap<PathBuf, (Stamp, Manifests)>,
+    ) -> Round {
         let mut round = Round {
             events: Vec::new(),
             warnings: Vec::new(),
             services: 0,
             slices: 0,
         };
-        if !self.loaded {
-            // The objects of the files, merged in file order (a later file wins).
-            let files = std::mem::take(&mut parsed)
-                .into_iter()
-                .map(|(path, (_, manifests))| (path.display().to_string(), manifests))
-                .collect();
-            let merged = merge_files(files);
-            for (id, service) in &merged.services {
-                if let Some(record) = self.objects.get_mut(&(Kind::Service, id.clone())) {
-                    record.sent = Some(content_hash(service));
-                }
-            }
-            for (id, slice) in &merged.slices {
-                if let Some(record) = self.objects.get_mut(&(Kind::Slice, id.clone())) {
-                    record.sent = Some(content_hash(slice));
-                }
-            }
-            // Built one insert at a time, the map's nodes are partly empty.
-            crate::model::compact(&mut self.objects);
-            round.services = merged.services.len();
-            round.slices = merged.slices.len();
-            round.events.push(SourceEvent::Snapshot {
-                services: merged.services.into_values().collect(),
-                slices: merged.slices.into_values().collect(),
-            });
-            round.warnings = warnings;
-            self.loaded = true;
-            return Ok(Some(round));
-        }
-
         for (kind, id) in affected {
             let key = (kind, id.clone());
-            let owner = self.owner(&key);
-            let Some(owner) = owner else {
+            let Some(owner) = self.owner(&key) else {
                 let record = self.objects.remove(&key);
                 if record.is_some_and(|record| record.sent.is_some()) {
-                    round.events.push(match kind {
-                        Kind::Service => SourceEvent::ServiceDeleted(
-                            crate::model::ServiceKey::new(id.0.clone(), id.1.clone()),
-                        ),
-                        Kind::Slice => SourceEvent::SliceDeleted {
-                            namespace: id.0.clone(),
-                            name: id.1.clone(),
-                        },
-                    });
+                    round.events.push(deleted_event(kind, &id));
                 }
                 continue;
             };
@@ -484,8 +516,7 @@ impl DirState {
                     }
                 },
             };
-            let event = applied_event(manifests, kind, &id);
-            let Some((hash, event)) = event else {
+            let Some((hash, event)) = applied_event(manifests, kind, &id) else {
                 continue;
             };
             if let Some(record) = self.objects.get_mut(&key) {
@@ -503,8 +534,7 @@ impl DirState {
                 }
             }
         }
-        round.warnings.append(&mut warnings);
-        Ok(Some(round))
+        round
     }
 
     /// The last file (by name) defining the object, if any.
@@ -513,6 +543,19 @@ impl DirState {
             .get(key)
             .and_then(|record| record.defined_in.last())
             .cloned()
+    }
+}
+
+/// The event that removes an object no file defines any more.
+fn deleted_event(kind: Kind, id: &Id) -> SourceEvent {
+    match kind {
+        Kind::Service => {
+            SourceEvent::ServiceDeleted(crate::model::ServiceKey::new(id.0.clone(), id.1.clone()))
+        }
+        Kind::Slice => SourceEvent::SliceDeleted {
+            namespace: id.0.clone(),
+            name: id.1.clone(),
+        },
     }
 }
 

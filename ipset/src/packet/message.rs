@@ -4,11 +4,12 @@
 use netlink_packet_core::{
     DecodeError, DefaultNla, Emitable, NLA_F_NESTED, NLA_F_NET_BYTEORDER, NetlinkDeserializable,
     NetlinkHeader, NetlinkSerializable, Nla, NlaBuffer, NlasIterator, Parseable, emit_u32_be,
-    parse_string, parse_u8, parse_u16_be, parse_u32_be,
+    parse_string, parse_u8, parse_u32_be,
 };
+use nfnetlink_base::{NFNL_SUBSYS_IPSET, NfGenHeader, subsystem_of};
 
-use crate::attr::{EntryAttr, HeaderAttr, emit_string, parse_all, string_len};
-use crate::constants::*;
+use super::attr::{EntryAttr, HeaderAttr, emit_string, parse_all, string_len};
+use super::constants::*;
 
 /// The ipset commands (`enum ipset_cmd`), the low byte of the netlink message type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,34 +95,6 @@ impl Command {
         matches!(self, Command::Rename | Command::Swap)
     }
 }
-
-/// The nfgenmsg header that follows the netlink header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NfGenHeader {
-    /// Address family (`NFPROTO_*`); ipset requests use `AF_INET` or unspec.
-    pub family: u8,
-    /// Always `NFNETLINK_V0`.
-    pub version: u8,
-    /// Resource id, big-endian on the wire; 0 for ipset.
-    pub res_id: u16,
-}
-
-impl Default for NfGenHeader {
-    fn default() -> Self {
-        NfGenHeader {
-            family: libc_af_inet(),
-            version: NFNETLINK_V0,
-            res_id: 0,
-        }
-    }
-}
-
-// ipset userspace sends AF_INET in nfgenmsg for every command; the kernel ignores it.
-const fn libc_af_inet() -> u8 {
-    2
-}
-
-const NFGEN_LEN: usize = 4;
 
 /// One command-level attribute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,35 +251,29 @@ impl IpsetMessage {
     pub fn new(command: Command, attributes: Vec<CmdAttr>) -> Self {
         IpsetMessage {
             command,
-            nfgen: NfGenHeader::default(),
+            // ipset userspace sends AF_INET for every command; the kernel ignores it.
+            nfgen: NfGenHeader::new(nix::libc::AF_INET as u8),
             attributes,
         }
     }
 
     /// The netlink message type of an ipset command.
     pub fn message_type_of(command: Command) -> u16 {
-        (NFNL_SUBSYS_IPSET << 8) | u16::from(command.number())
+        nfnetlink_base::message_type(NFNL_SUBSYS_IPSET, command.number())
     }
 
     /// Parses the payload (nfgenmsg and attributes) of a message of `message_type`.
     pub fn parse_payload(message_type: u16, payload: &[u8]) -> Result<Self, DecodeError> {
-        if message_type >> 8 != NFNL_SUBSYS_IPSET {
+        if subsystem_of(message_type) != NFNL_SUBSYS_IPSET {
             return Err(format!(
                 "netlink message type {message_type:#06x} is not an ipset message (subsystem {})",
-                message_type >> 8
+                subsystem_of(message_type)
             )
             .into());
         }
-        if payload.len() < NFGEN_LEN {
-            return Err(DecodeError::buffer_too_small(payload.len(), NFGEN_LEN));
-        }
         let command = Command::from_number((message_type & 0xff) as u8);
-        let nfgen = NfGenHeader {
-            family: payload[0],
-            version: payload[1],
-            res_id: parse_u16_be(&payload[2..4])?,
-        };
-        let attributes = NlasIterator::new(&payload[NFGEN_LEN..])
+        let nfgen = NfGenHeader::parse(payload)?;
+        let attributes = NlasIterator::new(&payload[NfGenHeader::LEN..])
             .map(|nla| CmdAttr::parse_for(&nla?, command))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(IpsetMessage {
@@ -324,13 +291,13 @@ impl IpsetMessage {
 
 impl Emitable for IpsetMessage {
     fn buffer_len(&self) -> usize {
-        NFGEN_LEN + self.attributes.as_slice().buffer_len()
+        NfGenHeader::LEN + self.attributes.as_slice().buffer_len()
     }
     fn emit(&self, buffer: &mut [u8]) {
-        buffer[0] = self.nfgen.family;
-        buffer[1] = self.nfgen.version;
-        buffer[2..4].copy_from_slice(&self.nfgen.res_id.to_be_bytes());
-        self.attributes.as_slice().emit(&mut buffer[NFGEN_LEN..]);
+        self.nfgen.emit(buffer);
+        self.attributes
+            .as_slice()
+            .emit(&mut buffer[NfGenHeader::LEN..]);
     }
 }
 

@@ -10,7 +10,7 @@ use netlink_packet_core::{
     parse_u32_be,
 };
 
-use crate::constants::*;
+use super::constants::*;
 
 /// One attribute of a set header (`IPSET_ATTR_DATA` of create and list replies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +218,27 @@ macro_rules! cadt_common_kind {
     };
 }
 
+/// Parses the attributes header and entry data share (numbers 1..=9), then the
+/// context's own `extra` arms; anything else is kept verbatim. `v` names the value.
+macro_rules! cadt_common_parse {
+    ($buf:ident, $v:ident, $ty:ident, $($extra:tt)*) => {{
+        let $v = $buf.value();
+        match $buf.kind() {
+            ATTR_IP => $ty::Ip(parse_ip_nest($v)?),
+            ATTR_IP_TO => $ty::IpTo(parse_ip_nest($v)?),
+            ATTR_CIDR => $ty::Cidr(parse_u8($v)?),
+            ATTR_PORT => $ty::Port(parse_u16_be($v)?),
+            ATTR_PORT_TO => $ty::PortTo(parse_u16_be($v)?),
+            ATTR_TIMEOUT => $ty::Timeout(parse_u32_be($v)?),
+            ATTR_PROTO => $ty::Proto(parse_u8($v)?),
+            ATTR_CADT_FLAGS => $ty::CadtFlags(parse_u32_be($v)?),
+            ATTR_CADT_LINENO => $ty::LineNo(parse_u32_be($v)?),
+            $($extra)*
+            _ => $ty::Other(DefaultNla::parse($buf)?),
+        }
+    }};
+}
+
 impl Nla for HeaderAttr {
     fn value_len(&self) -> usize {
         use HeaderAttr::*;
@@ -262,17 +283,7 @@ impl Nla for HeaderAttr {
 impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for HeaderAttr {
     fn parse(buf: &NlaBuffer<&T>) -> Result<Self, DecodeError> {
         use HeaderAttr::*;
-        let v = buf.value();
-        Ok(match buf.kind() {
-            ATTR_IP => Ip(parse_ip_nest(v)?),
-            ATTR_IP_TO => IpTo(parse_ip_nest(v)?),
-            ATTR_CIDR => Cidr(parse_u8(v)?),
-            ATTR_PORT => Port(parse_u16_be(v)?),
-            ATTR_PORT_TO => PortTo(parse_u16_be(v)?),
-            ATTR_TIMEOUT => Timeout(parse_u32_be(v)?),
-            ATTR_PROTO => Proto(parse_u8(v)?),
-            ATTR_CADT_FLAGS => CadtFlags(parse_u32_be(v)?),
-            ATTR_CADT_LINENO => LineNo(parse_u32_be(v)?),
+        Ok(cadt_common_parse!(buf, v, HeaderAttr,
             ATTR_INITVAL => InitVal(parse_u32_be(v)?),
             ATTR_HASHSIZE => HashSize(parse_u32_be(v)?),
             ATTR_MAXELEM => MaxElem(parse_u32_be(v)?),
@@ -283,8 +294,7 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for HeaderAttr {
             ATTR_ELEMENTS => Elements(parse_u32_be(v)?),
             ATTR_REFERENCES => References(parse_u32_be(v)?),
             ATTR_MEMSIZE => MemSize(parse_u32_be(v)?),
-            _ => Other(DefaultNla::parse(buf)?),
-        })
+        ))
     }
 }
 
@@ -325,22 +335,11 @@ impl Nla for EntryAttr {
 impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for EntryAttr {
     fn parse(buf: &NlaBuffer<&T>) -> Result<Self, DecodeError> {
         use EntryAttr::*;
-        let v = buf.value();
-        Ok(match buf.kind() {
-            ATTR_IP => Ip(parse_ip_nest(v)?),
-            ATTR_IP_TO => IpTo(parse_ip_nest(v)?),
-            ATTR_CIDR => Cidr(parse_u8(v)?),
-            ATTR_PORT => Port(parse_u16_be(v)?),
-            ATTR_PORT_TO => PortTo(parse_u16_be(v)?),
-            ATTR_TIMEOUT => Timeout(parse_u32_be(v)?),
-            ATTR_PROTO => Proto(parse_u8(v)?),
-            ATTR_CADT_FLAGS => CadtFlags(parse_u32_be(v)?),
-            ATTR_CADT_LINENO => LineNo(parse_u32_be(v)?),
+        Ok(cadt_common_parse!(buf, v, EntryAttr,
             ATTR_IP2 => Ip2(parse_ip_nest(v)?),
             ATTR_CIDR2 => Cidr2(parse_u8(v)?),
             ATTR_COMMENT => Comment(parse_string(v)?),
-            _ => Other(DefaultNla::parse(buf)?),
-        })
+        ))
     }
 }
 

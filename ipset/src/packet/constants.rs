@@ -1,9 +1,6 @@
 //! Numbers of the ipset netlink ABI (`include/uapi/linux/netfilter/ipset/ip_set.h`).
 
-/// nfnetlink subsystem id of ipset; the message type is `subsys << 8 | command`.
-pub(crate) const NFNL_SUBSYS_IPSET: u16 = 6;
-/// The nfgenmsg version every nfnetlink message carries.
-pub(crate) const NFNETLINK_V0: u8 = 0;
+use nix::errno::Errno;
 
 /// Highest protocol version this crate speaks.
 pub(crate) const IPSET_PROTOCOL: u8 = 7;
@@ -64,7 +61,12 @@ pub(crate) const FLAG_LIST_HEADER: u32 = 1 << 2;
 // CADT flags (IPSET_ATTR_CADT_FLAGS).
 pub(crate) const FLAG_WITH_COMMENT: u32 = 1 << 4;
 
-// Error codes the kernel returns as negative netlink errors.
+// errno values ipset's answers are told apart by.
+pub(crate) const ENOENT: i32 = Errno::ENOENT as i32;
+pub(crate) const EEXIST: i32 = Errno::EEXIST as i32;
+pub(crate) const EBUSY: i32 = Errno::EBUSY as i32;
+
+// ipset's own error codes, which the kernel returns as negative netlink errors.
 pub(crate) const ERR_PROTOCOL: i32 = 4097;
 pub(crate) const ERR_FIND_TYPE: i32 = 4098;
 pub(crate) const ERR_MAX_SETS: i32 = 4099;
