@@ -17,6 +17,10 @@ pub struct CheckArgs {
     /// Name of the dummy interface holding service addresses.
     #[arg(long, default_value = "kube-ipvs0")]
     pub interface: String,
+    /// Require bridged pod traffic to pass iptables and IPVS (br_netfilter loaded,
+    /// `net.bridge.bridge-nf-call-ip(6)tables=1`), needed with a bridge CNI.
+    #[arg(long = "bridge-netfilter", default_value_t = true, action = clap::ArgAction::Set)]
+    pub bridge_netfilter: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -29,6 +33,7 @@ pub fn run(args: CheckArgs) -> Result<()> {
         schedulers: args.schedulers,
         strict_arp: args.strict_arp,
         interface: args.interface,
+        bridge_netfilter: args.bridge_netfilter,
     });
     let ok = checks.iter().all(|check| check.ok);
     if args.json {

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::dataplane::iptables::{Backend, Family, Iptables};
 use ipvs_netlink::{AddressFamily, IpvsHandle, Scheduler, Service, ServiceKey};
-use node_sysctl::{Finding, NodeSysctls, Options, Sysctl};
+use node_sysctl::{BR_NETFILTER, BRIDGE_NETFILTER_SYSCTLS, Finding, NodeSysctls, Options, Sysctl};
 use serde::Serialize;
 
 /// Firewall mark of the throw-away service used to probe schedulers.
@@ -28,6 +28,9 @@ pub struct CheckOptions {
     pub strict_arp: bool,
     /// Name of the dummy interface holding service addresses.
     pub interface: String,
+    /// Require bridged pod traffic to pass iptables and IPVS (br_netfilter loaded,
+    /// `net.bridge.bridge-nf-call-ip(6)tables=1`), as the agent sets up by default.
+    pub bridge_netfilter: bool,
 }
 
 /// The outcome of one check.
@@ -174,10 +177,49 @@ fn check_iptables() -> Check {
     }
 }
 
+/// br_netfilter, without which a pod on a bridge cannot reach a Service whose endpoint
+/// shares the bridge (the endpoint's reply is bridged past IPVS).
+fn check_br_netfilter(sysctl: &Sysctl) -> Vec<Check> {
+    let name = format!("module {}", BR_NETFILTER.name);
+    if BR_NETFILTER.is_loaded(sysctl) {
+        return vec![Check::pass(
+            name,
+            format!(
+                "loaded ({} present)",
+                sysctl.path(&BR_NETFILTER.sysctl_key()).display()
+            ),
+        )];
+    }
+    // The bridge sysctls cannot be read or set until the module is loaded: one line
+    // each, so the report lists everything a bridge CNI needs.
+    let mut checks = vec![Check::fail(
+        name,
+        format!(
+            "{} is not loaded: {}",
+            BR_NETFILTER.name, BR_NETFILTER.without
+        ),
+        BR_NETFILTER.fix(),
+    )];
+    for key in BRIDGE_NETFILTER_SYSCTLS {
+        checks.push(Check::fail(
+            format!("sysctl {key}"),
+            format!(
+                "does not exist until {} is loaded; wanted 1 so bridged pod traffic passes \
+                 iptables and IPVS",
+                BR_NETFILTER.name
+            ),
+            format!("modprobe {} && sysctl -w {key}=1", BR_NETFILTER.name),
+        ));
+    }
+    checks
+}
+
 fn check_sysctls(options: &CheckOptions) -> Vec<Check> {
     let sysctl = Sysctl::default();
+    let bridge_netfilter = options.bridge_netfilter;
     let options = Options {
         strict_arp: options.strict_arp,
+        bridge_netfilter,
     };
     let node = match NodeSysctls::detect(sysctl.clone(), &options) {
         Ok(node) => node,
@@ -200,6 +242,9 @@ fn check_sysctls(options: &CheckOptions) -> Vec<Check> {
         }
     };
     let mut checks = Vec::new();
+    if bridge_netfilter {
+        checks.extend(check_br_netfilter(&sysctl));
+    }
     for setting in node.settings() {
         let name = format!("sysctl {}", setting.key);
         let drift = findings.iter().find_map(|finding| match finding {
@@ -336,5 +381,33 @@ mod tests {
             text,
             "PASS ipvs: IPVS 1.2.1\nFAIL conntrack: not loaded\n     fix: modprobe nf_conntrack\n"
         );
+    }
+
+    #[test]
+    fn br_netfilter_lines_say_what_is_missing_and_the_fix() {
+        // A sysctl tree without net/bridge stands for a node without br_netfilter.
+        let root = std::env::temp_dir().join(format!("preflight-brnf-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("net")).unwrap();
+        let text = render(&check_br_netfilter(&Sysctl::at(&root)));
+        assert_eq!(
+            text,
+            "FAIL module br_netfilter: br_netfilter is not loaded: pods on a bridge cannot \
+             reach Services whose endpoints share the bridge\n     \
+             fix: modprobe br_netfilter && echo br_netfilter > \
+             /etc/modules-load.d/br_netfilter.conf\n\
+             FAIL sysctl net.bridge.bridge-nf-call-iptables: does not exist until br_netfilter \
+             is loaded; wanted 1 so bridged pod traffic passes iptables and IPVS\n     \
+             fix: modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1\n\
+             FAIL sysctl net.bridge.bridge-nf-call-ip6tables: does not exist until \
+             br_netfilter is loaded; wanted 1 so bridged pod traffic passes iptables and \
+             IPVS\n     \
+             fix: modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-ip6tables=1\n"
+        );
+        std::fs::create_dir_all(root.join("net/bridge")).unwrap();
+        let checks = check_br_netfilter(&Sysctl::at(&root));
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].ok);
+        assert_eq!(checks[0].name, "module br_netfilter");
+        std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -122,7 +122,7 @@ fn missing_hint(key: &Key, root: &Path) -> String {
     if key.starts_with(&["net", "ipv4", "vs"]) {
         "IPVS is not available in this kernel: modprobe ip_vs".into()
     } else if key.starts_with(&["net", "bridge"]) {
-        "bridge netfilter is not loaded: modprobe br_netfilter".into()
+        format!("br_netfilter is not loaded: {}", crate::BR_NETFILTER.fix())
     } else if key.starts_with(&["net", "ipv6"]) && !root.join("net/ipv6").exists() {
         "IPv6 is disabled in this kernel (ipv6.disable=1 or no ipv6 module)".into()
     } else if (key.starts_with(&["net", "ipv4", "conf"])

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::Key;
+use crate::module::KernelModule;
 
 /// Everything that can go wrong reading, writing or verifying a sysctl.
 #[derive(Debug, thiserror::Error)]
@@ -79,5 +80,57 @@ pub enum Error {
         wrote: String,
         /// The value read right after.
         read_back: String,
+    },
+    /// A needed module is not loaded and no modprobe program could be started.
+    #[error(
+        "{} is not loaded: {}; modprobe is not available here ({}): run `modprobe {}` on \
+         the node and add {} to /etc/modules-load.d/, or give the agent modprobe (kmod) \
+         and the node's /lib/modules",
+        module.name, module.without, program.display(), module.name, module.name
+    )]
+    ModprobeMissing {
+        /// The module.
+        module: KernelModule,
+        /// The modprobe program that could not be started.
+        program: PathBuf,
+    },
+    /// modprobe found no such module for the running kernel.
+    #[error(
+        "{} is not loaded: {}; modprobe found no {} module for this kernel ({detail}): \
+         mount the node's /lib/modules into the agent, or install the kernel's modules \
+         package on the node, then run `modprobe {}` and add {} to /etc/modules-load.d/",
+        module.name, module.without, module.name, module.name, module.name
+    )]
+    ModuleAbsent {
+        /// The module.
+        module: KernelModule,
+        /// What modprobe said.
+        detail: String,
+    },
+    /// modprobe ran and failed for another reason (usually a missing privilege).
+    #[error(
+        "{} is not loaded: {}; `modprobe {}` failed ({detail}): the agent needs root with \
+         CAP_SYS_MODULE to load it, or run `modprobe {}` on the node and add {} to \
+         /etc/modules-load.d/",
+        module.name, module.without, module.name, module.name, module.name
+    )]
+    ModprobeFailed {
+        /// The module.
+        module: KernelModule,
+        /// What modprobe said, or its exit status.
+        detail: String,
+    },
+    /// modprobe succeeded but the module's sysctls are still not visible.
+    #[error(
+        "{} is not loaded: {}; `modprobe {}` succeeded but {} is still missing: the \
+         /proc/sys read here is not the node's (run with hostNetwork and the host's /proc), \
+         or modprobe is a stub",
+        module.name, module.without, module.name, path.display()
+    )]
+    ModuleNotVisible {
+        /// The module.
+        module: KernelModule,
+        /// The sysctl directory that should have appeared.
+        path: PathBuf,
     },
 }

@@ -4,14 +4,22 @@
 //! strict ARP, bridge netfilter) from the options and what the kernel offers;
 //! [`NodeSysctls::apply`] sets them, reads every written value back and returns
 //! what changed; [`NodeSysctls::check`] only reads and reports drift, including
-//! interfaces whose own ARP settings defeat strict ARP.
+//! interfaces whose own ARP settings defeat strict ARP. [`BR_NETFILTER`]
+//! `.`[`ensure_loaded`](KernelModule::ensure_loaded) loads the bridge netfilter
+//! module the bridge sysctls come with; call it before `detect`.
 //!
 //! Keys are lists of path segments ([`Key`]), so per-interface settings work for
 //! every interface name, VLANs such as `eth0.100` included.
 //!
 //! ```no_run
-//! use node_sysctl::{NodeSysctls, Options, Sysctl};
-//! let node = NodeSysctls::detect(Sysctl::default(), &Options { strict_arp: true })?;
+//! use node_sysctl::{BR_NETFILTER, NodeSysctls, Options, Sysctl};
+//! let options = Options { strict_arp: true, ..Options::default() };
+//! if options.bridge_netfilter {
+//!     if let Err(missing) = BR_NETFILTER.ensure_loaded(&Sysctl::default()) {
+//!         eprintln!("{missing}");
+//!     }
+//! }
+//! let node = NodeSysctls::detect(Sysctl::default(), &options)?;
 //! for change in node.apply()? {
 //!     println!("changed {change}");
 //! }
@@ -22,6 +30,7 @@ mod access;
 pub mod arp;
 mod error;
 mod key;
+pub mod module;
 mod want;
 
 use std::fmt;
@@ -30,15 +39,31 @@ pub use access::Sysctl;
 pub use arp::{ArpSetting, InterfaceArp};
 pub use error::Error;
 pub use key::Key;
+pub use module::{BR_NETFILTER, KernelModule, Loaded};
 pub use want::{Change, Setting, Want};
 
 /// What the operator chose; everything else is detected.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// Make the node answer ARP only for addresses on the receiving interface
     /// (`ipvs.strictARP`), so service addresses on `kube-ipvs0` are not announced
-    /// on the LAN (needed with MetalLB-style L2 announcements).
+    /// on the LAN (needed with MetalLB-style L2 announcements). Off by default.
     pub strict_arp: bool,
+    /// Pass bridged traffic through iptables and IPVS: manage
+    /// `net.bridge.bridge-nf-call-iptables` and `-ip6tables` (1) wherever br_netfilter
+    /// is loaded, and report a missing br_netfilter in `check`. Without it, pods on a
+    /// bridge cannot reach Services whose endpoints share the bridge. On by default:
+    /// kube-proxy leaves this to the operator, and forgetting it breaks bridge CNIs.
+    pub bridge_netfilter: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            strict_arp: false,
+            bridge_netfilter: true,
+        }
+    }
 }
 
 /// Something `check` found.
@@ -53,6 +78,9 @@ pub enum Finding {
     },
     /// An interface's own ARP setting differs from `net.ipv4.conf.all`.
     Interface(InterfaceArp),
+    /// A module whose sysctls the node needs is not loaded (its settings cannot be
+    /// managed until it is).
+    ModuleMissing(KernelModule),
 }
 
 impl Finding {
@@ -62,6 +90,27 @@ impl Finding {
         match self {
             Finding::Drift { .. } => true,
             Finding::Interface(arp) => !arp.is_strict(),
+            Finding::ModuleMissing(_) => true,
+        }
+    }
+
+    /// The command that fixes a problem; `None` for information.
+    pub fn fix(&self) -> Option<String> {
+        match self {
+            Finding::Drift { setting, .. } => Some(format!(
+                "sysctl -w {}={}",
+                setting.key,
+                setting.want.target()
+            )),
+            Finding::Interface(arp) if !arp.is_strict() => {
+                let target = match arp.setting {
+                    ArpSetting::Ignore => arp::STRICT_ARP_IGNORE[0],
+                    ArpSetting::Announce => arp::STRICT_ARP_ANNOUNCE,
+                };
+                Some(format!("sysctl -w {}={target}", arp.key()))
+            }
+            Finding::Interface(_) => None,
+            Finding::ModuleMissing(module) => Some(module.fix()),
         }
     }
 }
@@ -71,10 +120,19 @@ impl fmt::Display for Finding {
         match self {
             Finding::Drift { setting, actual } => write!(
                 f,
-                "{} is {actual}, wanted {} ({})",
-                setting.key, setting.want, setting.reason
+                "{} is {actual}, wanted {} ({}): sysctl -w {}={}",
+                setting.key,
+                setting.want,
+                setting.reason,
+                setting.key,
+                setting.want.target()
             ),
             Finding::Interface(arp) => arp.fmt(f),
+            Finding::ModuleMissing(module) => write!(
+                f,
+                "{} is not loaded: {}; run `modprobe {}` and add it to /etc/modules-load.d/",
+                module.name, module.without, module.name
+            ),
         }
     }
 }
@@ -85,7 +143,14 @@ pub struct NodeSysctls {
     sysctl: Sysctl,
     settings: Vec<Setting>,
     strict_arp: bool,
+    bridge_netfilter: bool,
 }
+
+/// The sysctls [`Options::bridge_netfilter`] manages (at 1) once br_netfilter is loaded.
+pub const BRIDGE_NETFILTER_SYSCTLS: [&str; 2] = [
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+];
 
 /// The kernel release from which `conn_reuse_mode` is left alone (kubernetes#93297).
 const CONN_REUSE_FIXED_IN: (u32, u32) = (5, 9);
@@ -96,7 +161,8 @@ fn key(text: &str) -> Key {
 
 impl NodeSysctls {
     /// Decides which sysctls this node needs. Reads only: the kernel release, and
-    /// whether IPv6 and bridge netfilter are present.
+    /// whether IPv6 and bridge netfilter are present (load br_netfilter first with
+    /// [`BR_NETFILTER`]`.ensure_loaded` to have the bridge settings managed).
     pub fn detect(sysctl: Sysctl, options: &Options) -> Result<NodeSysctls, Error> {
         let mut settings = Vec::new();
         let mut want = |text: &str, want: Want, reason: &'static str| {
@@ -148,11 +214,20 @@ impl NodeSysctls {
                 "the node routes IPv6 traffic to pods on other nodes",
             );
         }
-        if sysctl.exists(&key("net.bridge")) {
+        // Per network namespace since Linux 5.3: the values of the namespace whose
+        // /proc/sys is read are the ones that count.
+        if options.bridge_netfilter && BR_NETFILTER.is_loaded(&sysctl) {
             want(
-                "net.bridge.bridge-nf-call-iptables",
+                BRIDGE_NETFILTER_SYSCTLS[0],
                 Want::Exactly(1),
-                "bridged pod traffic passes iptables, so service rules see it",
+                "IPv4 traffic bridged between pods passes iptables and IPVS, so a reply \
+                 from a Service endpoint on the same bridge is un-NATed",
+            );
+            want(
+                BRIDGE_NETFILTER_SYSCTLS[1],
+                Want::Exactly(1),
+                "IPv6 traffic bridged between pods passes ip6tables and IPVS, so a reply \
+                 from a Service endpoint on the same bridge is un-NATed",
             );
         }
         if options.strict_arp {
@@ -174,6 +249,7 @@ impl NodeSysctls {
             sysctl,
             settings,
             strict_arp: options.strict_arp,
+            bridge_netfilter: options.bridge_netfilter,
         })
     }
 
@@ -215,9 +291,13 @@ impl NodeSysctls {
     }
 
     /// Reads every managed sysctl and, with strict ARP, every interface's own ARP
-    /// settings; changes nothing.
+    /// settings; with bridge netfilter, reports a missing br_netfilter. Changes
+    /// nothing.
     pub fn check(&self) -> Result<Vec<Finding>, Error> {
         let mut findings = Vec::new();
+        if self.bridge_netfilter && !BR_NETFILTER.is_loaded(&self.sysctl) {
+            findings.push(Finding::ModuleMissing(BR_NETFILTER));
+        }
         for setting in &self.settings {
             let actual = self.sysctl.read(&setting.key)?;
             let value = parse_int(&setting.key, &actual)?;
@@ -327,6 +407,127 @@ mod tests {
             all: 2,
         };
         assert!(!announce.is_strict());
+    }
+
+    /// A sysctl tree of plain files standing for a node: kernel 6.1, IPv6 on, and
+    /// br_netfilter's directory when `bridge` holds the two values.
+    fn node_tree(name: &str, bridge: Option<(&str, &str)>) -> (std::path::PathBuf, Sysctl) {
+        let dir =
+            std::env::temp_dir().join(format!("node-sysctl-lib-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = |path: &str, value: &str| {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, format!("{value}\n")).unwrap();
+        };
+        file("kernel/osrelease", "6.1.0-28-amd64");
+        for vs in [
+            "conntrack",
+            "expire_nodest_conn",
+            "expire_quiescent_template",
+        ] {
+            file(&format!("net/ipv4/vs/{vs}"), "1");
+        }
+        file("net/ipv4/ip_forward", "1");
+        file("net/ipv6/conf/all/disable_ipv6", "0");
+        file("net/ipv6/conf/all/forwarding", "1");
+        if let Some((v4, v6)) = bridge {
+            file("net/bridge/bridge-nf-call-iptables", v4);
+            file("net/bridge/bridge-nf-call-ip6tables", v6);
+        }
+        (dir.clone(), Sysctl::at(dir))
+    }
+
+    fn keys(node: &NodeSysctls) -> Vec<String> {
+        node.settings().iter().map(|s| s.key.to_string()).collect()
+    }
+
+    #[test]
+    fn bridge_netfilter_is_on_by_default_and_strict_arp_off() {
+        let options = Options::default();
+        assert!(options.bridge_netfilter);
+        assert!(!options.strict_arp);
+    }
+
+    #[test]
+    fn bridge_sysctls_are_managed_set_and_reported_with_their_fix() {
+        let (dir, sysctl) = node_tree("bridge", Some(("0", "0")));
+        let node = NodeSysctls::detect(sysctl.clone(), &Options::default()).unwrap();
+        let managed = keys(&node);
+        assert!(managed.contains(&"net.bridge.bridge-nf-call-iptables".to_string()));
+        assert!(managed.contains(&"net.bridge.bridge-nf-call-ip6tables".to_string()));
+
+        let findings = node.check().unwrap();
+        let text: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        assert_eq!(findings.len(), 2, "{text:?}");
+        assert!(
+            text[0].starts_with("net.bridge.bridge-nf-call-iptables is 0, wanted 1"),
+            "{text:?}"
+        );
+        assert!(
+            text[0].ends_with(": sysctl -w net.bridge.bridge-nf-call-iptables=1"),
+            "{text:?}"
+        );
+        assert_eq!(
+            findings[1].fix().as_deref(),
+            Some("sysctl -w net.bridge.bridge-nf-call-ip6tables=1")
+        );
+
+        let changes: Vec<String> = node
+            .apply()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                "net.bridge.bridge-nf-call-iptables: 0 -> 1",
+                "net.bridge.bridge-nf-call-ip6tables: 0 -> 1"
+            ]
+        );
+        assert!(node.check().unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_br_netfilter_is_a_problem_with_the_module_fix() {
+        let (dir, sysctl) = node_tree("nobridge", None);
+        let node = NodeSysctls::detect(sysctl, &Options::default()).unwrap();
+        assert!(!keys(&node).iter().any(|k| k.starts_with("net.bridge")));
+        let findings = node.check().unwrap();
+        assert_eq!(findings, [Finding::ModuleMissing(BR_NETFILTER)]);
+        assert!(findings[0].is_problem());
+        assert_eq!(
+            findings[0].to_string(),
+            "br_netfilter is not loaded: pods on a bridge cannot reach Services whose \
+             endpoints share the bridge; run `modprobe br_netfilter` and add it to \
+             /etc/modules-load.d/"
+        );
+        assert_eq!(findings[0].fix(), Some(BR_NETFILTER.fix()));
+        // Nothing to apply: the bridge settings wait for the module.
+        assert!(node.apply().unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bridge_netfilter_off_leaves_the_bridge_alone() {
+        let options = Options {
+            bridge_netfilter: false,
+            ..Options::default()
+        };
+        for (name, bridge) in [("off-present", Some(("0", "1"))), ("off-absent", None)] {
+            let (dir, sysctl) = node_tree(name, bridge);
+            let node = NodeSysctls::detect(sysctl.clone(), &options).unwrap();
+            assert!(!keys(&node).iter().any(|k| k.starts_with("net.bridge")));
+            assert!(node.check().unwrap().is_empty());
+            assert!(node.apply().unwrap().is_empty());
+            if bridge.is_some() {
+                let key = "net.bridge.bridge-nf-call-iptables".parse().unwrap();
+                assert_eq!(sysctl.read(&key).unwrap(), "0");
+            }
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 
     #[test]

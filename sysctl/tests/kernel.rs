@@ -2,16 +2,36 @@
 //! of the kernel lab, where the `net.*` sysctls start at the kernel's defaults.
 //! Run with `scripts/vm-test -p node-sysctl`.
 
+use std::process::Command;
+use std::sync::{RwLock, RwLockReadGuard};
+
 use netns_lab::{Netns, veth};
-use node_sysctl::{ArpSetting, Finding, Key, NodeSysctls, Options, Sysctl};
+use node_sysctl::{
+    ArpSetting, BR_NETFILTER, Error, Finding, KernelModule, Key, Loaded, NodeSysctls, Options,
+    Sysctl,
+};
 
 fn strict() -> Options {
-    Options { strict_arp: true }
+    Options {
+        strict_arp: true,
+        ..Options::default()
+    }
+}
+
+/// Module loading is global to the VM: the test that unloads br_netfilter holds this
+/// for writing, the tests that expect it loaded (as lab-init leaves it) for reading.
+static MODULES: RwLock<()> = RwLock::new(());
+
+fn modules_stay() -> RwLockReadGuard<'static, ()> {
+    MODULES
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[test]
 #[ignore = "needs the kernel lab"]
 fn apply_sets_verifies_and_is_idempotent_in_a_fresh_netns() {
+    let _modules = modules_stay();
     let ns = Netns::new("sysctl");
     let (settings, before, changes, again, after) = ns.run(|| {
         let node = NodeSysctls::detect(Sysctl::default(), &strict()).unwrap();
@@ -28,7 +48,7 @@ fn apply_sets_verifies_and_is_idempotent_in_a_fresh_netns() {
     }
 
     // The lab kernel is >= 5.9 and has IPv6 and br_netfilter: conn_reuse_mode is left
-    // alone, IPv6 forwarding and bridge-nf-call-iptables are managed.
+    // alone, IPv6 forwarding and bridge-nf-call-ip(6)tables are managed.
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert!(
         !release.starts_with("4.") && !release.starts_with("5.0"),
@@ -42,6 +62,7 @@ fn apply_sets_verifies_and_is_idempotent_in_a_fresh_netns() {
         "net.ipv4.ip_forward",
         "net.ipv6.conf.all.forwarding",
         "net.bridge.bridge-nf-call-iptables",
+        "net.bridge.bridge-nf-call-ip6tables",
         "net.ipv4.conf.all.arp_ignore",
         "net.ipv4.conf.all.arp_announce",
     ] {
@@ -103,6 +124,7 @@ fn apply_sets_verifies_and_is_idempotent_in_a_fresh_netns() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn check_reports_drift_made_behind_its_back() {
+    let _modules = modules_stay();
     let ns = Netns::new("drift");
     ns.run(|| {
         NodeSysctls::detect(Sysctl::default(), &Options::default())
@@ -135,6 +157,7 @@ fn check_reports_drift_made_behind_its_back() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn vlan_interface_keys_with_dots_read_and_write() {
+    let _modules = modules_stay();
     let ns = Netns::new("vlan");
     ns.sh("ip link add eth0 type dummy");
     ns.sh("ip link add link eth0 name eth0.100 type vlan id 100");
@@ -232,6 +255,7 @@ fn arp_answered(client: &Netns, interface: &str, address: &str) -> bool {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn strict_arp_silences_kube_ipvs0_addresses_on_the_wire() {
+    let _modules = modules_stay();
     let node = Netns::new("arpnode");
     let neighbour = Netns::new("arpnb");
     veth(
@@ -292,4 +316,179 @@ fn strict_arp_silences_kube_ipvs0_addresses_on_the_wire() {
         arp_answered(&neighbour, "eth0", "10.96.7.7"),
         "arp_ignore=3 on eth0 should answer for kube-ipvs0 addresses"
     );
+}
+
+/// Loads br_netfilter again when dropped, so a failing test does not leave the VM
+/// without it for the tests that follow.
+struct Reload;
+
+impl Drop for Reload {
+    fn drop(&mut self) {
+        let _ = Command::new("modprobe").arg(BR_NETFILTER.name).status();
+    }
+}
+
+fn bridge_values(ns: &Netns) -> String {
+    ns.sh("sysctl -n net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn br_netfilter_is_loaded_when_missing_and_its_sysctls_are_set_per_netns() {
+    let _only = MODULES
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _reload = Reload;
+    // lab-init loads br_netfilter, and an earlier test binary may have too: unload it
+    // so that loading is what is tested. If something holds it, the loaded path is
+    // still tested.
+    let unloaded = Command::new("rmmod")
+        .arg(BR_NETFILTER.name)
+        .status()
+        .unwrap()
+        .success();
+    println!("br_netfilter unloaded before the test: {unloaded}");
+
+    let ns = Netns::new("brnf");
+    if unloaded {
+        let (managed, findings, read_error) = ns.run(|| {
+            let node = NodeSysctls::detect(Sysctl::default(), &Options::default()).unwrap();
+            let managed: Vec<String> = node.settings().iter().map(|s| s.key.to_string()).collect();
+            let read_error = Sysctl::default()
+                .read(&"net.bridge.bridge-nf-call-iptables".parse().unwrap())
+                .unwrap_err()
+                .to_string();
+            (managed, node.check().unwrap(), read_error)
+        });
+        assert!(
+            !managed.iter().any(|k| k.starts_with("net.bridge")),
+            "{managed:?}"
+        );
+        assert!(
+            findings.contains(&Finding::ModuleMissing(BR_NETFILTER)),
+            "{findings:?}"
+        );
+        let text: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|t| t.starts_with(
+                "br_netfilter is not loaded: pods on a bridge cannot reach Services whose \
+                 endpoints share the bridge; run `modprobe br_netfilter`"
+            )),
+            "{text:?}"
+        );
+        assert!(read_error.contains("modprobe br_netfilter"), "{read_error}");
+    }
+
+    // Loaded from inside a namespace: modules are global, the sysctls appear in every
+    // namespace, the ones created before included.
+    let loaded = ns.run(|| BR_NETFILTER.ensure_loaded(&Sysctl::default()).unwrap());
+    assert_eq!(
+        loaded,
+        if unloaded {
+            Loaded::Now
+        } else {
+            Loaded::Already
+        }
+    );
+    let modules = std::fs::read_to_string("/proc/modules").unwrap();
+    assert!(
+        modules.lines().any(|l| l.starts_with("br_netfilter ")),
+        "br_netfilter not in /proc/modules"
+    );
+    assert!(std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists());
+    assert_eq!(
+        ns.run(|| BR_NETFILTER.ensure_loaded(&Sysctl::default()).unwrap()),
+        Loaded::Already
+    );
+    // A new namespace starts with both at 1 (Linux >= 5.3 keeps them per namespace).
+    assert_eq!(bridge_values(&ns), "1 1");
+
+    // Per namespace: 0 in `ns` leaves another namespace at 1, and apply in `ns`
+    // changes only `ns`.
+    ns.sh("sysctl -qw net.bridge.bridge-nf-call-iptables=0 net.bridge.bridge-nf-call-ip6tables=0");
+    let other = Netns::new("brnf-other");
+    other.sh("sysctl -qw net.bridge.bridge-nf-call-ip6tables=0");
+    assert_eq!(bridge_values(&other), "1 0");
+    let (before, changes, after) = ns.run(|| {
+        let node = NodeSysctls::detect(Sysctl::default(), &Options::default()).unwrap();
+        let before = node.check().unwrap();
+        let changes = node.apply().unwrap();
+        (before, changes, node.check().unwrap())
+    });
+    let before: Vec<String> = before.iter().map(ToString::to_string).collect();
+    println!("{before:#?}");
+    for key in [
+        "net.bridge.bridge-nf-call-iptables",
+        "net.bridge.bridge-nf-call-ip6tables",
+    ] {
+        assert!(
+            before
+                .iter()
+                .any(|t| t.starts_with(&format!("{key} is 0, wanted 1"))
+                    && t.ends_with(&format!(": sysctl -w {key}=1"))),
+            "{key} drift not reported: {before:?}"
+        );
+    }
+    let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    assert!(
+        changes.contains(&"net.bridge.bridge-nf-call-iptables: 0 -> 1".to_string()),
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&"net.bridge.bridge-nf-call-ip6tables: 0 -> 1".to_string()),
+        "{changes:?}"
+    );
+    assert!(after.iter().all(|f| !f.is_problem()), "{after:?}");
+    assert_eq!(bridge_values(&ns), "1 1");
+    assert_eq!(bridge_values(&other), "1 0");
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn bridge_netfilter_off_leaves_the_bridge_sysctls_alone() {
+    let _modules = modules_stay();
+    let ns = Netns::new("brnf-off");
+    ns.sh("sysctl -qw net.bridge.bridge-nf-call-iptables=0");
+    let options = Options {
+        bridge_netfilter: false,
+        ..Options::default()
+    };
+    let (managed, findings) = ns.run(|| {
+        let node = NodeSysctls::detect(Sysctl::default(), &options).unwrap();
+        node.apply().unwrap();
+        let managed: Vec<String> = node.settings().iter().map(|s| s.key.to_string()).collect();
+        (managed, node.check().unwrap())
+    });
+    assert!(
+        !managed.iter().any(|k| k.starts_with("net.bridge")),
+        "{managed:?}"
+    );
+    assert!(findings.is_empty(), "{findings:?}");
+    assert_eq!(bridge_values(&ns), "0 1");
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn a_module_this_kernel_lacks_gives_a_clear_error() {
+    let absent = KernelModule {
+        name: "ipvs_proxy_no_such_module",
+        sysctl_dir: "net.ipvs_proxy_no_such_module",
+        without: "nothing works",
+    };
+    let err = absent.ensure_loaded(&Sysctl::default()).unwrap_err();
+    assert!(matches!(err, Error::ModuleAbsent { .. }), "{err:?}");
+    let text = err.to_string();
+    println!("{text}");
+    assert!(
+        text.starts_with("ipvs_proxy_no_such_module is not loaded: nothing works;"),
+        "{text}"
+    );
+    assert!(
+        text.contains("not found in directory /lib/modules/"),
+        "{text}"
+    );
+    assert!(text.contains("/etc/modules-load.d/"), "{text}");
 }
