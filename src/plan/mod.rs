@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::model::ipset::{self, ALL_SETS, IpsetMembers};
+use crate::model::kube_sets::{IpsetMembers, KubeSet, SetEntry, SetId};
 use crate::model::{
     DesiredState, Family, Protocol, RealServer, Touched, VirtualServer, VirtualServerKey,
 };
@@ -64,7 +64,7 @@ pub struct ObservedState {
     pub virtual_servers: Vec<ObservedVirtualServer>,
     /// Addresses bound on kube-ipvs0.
     pub addresses: BTreeSet<IpAddr>,
-    /// Members of the sets in [`ipset::ALL_SETS`] (either family) that exist.
+    /// Members of the sets in [`KubeSet::ALL`] (either family) that exist.
     pub ipsets: IpsetMembers,
 }
 
@@ -137,10 +137,10 @@ pub enum Change {
     AddAddress(IpAddr),
     /// Add an ipset entry.
     AddIpsetEntry {
-        /// Full set name.
-        set: String,
-        /// Entry in ipset syntax.
-        entry: String,
+        /// The set.
+        set: SetId,
+        /// The entry.
+        entry: SetEntry,
     },
     /// Create a virtual server.
     AddVirtualServer(VirtualServerSpec),
@@ -173,29 +173,16 @@ pub enum Change {
     DeleteVirtualServer(VirtualServerKey),
     /// Delete an ipset entry.
     DeleteIpsetEntry {
-        /// Full set name.
-        set: String,
-        /// Entry in ipset syntax.
-        entry: String,
+        /// The set.
+        set: SetId,
+        /// The entry.
+        entry: SetEntry,
     },
     /// Unbind an address from kube-ipvs0.
     DeleteAddress(IpAddr),
 }
 
 impl Change {
-    /// Whether the change is made in IPVS (not on kube-ipvs0 or in an ipset).
-    pub fn is_ipvs(&self) -> bool {
-        matches!(
-            self,
-            Self::AddVirtualServer(_)
-                | Self::UpdateVirtualServer(_)
-                | Self::DeleteVirtualServer(_)
-                | Self::AddRealServer { .. }
-                | Self::UpdateRealServer { .. }
-                | Self::DeleteRealServer { .. }
-        )
-    }
-
     /// Whether the change only adds or restores: it removes nothing and starts no
     /// drain. The only changes a partial desired state (one that does not hold every
     /// Service, see [`crate::model::Model::apply_early`]) may make, since what it
@@ -426,53 +413,42 @@ fn is_ours(key: VirtualServerKey, desired: &DesiredState, observed: &ObservedSta
     }
     if observed
         .ipsets
-        .contains(&ipset::set_name(ipset::IPVS_IPS, family), &addr.to_string())
+        .contains(SetId::new(KubeSet::IpvsIps, family), &SetEntry::Ip(addr))
     {
         return true;
     }
     if !desired.node_port_addresses.contains(&addr) {
         return false;
     }
+    let (set, entry) = node_port_entry(key);
+    observed.ipsets.contains(SetId::new(set, family), &entry)
+}
+
+/// The NodePort set entry that marks a node-address virtual server as ours (the
+/// non-Local set: every NodePort is in it).
+fn node_port_entry(key: VirtualServerKey) -> (KubeSet, SetEntry) {
     match key.protocol {
-        Protocol::Tcp => observed.ipsets.contains(
-            &ipset::set_name(ipset::NODE_PORT_TCP, family),
-            &key.port.to_string(),
-        ),
-        Protocol::Udp => observed.ipsets.contains(
-            &ipset::set_name(ipset::NODE_PORT_UDP, family),
-            &key.port.to_string(),
-        ),
-        Protocol::Sctp => observed.ipsets.contains(
-            &ipset::set_name(ipset::NODE_PORT_SCTP_HASH, family),
-            &format!("{addr},sctp:{}", key.port),
+        Protocol::Tcp => (KubeSet::NodePortTcp, SetEntry::Port(key.port)),
+        Protocol::Udp => (KubeSet::NodePortUdp, SetEntry::Port(key.port)),
+        Protocol::Sctp => (
+            KubeSet::NodePortSctp,
+            SetEntry::ip_port(key.addr, Protocol::Sctp, key.port),
         ),
     }
 }
 
 fn diff_ipsets(desired: &IpsetMembers, observed: &IpsetMembers, changes: &mut Vec<Change>) {
-    let ours: BTreeSet<String> = ALL_SETS
-        .iter()
-        .flat_map(|base| {
-            [
-                ipset::set_name(base, Family::V4),
-                ipset::set_name(base, Family::V6),
-            ]
-        })
-        .collect();
-    for set in &ours {
-        let want = desired.get(set);
-        let have = observed.get(set);
-        for entry in want.difference(&have) {
-            changes.push(Change::AddIpsetEntry {
-                set: set.clone(),
-                entry: entry.clone(),
-            });
+    // In kernel-name order, as `ipset list` sorts them.
+    let ours: BTreeSet<SetId> = SetId::all().collect();
+    let empty = BTreeSet::new();
+    for set in ours {
+        let want = desired.0.get(&set).unwrap_or(&empty);
+        let have = observed.0.get(&set).unwrap_or(&empty);
+        for entry in want.difference(have) {
+            changes.push(Change::AddIpsetEntry { set, entry: *entry });
         }
-        for entry in have.difference(&want) {
-            changes.push(Change::DeleteIpsetEntry {
-                set: set.clone(),
-                entry: entry.clone(),
-            });
+        for entry in have.difference(want) {
+            changes.push(Change::DeleteIpsetEntry { set, entry: *entry });
         }
     }
 }
@@ -488,7 +464,7 @@ pub struct Scope {
     /// kube-ipvs0 addresses to diff.
     pub addresses: BTreeSet<IpAddr>,
     /// ipset entries `(set, entry)` to diff.
-    pub entries: BTreeSet<(String, String)>,
+    pub entries: BTreeSet<(SetId, SetEntry)>,
 }
 
 impl Scope {
@@ -502,22 +478,17 @@ impl Scope {
         for key in &touched.virtual_servers {
             let family = Family::of(key.addr);
             scope.addresses.insert(key.addr);
-            let port = key.port.to_string();
-            scope
-                .entries
-                .insert((ipset::set_name(ipset::NODE_PORT_TCP, family), port.clone()));
-            scope
-                .entries
-                .insert((ipset::set_name(ipset::NODE_PORT_UDP, family), port));
-            scope.entries.insert((
-                ipset::set_name(ipset::NODE_PORT_SCTP_HASH, family),
-                format!("{},sctp:{}", key.addr, key.port),
-            ));
+            // The ownership evidence of every protocol, as before: a TCP key's port
+            // is also looked up in the UDP set and its address in the SCTP set.
+            for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                let (set, entry) = node_port_entry(VirtualServerKey { protocol, ..*key });
+                scope.entries.insert((SetId::new(set, family), entry));
+            }
         }
         for addr in &scope.addresses {
             scope.entries.insert((
-                ipset::set_name(ipset::IPVS_IPS, Family::of(*addr)),
-                addr.to_string(),
+                SetId::new(KubeSet::IpvsIps, Family::of(*addr)),
+                SetEntry::Ip(*addr),
             ));
         }
         scope
@@ -573,8 +544,8 @@ impl Scope {
     fn members(&self, members: &IpsetMembers) -> IpsetMembers {
         let mut cut = IpsetMembers::default();
         for (set, entry) in &self.entries {
-            if members.contains(set, entry) {
-                cut.0.entry(set.clone()).or_default().insert(entry.clone());
+            if members.contains(*set, entry) {
+                cut.insert(*set, entry);
             }
         }
         cut
@@ -596,21 +567,8 @@ pub fn record_applied(
             Change::DeleteAddress(addr) => {
                 addresses.remove(addr);
             }
-            Change::AddIpsetEntry { set, entry } => {
-                ipsets
-                    .0
-                    .entry(set.clone())
-                    .or_default()
-                    .insert(entry.clone());
-            }
-            Change::DeleteIpsetEntry { set, entry } => {
-                if let Some(entries) = ipsets.0.get_mut(set) {
-                    entries.remove(entry);
-                    if entries.is_empty() {
-                        ipsets.0.remove(set);
-                    }
-                }
-            }
+            Change::AddIpsetEntry { set, entry } => ipsets.insert(*set, entry),
+            Change::DeleteIpsetEntry { set, entry } => ipsets.remove(*set, entry),
             _ => {}
         }
     }
