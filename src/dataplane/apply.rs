@@ -3,22 +3,80 @@
 //! applies them in ([`AddPhases`]), and the report of what the kernel said.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use ipvs_netlink as ipvs;
 
 use super::ipvs::ipvs_change;
+use super::netif::DEFAULT_NAME;
 use crate::model::kube_sets::{SetEntry, SetId};
 use crate::plan::{Change, Plan};
 
 /// Set entries to add or delete, by set (one ipset batch per set).
 pub type EntryBatches = BTreeMap<SetId, Vec<SetEntry>>;
 
-/// One change the kernel refused.
+/// What a failure concerns: one change of the plan, or a whole batch whose request
+/// failed before the kernel could answer change by change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// One change.
+    Change(Change),
+    /// Every IPVS change of the plan.
+    IpvsBatch {
+        /// How many.
+        changes: usize,
+    },
+    /// Entries of one set, or of every set when `set` is `None` (the blocking thread
+    /// applying them failed).
+    Entries {
+        /// The set.
+        set: Option<SetId>,
+        /// How many entries.
+        entries: usize,
+        /// Adding (or deleting).
+        add: bool,
+    },
+    /// Addresses on kube-ipvs0.
+    Addresses {
+        /// How many addresses.
+        count: usize,
+        /// Binding (or unbinding).
+        add: bool,
+    },
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = |add: bool| if add { "add" } else { "delete" };
+        match self {
+            Failed::Change(change) => write!(f, "{change}"),
+            Failed::IpvsBatch { changes } => write!(f, "{changes} IPVS change(s)"),
+            Failed::Entries {
+                set: Some(set),
+                entries,
+                add,
+            } => write!(f, "{} {entries} entries of {set}", verb(*add)),
+            Failed::Entries {
+                set: None,
+                entries,
+                add,
+            } => write!(f, "{} {entries} set entries", verb(*add)),
+            Failed::Addresses { count, add: true } => {
+                write!(f, "add {count} address(es) to {DEFAULT_NAME}")
+            }
+            Failed::Addresses { count, add: false } => {
+                write!(f, "remove {count} address(es) from {DEFAULT_NAME}")
+            }
+        }
+    }
+}
+
+/// One change (or batch) the kernel refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedChange {
-    /// The change, as [`Change`] displays it (or a summary of a whole batch).
-    pub change: String,
+    /// What failed.
+    pub change: Failed,
     /// The kernel's (or adapter's) error message.
     pub error: String,
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use ipset_netlink as ipset;
 
-use super::apply::{ApplyReport, EntryBatches, FailedChange};
+use super::apply::{ApplyReport, EntryBatches, Failed, FailedChange};
 use crate::model::kube_sets::{IpsetMembers, SetEntry, SetId, SetType};
 use crate::model::{Family, Protocol};
 use crate::plan::Change;
@@ -217,20 +217,24 @@ pub(crate) fn write_entries(
                 report.applied += outcome.applied;
                 for (index, error) in outcome.failures {
                     report.failed.push(FailedChange {
-                        change: entries.get(index).map_or_else(
-                            || format!("{set} entry #{index}"),
-                            |entry| change(*set, *entry).to_string(),
-                        ),
+                        change: match entries.get(index) {
+                            Some(entry) => Failed::Change(change(*set, *entry)),
+                            None => Failed::Entries {
+                                set: Some(*set),
+                                entries: 1,
+                                add,
+                            },
+                        },
                         error: error.to_string(),
                     });
                 }
             }
             Err(error) => report.failed.push(FailedChange {
-                change: format!(
-                    "{} {} entries of {set}",
-                    if add { "add" } else { "delete" },
-                    entries.len()
-                ),
+                change: Failed::Entries {
+                    set: Some(*set),
+                    entries: entries.len(),
+                    add,
+                },
                 error: error.to_string(),
             }),
         }

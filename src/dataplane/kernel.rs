@@ -21,7 +21,7 @@ use ipset_netlink as ipset;
 use ipvs_netlink as ipvs;
 
 use super::apply::{AddPhases, Batches, EntryBatches, partition};
-pub use super::apply::{ApplyReport, FailedChange};
+pub use super::apply::{ApplyReport, Failed, FailedChange};
 use super::ipset::{destroy_sets, ensure_sets, read_members, write_entries};
 use super::ipvs::{ipvs_key, observed_virtual_servers};
 use crate::dataplane::netif::{DEFAULT_NAME, NetifError, ServiceInterface};
@@ -153,23 +153,30 @@ impl Kernel {
         Ok((observed_virtual_servers(table), requests))
     }
 
-    /// Adds or deletes set entries on a blocking thread. `None` when the thread
-    /// panicked: then it is unknown which entries went in.
-    async fn write_entries(&self, batches: EntryBatches, add: bool) -> Option<ApplyReport> {
+    /// Adds or deletes set entries on a blocking thread. The error is the report of a
+    /// thread that panicked: then it is unknown which entries went in.
+    async fn write_entries(
+        &self,
+        batches: EntryBatches,
+        add: bool,
+    ) -> Result<ApplyReport, ApplyReport> {
         if batches.is_empty() {
-            return Some(ApplyReport::default());
+            return Ok(ApplyReport::default());
         }
-        let count: usize = batches.values().map(Vec::len).sum();
-        match self
-            .with_ipset(move |handle| write_entries(handle, &batches, add))
+        let entries: usize = batches.values().map(Vec::len).sum();
+        self.with_ipset(move |handle| write_entries(handle, &batches, add))
             .await
-        {
-            Ok(report) => Some(report),
-            Err(error) => {
-                tracing::error!(entries = count, add, %error, "the ipset task failed");
-                None
-            }
-        }
+            .map_err(|error| ApplyReport {
+                failed: vec![FailedChange {
+                    change: Failed::Entries {
+                        set: None,
+                        entries,
+                        add,
+                    },
+                    error: format!("the ipset task failed: {error}"),
+                }],
+                ..ApplyReport::default()
+            })
     }
 
     /// Applies `plan`: the IPVS batch beside set entries and addresses (each address
@@ -215,8 +222,8 @@ impl Kernel {
             // Without the first entries (their thread panicked) no address binds: a VIP
             // never goes before its entries. The next sync binds them.
             let (first, later) = match first_in {
-                Some(_) => (phases.first_addresses, phases.later_addresses),
-                None => (Vec::new(), Vec::new()),
+                Ok(_) => (phases.first_addresses, phases.later_addresses),
+                Err(_) => (Vec::new(), Vec::new()),
             };
             tokio::spawn(async move {
                 let after_entries = async move {
@@ -235,22 +242,16 @@ impl Kernel {
         });
         let later_in = self.write_entries(phases.later_entries, true).await;
         let ipset_done = started.elapsed();
-        let entries_in = first_in.is_some() && later_in.is_some();
+        let entries_in = first_in.is_ok() && later_in.is_ok();
         // The addresses handed to the binder: none without the first entries, only the
         // first ones without the later entries.
         let handed = match (&first_in, entries_in) {
-            (None, _) => 0,
-            (Some(_), false) => add_count - later_count,
-            (Some(_), true) => add_count,
+            (Err(_), _) => 0,
+            (Ok(_), false) => add_count - later_count,
+            (Ok(_), true) => add_count,
         };
         for part in [first_in, later_in] {
-            match part {
-                Some(part) => report.merge(part),
-                None => report.failed.push(FailedChange {
-                    change: "add set entries".to_string(),
-                    error: "the ipset task failed".to_string(),
-                }),
-            }
+            report.merge(part.unwrap_or_else(|failed| failed));
         }
         if entries_in {
             let _ = later_entries_in.send(());
@@ -282,13 +283,19 @@ impl Kernel {
             match result {
                 Ok(_) => report.applied += handed,
                 Err(error) => report.failed.push(FailedChange {
-                    change: format!("add {handed} address(es) to {DEFAULT_NAME}"),
+                    change: Failed::Addresses {
+                        count: handed,
+                        add: true,
+                    },
                     error,
                 }),
             }
             if handed < add_count {
                 report.failed.push(FailedChange {
-                    change: format!("add {} address(es) to {DEFAULT_NAME}", add_count - handed),
+                    change: Failed::Addresses {
+                        count: add_count - handed,
+                        add: true,
+                    },
                     error: "left for the next sync: their set entries may be missing".into(),
                 });
             }
@@ -307,35 +314,35 @@ impl Kernel {
                         match result {
                             Ok(()) => report.applied += 1,
                             Err(error) => report.failed.push(FailedChange {
-                                change: plan.changes[*index].to_string(),
+                                change: Failed::Change(plan.changes[*index].clone()),
                                 error: error.to_string(),
                             }),
                         }
                     }
                 }
                 Err(error) => report.failed.push(FailedChange {
-                    change: format!("{ipvs_count} IPVS change(s)"),
+                    change: Failed::IpvsBatch {
+                        changes: ipvs_count,
+                    },
                     error,
                 }),
             }
         }
 
-        match self.write_entries(entry_dels, false).await {
-            Some(part) => report.merge(part),
-            None => report.failed.push(FailedChange {
-                change: "delete set entries".to_string(),
-                error: "the ipset task failed".to_string(),
-            }),
-        }
+        report.merge(
+            self.write_entries(entry_dels, false)
+                .await
+                .unwrap_or_else(|failed| failed),
+        );
         if !remove_addresses.is_empty() {
             report.netlink_messages += remove_addresses.len() as u64;
             match self.iface.remove(remove_addresses.iter().copied()).await {
                 Ok(_) => report.applied += remove_addresses.len(),
                 Err(error) => report.failed.push(FailedChange {
-                    change: format!(
-                        "remove {} address(es) from {DEFAULT_NAME}",
-                        remove_addresses.len()
-                    ),
+                    change: Failed::Addresses {
+                        count: remove_addresses.len(),
+                        add: false,
+                    },
                     error: error.to_string(),
                 }),
             }
