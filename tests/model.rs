@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use ipvs_proxy::config::{self, Config};
 use ipvs_proxy::model::{
-    DesiredState, Model, NodeInfo, Protocol, RealServer, ServiceKey, ServiceOutcome, Skipped,
-    VipKind, VirtualServerKey,
+    DesiredState, Family, KubeSet, Model, NodeInfo, Protocol, RealServer, ServiceKey,
+    ServiceOutcome, SetEntry, Skipped, VipKind, VirtualServerKey,
 };
 use ipvs_proxy::plan::{
     Change, DiffOptions, DrainStarts, ObservedState, ObservedVirtualServer, diff,
@@ -112,13 +112,13 @@ fn cluster_ip_uses_ready_endpoints_per_port() {
     assert_eq!(&*vs.port_name, "http");
     assert_eq!(state.addresses, BTreeSet::from([ip("10.96.12.34")]));
     assert_eq!(
-        state.ipsets.get("KUBE-CLUSTER-IP"),
+        state.ipsets.texts("KUBE-CLUSTER-IP"),
         set(&["10.96.12.34,tcp:80", "10.96.12.34,tcp:443"])
     );
-    assert_eq!(state.ipsets.get("KUBE-IPVS-IPS"), set(&["10.96.12.34"]));
+    assert_eq!(state.ipsets.texts("KUBE-IPVS-IPS"), set(&["10.96.12.34"]));
     // Only node-a's endpoint is local: hairpin entries for it alone.
     assert_eq!(
-        state.ipsets.get("KUBE-LOOP-BACK"),
+        state.ipsets.texts("KUBE-LOOP-BACK"),
         set(&[
             "10.244.1.10,tcp:8080,10.244.1.10",
             "10.244.1.10,tcp:8443,10.244.1.10"
@@ -167,33 +167,38 @@ fn load_balancer_with_local_policy() {
         BTreeSet::from([ip("10.96.40.7"), ip("203.0.113.10")])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-LOAD-BALANCER"),
+        state.ipsets.texts("KUBE-LOAD-BALANCER"),
         set(&["203.0.113.10,tcp:80"])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-LOAD-BALANCER-LOCAL"),
+        state.ipsets.texts("KUBE-LOAD-BALANCER-LOCAL"),
         set(&["203.0.113.10,tcp:80"])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-LOAD-BALANCER-FW"),
+        state.ipsets.texts("KUBE-LOAD-BALANCER-FW"),
         set(&["203.0.113.10,tcp:80"])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-LOAD-BALANCER-SOURCE-CIDR"),
+        state.ipsets.texts("KUBE-LOAD-BALANCER-SOURCE-CIDR"),
         set(&[
             "203.0.113.10,tcp:80,192.0.2.0/24",
             "203.0.113.10,tcp:80,10.0.0.0/8"
         ])
     );
     // No node address lies in the source ranges.
-    assert!(state.ipsets.get("KUBE-LOAD-BALANCER-SOURCE-IP").is_empty());
-    assert_eq!(state.ipsets.get("KUBE-NODE-PORT-TCP"), set(&["31080"]));
+    assert!(
+        state
+            .ipsets
+            .texts("KUBE-LOAD-BALANCER-SOURCE-IP")
+            .is_empty()
+    );
+    assert_eq!(state.ipsets.texts("KUBE-NODE-PORT-TCP"), set(&["31080"]));
     assert_eq!(
-        state.ipsets.get("KUBE-NODE-PORT-LOCAL-TCP"),
+        state.ipsets.texts("KUBE-NODE-PORT-LOCAL-TCP"),
         set(&["31080"])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-HEALTH-CHECK-NODE-PORT"),
+        state.ipsets.texts("KUBE-HEALTH-CHECK-NODE-PORT"),
         set(&["32123"])
     );
     let health = &state.health_check_node_ports[&32123];
@@ -235,10 +240,13 @@ fn dual_stack_udp_and_tcp() {
         set(&["[fd00:10:244:1::2]:53", "[fd00:10:244:2::3]:53"])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-6-CLUSTER-IP"),
+        state.ipsets.texts("KUBE-6-CLUSTER-IP"),
         set(&["fd00:10:96::a,tcp:53", "fd00:10:96::a,udp:53"])
     );
-    assert_eq!(state.ipsets.get("KUBE-6-IPVS-IPS"), set(&["fd00:10:96::a"]));
+    assert_eq!(
+        state.ipsets.texts("KUBE-6-IPVS-IPS"),
+        set(&["fd00:10:96::a"])
+    );
 }
 
 #[test]
@@ -358,11 +366,11 @@ fn sctp_node_port_and_external_ips_per_family() {
         ])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-NODE-PORT-SCTP-HASH"),
+        state.ipsets.texts("KUBE-NODE-PORT-SCTP-HASH"),
         set(&["192.168.50.11,sctp:30868"])
     );
     assert_eq!(
-        state.ipsets.get("KUBE-EXTERNAL-IP"),
+        state.ipsets.texts("KUBE-EXTERNAL-IP"),
         set(&["198.51.100.7,sctp:3868"])
     );
     // The IPv6 external IP has no IPv6 ClusterIP: left out with a warning.
@@ -702,24 +710,13 @@ fn diff_never_touches_foreign_or_excluded_virtual_servers() {
         .push(foreign("192.168.50.11", 30999));
     observed
         .ipsets
-        .0
-        .entry("KUBE-NODE-PORT-TCP".into())
-        .or_default()
-        .insert("30999".into());
+        .add(KubeSet::NodePortTcp, Family::V4, SetEntry::Port(30999));
     observed.virtual_servers.push(foreign("10.96.99.2", 80));
     observed
         .ipsets
-        .0
-        .entry("KUBE-IPVS-IPS".into())
-        .or_default()
-        .insert("10.96.99.2".into());
-    // A set that is not ours is not diffed.
-    observed
-        .ipsets
-        .0
-        .entry("CALICO-SOMETHING".into())
-        .or_default()
-        .insert("1.2.3.4".into());
+        .add(KubeSet::IpvsIps, Family::V4, SetEntry::Ip(ip("10.96.99.2")));
+    // A set that is not ours cannot even be named in the observed state: the kernel
+    // adapter reads only the catalog's sets.
 
     let plan = diff(
         &state,

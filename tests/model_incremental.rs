@@ -107,7 +107,7 @@ fn differences(before: &DesiredState, after: &DesiredState) -> Touched {
         .symmetric_difference(&after.addresses)
         .copied()
         .collect();
-    let sets: BTreeSet<&String> = before
+    let sets: BTreeSet<_> = before
         .ipsets
         .0
         .keys()
@@ -119,7 +119,7 @@ fn differences(before: &DesiredState, after: &DesiredState) -> Touched {
             .get(set)
             .symmetric_difference(&after.ipsets.get(set))
         {
-            touched.entries.insert((set.clone(), entry.clone()));
+            touched.entries.insert((*set, *entry));
         }
     }
     touched.health_checks = before.health_check_node_ports != after.health_check_node_ports;
@@ -261,7 +261,7 @@ fn one_slice_update_touches_only_its_service() {
         touched
             .entries
             .iter()
-            .all(|(set, _)| set == "KUBE-LOOP-BACK"),
+            .all(|(set, _)| set.name() == "KUBE-LOOP-BACK"),
         "{:?}",
         touched.entries
     );

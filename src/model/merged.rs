@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::ipset::{self, IpsetMembers};
+use super::kube_sets::{KubeSet, SetEntry, SetId};
 use super::service::{ServiceContribution, ServiceOutcome};
 use super::{
     DesiredState, Family, HealthCheck, ServiceError, ServiceKey, VirtualServerKey, compact,
@@ -38,7 +38,7 @@ pub struct Touched {
     /// kube-ipvs0 addresses that became or stopped being desired.
     pub addresses: BTreeSet<IpAddr>,
     /// ipset entries `(set, entry)` that became or stopped being desired.
-    pub entries: BTreeSet<(String, String)>,
+    pub entries: BTreeSet<(SetId, SetEntry)>,
     /// Whether the health-check NodePorts changed.
     pub health_checks: bool,
     /// How many Service updates were folded in.
@@ -64,14 +64,14 @@ pub(super) struct Merged {
     health_check_claims: BTreeMap<u16, Claims>,
     winners: BTreeSet<ServiceKey>,
     address_refs: BTreeMap<IpAddr, usize>,
-    entry_refs: BTreeMap<(&'static str, Box<str>), usize>,
+    entry_refs: BTreeMap<(SetId, SetEntry), usize>,
     real_servers: usize,
     touched: Touched,
     /// Addresses and entries whose presence flipped during the current update, with
     /// their presence before it: an update that removes and re-adds one (a Service's
     /// old contribution out, its new one in) did not touch it.
     flipped_addresses: BTreeMap<IpAddr, bool>,
-    flipped_entries: BTreeMap<(&'static str, Box<str>), bool>,
+    flipped_entries: BTreeMap<(SetId, SetEntry), bool>,
 }
 
 /// The claimants of one key, oldest first. Almost every key has one claimant, so a
@@ -205,7 +205,7 @@ impl Merged {
         }
         for ((set, entry), was_present) in std::mem::take(&mut self.flipped_entries) {
             if self.state.ipsets.contains(set, &entry) != was_present {
-                self.touched.entries.insert((set.to_string(), entry.into()));
+                self.touched.entries.insert((set, entry));
             }
         }
     }
@@ -314,8 +314,8 @@ impl Merged {
             if *count == 1 {
                 self.state.addresses.insert(*addr);
                 self.flipped_addresses.entry(*addr).or_insert(false);
-                let set = ipset::static_set_name(ipset::IPVS_IPS, Family::of(*addr));
-                self.add_entry(set, &addr.to_string());
+                let set = SetId::new(KubeSet::IpvsIps, Family::of(*addr));
+                self.add_entry(set, &SetEntry::Ip(*addr));
             }
         }
         for (set, entry) in contribution.ipsets.iter() {
@@ -358,8 +358,8 @@ impl Merged {
                     self.address_refs.remove(addr);
                     self.state.addresses.remove(addr);
                     self.flipped_addresses.entry(*addr).or_insert(true);
-                    let set = ipset::static_set_name(ipset::IPVS_IPS, Family::of(*addr));
-                    self.remove_entry(set, &addr.to_string());
+                    let set = SetId::new(KubeSet::IpvsIps, Family::of(*addr));
+                    self.remove_entry(set, &SetEntry::Ip(*addr));
                 }
             }
         }
@@ -379,9 +379,9 @@ impl Merged {
         self.state.warnings.remove(&contribution.service);
     }
 
-    fn add_entry(&mut self, set: &'static str, entry: &str) {
-        let key = (set, Box::from(entry));
-        let count = self.entry_refs.entry(key.clone()).or_default();
+    fn add_entry(&mut self, set: SetId, entry: &SetEntry) {
+        let key = (set, *entry);
+        let count = self.entry_refs.entry(key).or_default();
         *count += 1;
         if *count == 1 {
             self.state.ipsets.insert(set, entry);
@@ -389,8 +389,8 @@ impl Merged {
         }
     }
 
-    fn remove_entry(&mut self, set: &'static str, entry: &str) {
-        let key = (set, Box::from(entry));
+    fn remove_entry(&mut self, set: SetId, entry: &SetEntry) {
+        let key = (set, *entry);
         let Some(count) = self.entry_refs.get_mut(&key) else {
             return;
         };
@@ -399,17 +399,7 @@ impl Merged {
             return;
         }
         self.entry_refs.remove(&key);
-        remove_member(&mut self.state.ipsets, set, entry);
+        self.state.ipsets.remove(set, entry);
         self.flipped_entries.entry(key).or_insert(true);
-    }
-}
-
-/// Removes one entry, dropping the set from the map once it is empty.
-fn remove_member(members: &mut IpsetMembers, set: &str, entry: &str) {
-    if let Some(entries) = members.0.get_mut(set) {
-        entries.remove(entry);
-        if entries.is_empty() {
-            members.0.remove(set);
-        }
     }
 }

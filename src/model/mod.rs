@@ -14,7 +14,7 @@
 mod endpoints;
 pub mod input;
 pub mod inspect;
-pub mod ipset;
+pub mod kube_sets;
 mod merged;
 pub mod service;
 
@@ -28,7 +28,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::Config;
 use input::{Interner, ServiceInput, SliceInput};
-pub use ipset::IpsetMembers;
+pub use kube_sets::{IpsetMembers, KubeSet, SetEntry, SetId};
 pub use merged::Touched;
 pub use service::{ServiceContribution, ServiceOutcome, Skipped};
 
@@ -756,11 +756,11 @@ impl Model {
             }
         }
         state.ipsets.add_all(
-            ipset::IPVS_IPS,
+            KubeSet::IpvsIps,
             state
                 .addresses
                 .iter()
-                .map(|addr| (Family::of(*addr), addr.to_string())),
+                .map(|addr| (Family::of(*addr), SetEntry::Ip(*addr))),
         );
         state.ipsets.0.retain(|_, entries| !entries.is_empty());
         state

@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::endpoints::{self, Endpoint};
 use super::input::{ServiceInput, SliceInput};
-use super::ipset::{self, SetEntries};
+use super::kube_sets::{KubeSet, SetEntries, SetEntry};
 use super::{
     Family, NodeInfo, Protocol, RealServer, ServiceError, ServiceKey, VipKind, VirtualServer,
     VirtualServerKey,
@@ -311,7 +311,6 @@ pub fn contribution(
             } else {
                 &categorized.cluster
             };
-            let proto_port = format!("{}:{}", port.protocol, port.port);
             let mut add = |addr: IpAddr, vport: u16, kind: VipKind, endpoints: &[Endpoint]| {
                 contribution.virtual_servers.push(Arc::new(VirtualServer {
                     key: VirtualServerKey {
@@ -338,22 +337,24 @@ pub fn contribution(
             add(cluster_ip, port.port, VipKind::ClusterIp, internal);
             contribution.addresses.push(cluster_ip);
             contribution.ipsets.add(
-                ipset::CLUSTER_IP,
+                KubeSet::ClusterIp,
                 family,
-                format!("{cluster_ip},{proto_port}"),
+                SetEntry::ip_port(cluster_ip, port.protocol, port.port),
             );
 
             for &addr in external_ips.iter().filter(|a| Family::of(**a) == family) {
                 add(addr, port.port, VipKind::ExternalIp, external);
                 contribution.addresses.push(addr);
                 let set = if external_local {
-                    ipset::EXTERNAL_IP_LOCAL
+                    KubeSet::ExternalIpLocal
                 } else {
-                    ipset::EXTERNAL_IP
+                    KubeSet::ExternalIp
                 };
-                contribution
-                    .ipsets
-                    .add(set, family, format!("{addr},{proto_port}"));
+                contribution.ipsets.add(
+                    set,
+                    family,
+                    SetEntry::ip_port(addr, port.protocol, port.port),
+                );
             }
 
             for &addr in load_balancer_ips
@@ -362,14 +363,14 @@ pub fn contribution(
             {
                 add(addr, port.port, VipKind::LoadBalancer, external);
                 contribution.addresses.push(addr);
-                let entry = format!("{addr},{proto_port}");
+                let entry = SetEntry::ip_port(addr, port.protocol, port.port);
                 contribution
                     .ipsets
-                    .add(ipset::LOAD_BALANCER, family, entry.clone());
+                    .add(KubeSet::LoadBalancer, family, entry);
                 if external_local {
                     contribution
                         .ipsets
-                        .add(ipset::LOAD_BALANCER_LOCAL, family, entry.clone());
+                        .add(KubeSet::LoadBalancerLocal, family, entry);
                 }
                 let ranges: Vec<&IpNet> = source_ranges
                     .iter()
@@ -378,12 +379,12 @@ pub fn contribution(
                 if !ranges.is_empty() {
                     contribution
                         .ipsets
-                        .add(ipset::LOAD_BALANCER_FW, family, entry.clone());
+                        .add(KubeSet::LoadBalancerFw, family, entry);
                     for range in &ranges {
                         contribution.ipsets.add(
-                            ipset::LOAD_BALANCER_SOURCE_CIDR,
+                            KubeSet::LoadBalancerSourceCidr,
                             family,
-                            format!("{entry},{range}"),
+                            SetEntry::ip_port_net(addr, port.protocol, port.port, **range),
                         );
                     }
                     if node_addresses
@@ -391,9 +392,14 @@ pub fn contribution(
                         .any(|node_ip| ranges.iter().any(|range| range.contains(node_ip)))
                     {
                         contribution.ipsets.add(
-                            ipset::LOAD_BALANCER_SOURCE_IP,
+                            KubeSet::LoadBalancerSourceIp,
                             family,
-                            format!("{entry},{addr}"),
+                            SetEntry::IpPortIp {
+                                addr,
+                                proto: port.protocol,
+                                port: port.port,
+                                addr2: addr,
+                            },
                         );
                     }
                 }
@@ -404,24 +410,22 @@ pub fn contribution(
                     add(addr, node_port, VipKind::NodePort, external);
                 }
                 let (set, local_set) = match port.protocol {
-                    Protocol::Tcp => (ipset::NODE_PORT_TCP, ipset::NODE_PORT_LOCAL_TCP),
-                    Protocol::Udp => (ipset::NODE_PORT_UDP, ipset::NODE_PORT_LOCAL_UDP),
-                    Protocol::Sctp => {
-                        (ipset::NODE_PORT_SCTP_HASH, ipset::NODE_PORT_LOCAL_SCTP_HASH)
-                    }
+                    Protocol::Tcp => (KubeSet::NodePortTcp, KubeSet::NodePortLocalTcp),
+                    Protocol::Udp => (KubeSet::NodePortUdp, KubeSet::NodePortLocalUdp),
+                    Protocol::Sctp => (KubeSet::NodePortSctp, KubeSet::NodePortLocalSctp),
                 };
-                let entries: Vec<String> = if port.protocol == Protocol::Sctp {
+                let entries: Vec<SetEntry> = if port.protocol == Protocol::Sctp {
                     node_addresses
                         .iter()
                         .filter(|a| Family::of(**a) == family)
-                        .map(|addr| format!("{addr},sctp:{node_port}"))
+                        .map(|addr| SetEntry::ip_port(*addr, Protocol::Sctp, node_port))
                         .collect()
                 } else {
-                    vec![node_port.to_string()]
+                    vec![SetEntry::Port(node_port)]
                 };
                 for entry in entries {
                     if external_local {
-                        contribution.ipsets.add(local_set, family, entry.clone());
+                        contribution.ipsets.add(local_set, family, entry);
                     }
                     contribution.ipsets.add(set, family, entry);
                 }
@@ -430,12 +434,14 @@ pub fn contribution(
             // Hairpin: a local endpoint reaching itself through the Service is masqueraded.
             for endpoint in all.iter().filter(|endpoint| endpoint.local) {
                 contribution.ipsets.add(
-                    ipset::LOOP_BACK,
+                    KubeSet::LoopBack,
                     family,
-                    format!(
-                        "{},{}:{},{}",
-                        endpoint.addr, port.protocol, endpoint.port, endpoint.addr
-                    ),
+                    SetEntry::IpPortIp {
+                        addr: endpoint.addr,
+                        proto: port.protocol,
+                        port: endpoint.port,
+                        addr2: endpoint.addr,
+                    },
                 );
             }
         }
@@ -447,9 +453,11 @@ pub fn contribution(
                 .map_err(|_| error(format!("spec.healthCheckNodePort {port} is not in 1-65535")))?;
             contribution.health_check_node_port = Some((port, local_ready.len()));
             for family in cluster_ips.keys() {
-                contribution
-                    .ipsets
-                    .add(ipset::HEALTH_CHECK_NODE_PORT, *family, port.to_string());
+                contribution.ipsets.add(
+                    KubeSet::HealthCheckNodePort,
+                    *family,
+                    SetEntry::Port(port),
+                );
             }
         }
     }

@@ -52,9 +52,9 @@ pub fn rule_inputs(
         inputs.local_traffic = LocalTraffic::Cidr(*cidr);
     }
     for set in KubeSet::ALL {
-        let name = set.name(family);
-        if desired.ipsets.has_members(&name)
-            || kept_sets.is_some_and(|kept| kept.has_members(&name))
+        let set_id = model::SetId::new(set, model_family);
+        if desired.ipsets.has_members(set_id)
+            || kept_sets.is_some_and(|kept| kept.has_members(set_id))
         {
             inputs.non_empty_sets.insert(set);
         }
