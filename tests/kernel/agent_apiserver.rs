@@ -6,7 +6,7 @@
 //! nothing about the Services it lacks. Once the lists arrive, the full sync takes
 //! over and removes what is no longer wanted.
 
-mod support;
+use testkit as support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! pods answering HTTP, a client namespace curling the Services. Every assertion is on
 //! what the client receives or what the kernel holds (`ipvsadm`, `ip`).
 
-mod support;
+use testkit as support;
 
 use std::path::PathBuf;
 use std::time::Duration;
