@@ -2,6 +2,9 @@
 //! plus the few host tests of the same areas: one module per area, in one binary so
 //! the suite links once and the VM starts one test process.
 
+/// The agent binary, for the tests that exercise it as operators run it.
+const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
+
 mod agent_apiserver;
 mod agent_e2e;
 mod agent_migration;
