@@ -1,22 +1,18 @@
 //! A stand-in Kubernetes API server for lab benchmarks: serves the `kubernetes`
 //! Service (endpoint `<apiserver-endpoint>`), `<services>` ClusterIP Services with
 //! `<endpoints>` endpoints each, and one Node, over the real list/watch protocol
-//! (the test suite's in-process server, `tests/support/apiserver.rs`). Watches stay
+//! (the test suite's in-process server, `testkit::apiserver`). Watches stay
 //! open and silent. Prints `listening: <addr>` once it accepts connections.
 //!   lab_apiserver 127.0.0.1:6000 10000 10 192.168.50.10:6443
 #![allow(missing_docs)]
 
-#[allow(dead_code)]
-#[path = "../tests/support/apiserver.rs"]
-mod apiserver;
-
 use std::net::{Ipv4Addr, SocketAddr};
 
-use apiserver::{
+use serde_json::{Value, json};
+use testkit::apiserver::{
     ApiServer, DEFAULT_SERVICES, DEFAULT_SLICES, NODES, Resource, SERVICES, SLICES, fixture, list,
     raw_list,
 };
-use serde_json::{Value, json};
 
 fn ip(base: u32, offset: u32) -> String {
     Ipv4Addr::from(base + offset).to_string()
@@ -102,7 +98,7 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .unwrap_or_else(|err| panic!("cannot listen on {listen}: {err}"));
-    let _server = apiserver::serve_on(listener, api);
+    let _server = testkit::apiserver::serve_on(listener, api);
     println!("listening: {listen}");
     std::future::pending::<()>().await;
 }

@@ -25,6 +25,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{CloneFlags, setns};
 
+mod topology;
+
+pub use topology::{Pod, Topology, TopologyBuilder};
+
 /// Marker text used in `#[ignore = ...]` of every kernel-lab test.
 pub const NEEDS_LAB: &str = "needs the kernel lab";
 
@@ -85,6 +89,28 @@ impl Netns {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+
+    /// Starts `f` on a new thread inside this namespace and returns at once; the
+    /// thread (and every thread it spawns) stays in the namespace. For long-running
+    /// work such as an agent on its own runtime; [`Netns::run`] waits instead.
+    pub fn thread<F, R>(&self, f: F) -> std::thread::JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        // Opened here, so a missing namespace fails in the caller, not the thread.
+        let path = Path::new("/run/netns").join(&self.name);
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        std::thread::Builder::new()
+            .name(format!("in-{}", self.name))
+            .spawn(move || {
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns into {}: {e}", path.display()));
+                drop(file);
+                f()
+            })
+            .unwrap_or_else(|e| panic!("spawn a thread for {}: {e}", self.name))
     }
 
     /// Runs a shell command inside the namespace and returns its raw output.

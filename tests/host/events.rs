@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::k8s::fixture;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,12 +23,6 @@ use ipvs_proxy::observe::k8s_events::{
 use ipvs_proxy::observe::metrics::Metrics;
 use k8s_openapi::api::core::v1::{Node, Service};
 use serde_json::{Value, json};
-
-fn fixture<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = format!("{}/tests/fixtures/k8s/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
 
 /// How the fake API server answers a POST of an Event.
 #[derive(Clone, Copy)]

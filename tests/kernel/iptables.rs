@@ -314,28 +314,14 @@ struct Topology {
 }
 
 fn topology(name: &str, vip: &str, port: u16) -> Topology {
-    let client = Netns::new(&format!("{name}-cl"));
-    let node = Netns::new(&format!("{name}-node"));
-    let backend = Netns::new(&format!("{name}-be"));
-    veth(
-        &client,
-        "eth0",
-        "192.168.50.2/24",
-        &node,
-        "to-client",
-        "192.168.50.1/24",
-    );
-    veth(
-        &node,
-        "to-pod",
-        "10.244.0.1/24",
-        &backend,
-        "eth0",
-        "10.244.0.10/24",
-    );
-    client.sh("ip route add default via 192.168.50.1");
-    backend.sh("ip route add default via 10.244.0.1");
-    node.sh("sysctl -qw net.ipv4.ip_forward=1");
+    let netns_lab::Topology {
+        client,
+        node,
+        mut pods,
+    } = netns_lab::Topology::builder(&format!("{name}-cl"))
+        .forwarding()
+        .build();
+    let backend = pods.remove(0).ns;
     // IPVS traffic goes through conntrack only with this, which MASQUERADE needs.
     node.sh("sysctl -qw net.ipv4.vs.conntrack=1");
     node.sh("ip link add kube-ipvs0 type dummy");

@@ -8,7 +8,14 @@ use std::process::Command;
 use ipvs_proxy::preflight::caps::{self, Capability, ProcSysNet};
 
 const CHILD: &str = "IPVS_PROXY_CAPS_CHILD";
-const CHILD_TEST: &str = "child_prints_its_report";
+/// The child test's name as libtest knows it: its path in the test binary (the binary
+/// has a module per area, so the name carries the module).
+fn child_test() -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_crate, module)| module);
+    format!("{module}::child_prints_its_report")
+}
 /// Starts each report line (libtest prints its own text on the same line first).
 const MARK: &str = "CAPS: ";
 
@@ -39,7 +46,7 @@ fn child_report(wrapper: &[&str]) -> Vec<String> {
     let output = Command::new(wrapper[0])
         .args(&wrapper[1..])
         .arg(&exe)
-        .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+        .args(["--exact", &child_test(), "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .output()
         .unwrap();

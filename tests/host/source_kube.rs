@@ -4,7 +4,7 @@
 //! an in-stream `410 Gone` (relist), with Service/EndpointSlice JSON as the API server
 //! returns it.
 
-mod support;
+use testkit as support;
 
 use std::collections::VecDeque;
 use std::net::IpAddr;

@@ -1,7 +1,7 @@
 //! Proves the kernel lab: dummy links, IPVS and a real data path inside a
 //! fresh network namespace per test. Run with `scripts/vm-test` (or `scripts/test`).
 
-use netns_lab::{Netns, veth, wait_until};
+use netns_lab::{Netns, Topology, wait_until};
 use std::time::Duration;
 
 #[test]
@@ -31,28 +31,12 @@ fn dummy_kube_ipvs0_and_ipvsadm_service_show_in_proc() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn client_reaches_backend_through_ipvs_vip() {
-    let client = Netns::new("client");
-    let node = Netns::new("node");
-    let backend = Netns::new("backend");
-    veth(
-        &client,
-        "eth0",
-        "192.168.50.2/24",
-        &node,
-        "to-client",
-        "192.168.50.1/24",
-    );
-    veth(
-        &node,
-        "to-pod",
-        "10.244.0.1/24",
-        &backend,
-        "eth0",
-        "10.244.0.10/24",
-    );
-    client.sh("ip route add default via 192.168.50.1");
-    backend.sh("ip route add default via 10.244.0.1");
-    node.sh("sysctl -qw net.ipv4.ip_forward=1");
+    let Topology {
+        client,
+        node,
+        mut pods,
+    } = Topology::builder("client").forwarding().build();
+    let backend = pods.remove(0).ns;
 
     node.sh("ip link add kube-ipvs0 type dummy");
     node.sh("ip addr add 10.96.0.20/32 dev kube-ipvs0");

@@ -12,7 +12,7 @@ use ipvs_proxy::listing::table::{
     Destination, Family, Forwarding, Netmask, Persistence, Service, ServiceFlags, ServiceKey,
     Stats, Table, Timeouts, Tunnel, TunnelChecksum, TunnelType, protocol,
 };
-use netns_lab::{Netns, veth, wait_until};
+use netns_lab::{Netns, Topology, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
 
@@ -191,28 +191,12 @@ fn empty_table_and_changed_timeouts_match_ipvsadm() {
 /// A client, a node running IPVS and a backend; the client pulls `bytes` bytes
 /// through the service `10.96.0.20:80` (persistent, so templates exist too).
 fn traffic(bytes: u64) -> (Netns, Netns, Netns) {
-    let client = Netns::new("cli-client");
-    let node = Netns::new("cli-node");
-    let backend = Netns::new("cli-backend");
-    veth(
-        &client,
-        "eth0",
-        "192.168.50.2/24",
-        &node,
-        "to-client",
-        "192.168.50.1/24",
-    );
-    veth(
-        &node,
-        "to-pod",
-        "10.244.0.1/24",
-        &backend,
-        "eth0",
-        "10.244.0.10/24",
-    );
-    client.sh("ip route add default via 192.168.50.1");
-    backend.sh("ip route add default via 10.244.0.1");
-    node.sh("sysctl -qw net.ipv4.ip_forward=1");
+    let Topology {
+        client,
+        node,
+        mut pods,
+    } = Topology::builder("cli-client").forwarding().build();
+    let backend = pods.remove(0).ns;
     node.sh("ip link add kube-ipvs0 type dummy && ip addr add 10.96.0.20/32 dev kube-ipvs0");
     node.sh("ip addr add 10.96.0.21/32 dev kube-ipvs0");
     node.sh("ipvsadm -A -t 10.96.0.20:80 -s rr -p 600");

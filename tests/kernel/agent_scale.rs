@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use netns_lab::{Netns, veth, wait_until};
+use netns_lab::{Netns, Topology, wait_until};
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
@@ -54,27 +54,12 @@ fn virtual_servers(ns: &Netns) -> usize {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn a_thousand_services_are_synced_and_answer() {
-    let client = Netns::new("scale-client");
-    let node = Netns::new("scale-node");
-    let pod = Netns::new("scale-pod");
-    veth(
-        &client,
-        "eth0",
-        "192.168.50.2/24",
-        &node,
-        "to-client",
-        "192.168.50.1/24",
-    );
-    veth(
-        &node,
-        "to-pod",
-        "10.244.0.1/24",
-        &pod,
-        "eth0",
-        "10.244.0.10/24",
-    );
-    client.sh("ip route add default via 192.168.50.1");
-    pod.sh("ip route add default via 10.244.0.1");
+    let Topology {
+        client,
+        node,
+        mut pods,
+    } = Topology::builder("scale-client").build();
+    let pod = pods.remove(0).ns;
     let _server = pod.http_server(8080, "scale-pod");
 
     let dir = std::env::temp_dir().join(format!("scale-{}", node.name()));

@@ -8,12 +8,10 @@ use ipvs_proxy::source::SourceEvent;
 use ipvs_proxy::source::static_dir::{load_dir, parse_manifests, spawn_static_every};
 use tokio::sync::mpsc;
 
+/// A fixture file's text: the static source parses it itself.
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/k8s/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    let path = testkit::k8s::fixtures_dir().join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 const MULTI_DOC: &str = r#"

@@ -1,232 +1,44 @@
-//! Traffic policies and endpoint termination, end to end: `ipvs-proxy run` with the
+//! Traffic policies and endpoint termination, end to end: the agent in-process with the
 //! static source on a node namespace, pods behind a bridge, a client namespace outside.
 //! Every assertion is on what the client or a backend observes, what the health
 //! servers answer, or what the kernel holds (`ipvsadm`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use netns_lab::{Background, Netns, veth, wait_until};
+use netns_lab::wait_until;
 use serde_json::{Value, json};
+use testkit::cluster::{Backend, Cluster};
+use testkit::k8s::{READY, SERVING_TERMINATING, endpoint, http_port, with_ingress};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
-
-/// A CGI script for busybox httpd answering the peer address the backend saw, so a
-/// test can tell whether the client's source address survived the trip. busybox
-/// prints IPv4 peers of its dual-stack socket as `[::ffff:a.b.c.d]`.
-const PEER_ECHO_CGI: &str =
-    "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s' \"$REMOTE_ADDR\"\n";
-
-/// What each pod runs on port 8080.
-#[derive(Clone, Copy)]
-enum Backend {
-    /// busybox httpd answering `pod-<i>`.
-    Named,
-    /// busybox httpd with [`PEER_ECHO_CGI`] at `/cgi-bin/peer`.
-    PeerEcho,
+/// The agent in-process (`testkit::agent`), in the node namespace of a cluster whose
+/// pods sit on a bridge, with `extra_config` appended to the lab configuration.
+fn cluster(pods: usize, backend: Backend, extra_config: &str) -> Cluster {
+    let cluster = Cluster::new("pol", pods, backend);
+    cluster.set_config(&format!("{}{extra_config}", testkit::LAB_AGENT_CONFIG));
+    cluster
+        .client()
+        .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
+    cluster
 }
 
-/// client (192.168.50.2) -- node (192.168.50.1 | 10.244.0.1 on a bridge) -- pods
-/// 10.244.0.10, .11, ...
-struct Cluster {
-    client: Netns,
-    node: Netns,
-    pods: Vec<(Netns, String, Background)>,
-    dir: PathBuf,
-}
-
-impl Cluster {
-    fn new(pods: usize, backend: Backend, extra_config: &str) -> Cluster {
-        let client = Netns::new("pol-client");
-        let node = Netns::new("pol-node");
-        veth(
-            &client,
-            "eth0",
-            "192.168.50.2/24",
-            &node,
-            "to-client",
-            "192.168.50.1/24",
-        );
-        client.sh("ip route add default via 192.168.50.1");
-        node.sh("ip link add cbr0 type bridge && ip addr add 10.244.0.1/24 dev cbr0 && ip link set cbr0 up");
-        let dir = std::env::temp_dir().join(format!("policy-{}", node.name()));
-        std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        let mut backends = Vec::new();
-        for i in 0..pods {
-            let pod = Netns::new("pol-pod");
-            let ip = format!("10.244.0.{}", 10 + i);
-            let port = format!("vp{i}");
-            node.sh(&format!(
-                "ip link add {port} type veth peer name eth0 netns {} && \
-                 ip link set {port} master cbr0 up",
-                pod.name()
-            ));
-            pod.sh(&format!(
-                "ip addr add {ip}/24 dev eth0 && ip link set eth0 up && \
-                 ip route add default via 10.244.0.1"
-            ));
-            let server = match backend {
-                Backend::Named => pod.http_server(8080, &format!("pod-{i}")),
-                Backend::PeerEcho => {
-                    let root = dir.join(format!("peer-echo-{i}"));
-                    let script = root.join("cgi-bin/peer");
-                    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
-                    std::fs::write(&script, PEER_ECHO_CGI).unwrap();
-                    pod.sh(&format!("chmod 755 {}", script.display()));
-                    let server =
-                        pod.spawn(&format!("busybox httpd -f -p 8080 -h {}", root.display()));
-                    assert!(
-                        wait_until(Duration::from_secs(10), || pod
-                            .exec("ss -Hltn 'sport = :8080' | grep -q LISTEN")
-                            .status
-                            .success()),
-                        "peer echo server in {} never listened",
-                        pod.name()
-                    );
-                    server
-                }
-            };
-            backends.push((pod, ip, server));
-        }
-        std::fs::write(
-            dir.join("config.yaml"),
-            format!(
-                "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
-                 mode: ipvs\nipvs:\n  syncPeriod: 3s\nmetricsBindAddress: 127.0.0.1:10249\n\
-                 {extra_config}"
-            ),
-        )
-        .unwrap();
-        client.sh("ip route add 10.96.0.0/12 via 192.168.50.1");
-        Cluster {
-            client,
-            node,
-            pods: backends,
-            dir,
-        }
-    }
-
-    fn ip(&self, pod: usize) -> &str {
-        &self.pods[pod].1
-    }
-
-    fn write(&self, file: &str, objects: &[Value]) {
-        let text: Vec<String> = objects
-            .iter()
-            .map(|o| serde_json::to_string_pretty(o).unwrap())
-            .collect();
-        let path = self.dir.join("manifests").join(file);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text.join("\n---\n")).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-
-    fn start_agent(&self) -> Background {
-        self.node.spawn(&format!(
-            "{AGENT} run --config {} --manifests {} --hostname-override node >> {} 2>&1",
-            self.dir.join("config.yaml").display(),
-            self.dir.join("manifests").display(),
-            self.dir.join("agent.log").display()
-        ))
-    }
-
-    fn curl(&self, url: &str) -> Option<String> {
-        let out = self.client.exec(&format!("curl -sS --max-time 3 {url}"));
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    fn wait_for(&self, url: &str) -> bool {
-        wait_until(Duration::from_secs(60), || self.curl(url).is_some())
-    }
-
-    fn ipvs(&self) -> String {
-        self.node.sh("ipvsadm -Ln")
-    }
-
-    /// `(weight, active connections)` of real server `addr` under virtual server
-    /// `vip` (as `ipvsadm -Ln` prints them), or None when it is not programmed.
-    fn real_server(&self, vip: &str, addr: &str) -> Option<(u32, u32)> {
-        let out = self.node.exec(&format!("ipvsadm -Ln -t {vip}"));
-        let table = String::from_utf8_lossy(&out.stdout).into_owned();
-        table.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields.as_slice() {
-                ["->", a, _forward, weight, active, _inactive] if *a == addr => {
-                    Some((weight.parse().ok()?, active.parse().ok()?))
-                }
-                _ => None,
-            }
-        })
-    }
-
-    /// The HTTP status and body a health check NodePort gives the node itself.
-    fn health(&self, port: u16) -> (u16, String) {
-        let out = self.node.exec(&format!(
-            "curl -sS --max-time 3 -w '\\n%{{http_code}}' http://192.168.50.1:{port}/healthz"
-        ));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+/// A Service in namespace `pol`, with a load balancer `status` if given.
+fn service(name: &str, spec: Value, status: Option<&str>) -> Value {
+    let service = testkit::k8s::service("pol", name, spec);
+    match status {
+        Some(ip) => with_ingress(service, &[ip]),
+        None => service,
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
-            eprintln!("--- agent log ({}):\n{log}", self.node.name());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn service(name: &str, spec: Value, status: Option<Value>) -> Value {
-    let mut object = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": "pol"},
-        "spec": spec,
-    });
-    if let Some(status) = status {
-        object["status"] = status;
-    }
-    object
-}
-
-/// An endpoint on `node` with the given (ready, serving, terminating) conditions.
-fn endpoint(ip: &str, node: &str, conditions: (bool, bool, bool)) -> Value {
-    let (ready, serving, terminating) = conditions;
-    json!({"addresses": [ip], "nodeName": node,
-           "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
-}
-
-const READY: (bool, bool, bool) = (true, true, false);
-const SERVING_TERMINATING: (bool, bool, bool) = (false, true, true);
-
+/// An EndpointSlice in namespace `pol`.
 fn slice(name: &str, service: &str, endpoints: Vec<Value>) -> Value {
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": "pol",
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    })
-}
-
-fn http_port(node_port: Option<u16>) -> Value {
-    let mut port = json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"});
-    if let Some(node_port) = node_port {
-        port["nodePort"] = json!(node_port);
-    }
-    port
+    testkit::k8s::slice("pol", name, service, endpoints)
 }
 
 #[test]
 #[ignore = "needs the kernel lab"]
 fn external_traffic_policy_local_keeps_the_client_address_and_reports_local_endpoints() {
-    let cluster = Cluster::new(2, Backend::PeerEcho, "");
+    let cluster = cluster(2, Backend::PeerEcho, "");
     let (pod0, pod1) = (cluster.ip(0).to_string(), cluster.ip(1).to_string());
     cluster.write(
         "policy.json",
@@ -237,7 +49,7 @@ fn external_traffic_policy_local_keeps_the_client_address_and_reports_local_endp
                 json!({"type": "LoadBalancer", "clusterIP": "10.96.0.21", "clusterIPs": ["10.96.0.21"],
                        "externalTrafficPolicy": "Local", "healthCheckNodePort": 32001,
                        "ports": [http_port(Some(30081))]}),
-                Some(json!({"loadBalancer": {"ingress": [{"ip": "192.168.50.101"}]}})),
+                Some("192.168.50.101"),
             ),
             slice("local-1", "local", vec![endpoint(&pod0, "node", READY)]),
             // Its only endpoint runs on another node. (The API allocates a
@@ -247,7 +59,7 @@ fn external_traffic_policy_local_keeps_the_client_address_and_reports_local_endp
                 json!({"type": "LoadBalancer", "clusterIP": "10.96.0.22", "clusterIPs": ["10.96.0.22"],
                        "externalTrafficPolicy": "Local", "healthCheckNodePort": 32002,
                        "ports": [http_port(Some(30082))]}),
-                Some(json!({"loadBalancer": {"ingress": [{"ip": "192.168.50.102"}]}})),
+                Some("192.168.50.102"),
             ),
             slice("remote-1", "remote", vec![endpoint(&pod1, "other", READY)]),
             // internalTrafficPolicy Local with no endpoint on this node.
@@ -260,7 +72,7 @@ fn external_traffic_policy_local_keeps_the_client_address_and_reports_local_endp
             slice("internal-1", "internal", vec![endpoint(&pod1, "other", READY)]),
         ],
     );
-    let _agent = cluster.start_agent();
+    let _agent = cluster.start_in_process();
 
     // The backend sees the client's own address through the NodePort and the LB IP.
     for url in [
@@ -268,7 +80,7 @@ fn external_traffic_policy_local_keeps_the_client_address_and_reports_local_endp
         "http://192.168.50.101/cgi-bin/peer",
     ] {
         assert!(
-            cluster.wait_for(url),
+            cluster.wait_for(url, Duration::from_secs(60)),
             "{url} never answered; IPVS:\n{}",
             cluster.ipvs()
         );
@@ -292,7 +104,7 @@ fn external_traffic_policy_local_keeps_the_client_address_and_reports_local_endp
 
     // The remote Service's ClusterIP reaches its endpoint (the policy is external only)...
     assert!(
-        cluster.wait_for("http://10.96.0.22/"),
+        cluster.wait_for("http://10.96.0.22/", Duration::from_secs(60)),
         "ClusterIP of 'remote' never answered; IPVS:\n{}",
         cluster.ipvs()
     );
@@ -330,7 +142,7 @@ fn external_traffic_policy_local_keeps_the_client_address_and_reports_local_endp
 #[test]
 #[ignore = "needs the kernel lab"]
 fn a_removed_endpoint_drains_at_weight_zero_until_its_connection_closes() {
-    let cluster = Cluster::new(2, Backend::Named, "");
+    let cluster = cluster(2, Backend::Named, "");
     let (pod0, pod1) = (cluster.ip(0).to_string(), cluster.ip(1).to_string());
     let web = |endpoints: Vec<Value>| {
         [
@@ -344,13 +156,17 @@ fn a_removed_endpoint_drains_at_weight_zero_until_its_connection_closes() {
         ]
     };
     cluster.write("web.json", &web(vec![endpoint(&pod0, "node", READY)]));
-    let _agent = cluster.start_agent();
-    assert!(cluster.wait_for("http://10.96.0.10/"), "{}", cluster.ipvs());
+    let _agent = cluster.start_in_process();
+    assert!(
+        cluster.wait_for("http://10.96.0.10/", Duration::from_secs(60)),
+        "{}",
+        cluster.ipvs()
+    );
 
     // A long-lived connection through the VIP: nc sends nothing and keeps stdin open,
     // busybox httpd waits for the request line.
     let connection = cluster
-        .client
+        .client()
         .spawn("sh -c 'sleep 600 | busybox nc 10.96.0.10 80'");
     let vip = "10.96.0.10:80";
     let old = format!("{pod0}:8080");
@@ -402,7 +218,7 @@ fn a_removed_endpoint_drains_at_weight_zero_until_its_connection_closes() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn a_draining_real_server_is_deleted_after_max_drain_seconds() {
-    let cluster = Cluster::new(
+    let cluster = cluster(
         2,
         Backend::Named,
         "---\napiVersion: ipvs-proxy.io/v1alpha1\nkind: IpvsProxyConfiguration\nmaxDrainSeconds: 10\n",
@@ -420,10 +236,14 @@ fn a_draining_real_server_is_deleted_after_max_drain_seconds() {
         ]
     };
     cluster.write("web.json", &web(vec![endpoint(&pod0, "node", READY)]));
-    let _agent = cluster.start_agent();
-    assert!(cluster.wait_for("http://10.96.0.11/"), "{}", cluster.ipvs());
+    let _agent = cluster.start_in_process();
+    assert!(
+        cluster.wait_for("http://10.96.0.11/", Duration::from_secs(60)),
+        "{}",
+        cluster.ipvs()
+    );
     let _connection = cluster
-        .client
+        .client()
         .spawn("sh -c 'sleep 600 | busybox nc 10.96.0.11 80'");
     let vip = "10.96.0.11:80";
     let old = format!("{pod0}:8080");
@@ -455,7 +275,7 @@ fn a_draining_real_server_is_deleted_after_max_drain_seconds() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn serving_terminating_endpoints_are_used_only_without_ready_ones() {
-    let cluster = Cluster::new(2, Backend::Named, "");
+    let cluster = cluster(2, Backend::Named, "");
     let (pod0, pod1) = (cluster.ip(0).to_string(), cluster.ip(1).to_string());
     let web = |endpoints: Vec<Value>| {
         [
@@ -475,9 +295,13 @@ fn serving_terminating_endpoints_are_used_only_without_ready_ones() {
             endpoint(&pod1, "node", READY),
         ]),
     );
-    let _agent = cluster.start_agent();
+    let _agent = cluster.start_in_process();
     let vip = "10.96.0.12:80";
-    assert!(cluster.wait_for("http://10.96.0.12/"), "{}", cluster.ipvs());
+    assert!(
+        cluster.wait_for("http://10.96.0.12/", Duration::from_secs(60)),
+        "{}",
+        cluster.ipvs()
+    );
     assert_eq!(
         cluster.real_server(vip, &format!("{pod1}:8080")),
         Some((1, 0))

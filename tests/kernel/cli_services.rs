@@ -1,97 +1,49 @@
 //! `ipvs-proxy services` against the real agent: `ipvs-proxy run` with the static
 //! source on a node namespace, backend pods, a client; `services` asks the agent on
 //! its status socket and must show what the kernel holds and what is wrong with it.
-//! Kernel tests run with `scripts/vm-test -p ipvs-proxy --test cli_services`.
+//! Kernel tests run with `scripts/vm-test -p ipvs-proxy -- cli_services`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use netns_lab::{Background, Netns, veth, wait_until};
+use netns_lab::{Background, wait_until};
 use serde_json::{Value, json};
+use testkit::cluster::{Backend, Cluster};
+use testkit::k8s::{READY, endpoint, http_port, service};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
+use crate::AGENT as BIN;
 
-/// client (192.168.60.2) -- node (192.168.60.1 | 10.244.0.1 on a bridge) -- pods.
+/// client (192.168.60.2) -- node (192.168.60.1 | 10.244.0.1 on a bridge) -- pods, and
+/// the agent binary's status socket.
 struct Node {
-    client: Netns,
-    node: Netns,
-    _pods: Vec<(Netns, Background)>,
-    dir: PathBuf,
+    cluster: Cluster,
     socket: PathBuf,
 }
 
 impl Node {
     fn new(pods: usize) -> Node {
-        let client = Netns::new("svc-client");
-        let node = Netns::new("svc-node");
-        veth(
-            &client,
-            "eth0",
-            "192.168.60.2/24",
-            &node,
-            "to-client",
-            "192.168.60.1/24",
-        );
-        client.sh("ip route add default via 192.168.60.1");
-        node.sh("ip link add cbr0 type bridge && ip addr add 10.244.0.1/24 dev cbr0 && ip link set cbr0 up");
-        let mut backends = Vec::new();
-        for i in 0..pods {
-            let pod = Netns::new("svc-pod");
-            node.sh(&format!(
-                "ip link add vp{i} type veth peer name eth0 netns {} && \
-                 ip link set vp{i} master cbr0 up",
-                pod.name()
-            ));
-            pod.sh(&format!(
-                "ip addr add 10.244.0.{}/24 dev eth0 && ip link set eth0 up && \
-                 ip route add default via 10.244.0.1",
-                10 + i
-            ));
-            let server = pod.http_server(8080, &format!("pod-{i}"));
-            backends.push((pod, server));
-        }
-        let dir = std::env::temp_dir().join(format!("svc-{}", node.name()));
-        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        let cluster = Cluster::with_client_net("svc", "192.168.60", pods, Backend::Named);
         // A long sync period: a drift made by hand stays until the test triggers a sync.
-        std::fs::write(
-            dir.join("config.yaml"),
+        cluster.set_config(
             "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
              mode: ipvs\nipvs:\n  syncPeriod: 10m\nmetricsBindAddress: 127.0.0.1:10249\n",
-        )
-        .unwrap();
-        let socket = PathBuf::from(format!("/run/lab/{}/agent.sock", node.name()));
-        Node {
-            client,
-            node,
-            _pods: backends,
-            dir,
-            socket,
-        }
+        );
+        let socket = cluster.status_socket();
+        Node { cluster, socket }
     }
 
     fn write(&self, file: &str, objects: &[Value]) {
-        let text: Vec<String> = objects
-            .iter()
-            .map(|o| serde_json::to_string_pretty(o).unwrap())
-            .collect();
-        let path = self.dir.join("manifests").join(file);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text.join("\n---\n")).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
+        self.cluster.write(file, objects);
     }
 
     fn start_agent(&self) -> Background {
-        self.node.spawn(&format!(
-            "{BIN} run --config {} --manifests {} --hostname-override node --status-socket {}",
-            self.dir.join("config.yaml").display(),
-            self.dir.join("manifests").display(),
-            self.socket.display()
-        ))
+        self.cluster
+            .start_binary(BIN, &format!("--status-socket {}", self.socket.display()))
     }
 
     /// `ipvs-proxy services --socket <ours> <args>`: exit status, stdout, stderr.
     fn services(&self, args: &str) -> (bool, String, String) {
-        let out = self.node.exec(&format!(
+        let out = self.cluster.node().exec(&format!(
             "RUST_LOG=off {BIN} services --socket {} {args}",
             self.socket.display()
         ));
@@ -109,48 +61,17 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(parent) = self.socket.parent() {
-            let _ = std::fs::remove_dir_all(parent);
-        }
-    }
-}
-
-fn service(namespace: &str, name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    })
-}
-
+/// The EndpointSlice `<service>-1` with ready endpoints `(ip, pod name)` on this node.
 fn slice(namespace: &str, service: &str, ips: &[(&str, &str)]) -> Value {
     let endpoints: Vec<Value> = ips
         .iter()
         .map(|(ip, pod)| {
-            json!({"addresses": [ip], "nodeName": "node",
-                   "targetRef": {"kind": "Pod", "namespace": namespace, "name": pod},
-                   "conditions": {"ready": true, "serving": true, "terminating": false}})
+            let mut endpoint = endpoint(ip, "node", READY);
+            endpoint["targetRef"] = json!({"kind": "Pod", "namespace": namespace, "name": pod});
+            endpoint
         })
         .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{service}-1"), "namespace": namespace,
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    })
-}
-
-fn http_port(node_port: Option<u16>) -> Value {
-    let mut port = json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"});
-    if let Some(node_port) = node_port {
-        port["nodePort"] = json!(node_port);
-    }
-    port
+    testkit::k8s::slice(namespace, &format!("{service}-1"), service, endpoints)
 }
 
 fn problems(report: &Value) -> Vec<(String, String, String)> {
@@ -239,7 +160,9 @@ fn services_shows_the_programmed_state_and_flags_drift_and_bad_specs() {
                    "ports": [{"name": "http", "port": 0, "protocol": "TCP"}]}),
         )],
     );
-    node.client.sh("ip route add 10.96.0.0/12 via 192.168.60.1");
+    node.cluster
+        .client()
+        .sh("ip route add 10.96.0.0/12 via 192.168.60.1");
     let _agent = node.start_agent();
 
     // The first sync is done when the report shows both Services with their servers.
@@ -267,7 +190,8 @@ fn services_shows_the_programmed_state_and_flags_drift_and_bad_specs() {
 
     // Traffic through the ClusterIP: the report's connection counts are the kernel's.
     for _ in 0..4 {
-        node.client
+        node.cluster
+            .client()
             .sh("curl -sS --max-time 5 http://10.96.0.10/ >/dev/null");
     }
     let report = node.services_json("--name web");
@@ -329,7 +253,7 @@ fn services_shows_the_programmed_state_and_flags_drift_and_bad_specs() {
         .map(|rs| rs["kernel"]["inactive_connections"].as_u64().unwrap())
         .sum();
     let kernel_inactive: u64 = node
-        .node
+        .cluster.node()
         .sh("ipvsadm -Ln -t 10.96.0.10:80 | awk '$1 == \"->\" && $2 != \"RemoteAddress:Port\" {s += $6} END {print s+0}'")
         .trim()
         .parse()
@@ -391,7 +315,8 @@ fn services_shows_the_programmed_state_and_flags_drift_and_bad_specs() {
 
     // Drift: a real server deleted behind the agent's back is flagged (no sync runs for
     // ten minutes, so the agent does not repair it meanwhile).
-    node.node
+    node.cluster
+        .node()
         .sh("ipvsadm -d -t 10.96.0.10:80 -r 10.244.0.11:8080");
     let report = node.services_json("");
     assert!(
@@ -413,7 +338,7 @@ fn services_shows_the_programmed_state_and_flags_drift_and_bad_specs() {
         "{text}"
     );
     // A virtual server of ours nobody wants any more: stale.
-    node.node.sh("ipvsadm -A -t 10.96.0.10:81 -s rr");
+    node.cluster.node().sh("ipvsadm -A -t 10.96.0.10:81 -s rr");
     let stale = problems(&node.services_json(""));
     assert!(
         stale.contains(&(
@@ -466,5 +391,10 @@ fn services_shows_the_programmed_state_and_flags_drift_and_bad_specs() {
         kinds == ["skipped", "stale"] && report["services"][1]["session_affinity"] == "None"
     });
     assert!(repaired, "{:#}", node.services_json(""));
-    assert!(node.node.sh("ipvsadm -Ln").contains("10.244.0.11:8080"));
+    assert!(
+        node.cluster
+            .node()
+            .sh("ipvsadm -Ln")
+            .contains("10.244.0.11:8080")
+    );
 }

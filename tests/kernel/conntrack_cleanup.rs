@@ -9,7 +9,7 @@ use conntrack_netlink::ConntrackHandle;
 use ipvs_proxy::dataplane::stale_flows::{Cleanup, cleanup_after};
 use ipvs_proxy::model::{Protocol, RealServer, VirtualServerKey};
 use ipvs_proxy::plan::{Change, VirtualServerSpec};
-use netns_lab::{Netns, veth, wait_until};
+use netns_lab::{Netns, Topology, wait_until};
 
 fn key(addr: &str, port: u16, protocol: Protocol) -> VirtualServerKey {
     VirtualServerKey {
@@ -78,36 +78,20 @@ struct Lab {
 }
 
 fn lab(prefix: &str) -> Lab {
-    let client = Netns::new(&format!("{prefix}-cl"));
-    let node = Netns::new(&format!("{prefix}-nd"));
-    let backends = Netns::new(&format!("{prefix}-be"));
-    veth(
-        &client,
-        "eth0",
-        "10.0.1.2/24",
-        &node,
-        "to-client",
-        "10.0.1.1/24",
-    );
-    veth(
-        &node,
-        "to-pods",
-        "10.0.2.1/24",
-        &backends,
-        "eth0",
-        "10.0.2.2/24",
-    );
-    client.sh("ip addr add fd00:1::2/64 dev eth0 nodad");
-    node.sh("ip addr add fd00:1::1/64 dev to-client nodad");
-    node.sh("ip addr add fd00:2::1/64 dev to-pods nodad");
-    backends.sh("ip addr add 10.0.2.3/24 dev eth0");
-    backends
-        .sh("ip addr add fd00:2::2/64 dev eth0 nodad && ip addr add fd00:2::3/64 dev eth0 nodad");
-    client.sh("ip route add default via 10.0.1.1 && ip -6 route add default via fd00:1::1");
-    backends.sh("ip route add default via 10.0.2.1 && ip -6 route add default via fd00:2::1");
-    node.sh(
-        "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 net.ipv4.vs.conntrack=1",
-    );
+    let Topology {
+        client,
+        node,
+        mut pods,
+    } = Topology::builder(prefix)
+        .client_net("10.0.1")
+        .pod_net("10.0.2")
+        .first_host(2)
+        .ipv6()
+        .forwarding()
+        .build();
+    let backends = pods.remove(0).ns;
+    backends.sh("ip addr add 10.0.2.3/24 dev eth0 && ip addr add fd00:2::3/64 dev eth0 nodad");
+    node.sh("sysctl -qw net.ipv4.vs.conntrack=1");
     // kube-proxy's iptables rules use conntrack; one conntrack match turns it on here.
     // Long UDP/TCP timeouts: the slow lab must not see entries expire mid-test.
     node.sh("iptables -A INPUT -m conntrack --ctstate INVALID -j DROP");

@@ -6,13 +6,13 @@
 //! nothing about the Services it lacks. Once the lists arrive, the full sync takes
 //! over and removes what is no longer wanted.
 
-mod support;
+use testkit as support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use netns_lab::{Background, Netns, veth, wait_until};
+use netns_lab::{Background, Netns, Topology, wait_until};
 use serde_json::{Value, json};
 use support::apiserver::*;
 use tokio::sync::watch;
@@ -52,27 +52,16 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let client = Netns::new("api-client");
-        let node = Netns::new("api-node");
-        let host = Netns::new("api-host");
-        veth(
-            &client,
-            "eth0",
-            "192.168.60.2/24",
-            &node,
-            "to-client",
-            "192.168.60.1/24",
-        );
-        client.sh("ip route add default via 192.168.60.1");
-        veth(
-            &host,
-            "eth0",
-            "192.168.50.10/24",
-            &node,
-            "to-host",
-            "192.168.50.1/24",
-        );
-        host.sh("ip route add default via 192.168.50.1");
+        // The "pod" of the topology is the host running the API server and a backend.
+        let Topology {
+            client,
+            node,
+            mut pods,
+        } = Topology::builder("api")
+            .client_net("192.168.60")
+            .pod_net("192.168.50")
+            .build();
+        let host = pods.remove(0).ns;
         let servers = vec![
             host.http_server(6443, "apiserver"),
             host.http_server(8080, "web"),

@@ -1,163 +1,43 @@
-//! End to end: `ipvs-proxy run` with the static source on a node namespace, backend
+//! End to end: the `ipvs-proxy run` binary with the static source on a node namespace, backend
 //! pods answering HTTP, a client namespace curling the Services. Every assertion is on
 //! what the client receives or what the kernel holds (`ipvsadm`, `ip`).
 
-mod support;
-
-use std::path::PathBuf;
 use std::time::Duration;
 
-use netns_lab::{Background, Netns, veth, wait_until};
+use netns_lab::wait_until;
 use serde_json::{Value, json};
+use testkit::cluster::{Backend, Cluster};
+use testkit::k8s::{http_port, ready_endpoints, with_ingress};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
+use crate::AGENT;
 
-/// client (192.168.50.2) -- node (192.168.50.1 | 10.244.0.1 on a bridge) -- pods.
-struct Cluster {
-    client: Netns,
-    node: Netns,
-    pods: Vec<(Netns, String, Background)>,
-    dir: PathBuf,
+/// A cluster of `pods` pods answering `pod-<i>`.
+fn cluster(pods: usize) -> Cluster {
+    Cluster::new("e2e", pods, Backend::Named)
 }
 
-impl Cluster {
-    fn new(pods: usize) -> Cluster {
-        let client = Netns::new("e2e-client");
-        let node = Netns::new("e2e-node");
-        veth(
-            &client,
-            "eth0",
-            "192.168.50.2/24",
-            &node,
-            "to-client",
-            "192.168.50.1/24",
-        );
-        client.sh("ip route add default via 192.168.50.1");
-        node.sh("ip link add cbr0 type bridge && ip addr add 10.244.0.1/24 dev cbr0 && ip link set cbr0 up");
-        let mut backends = Vec::new();
-        for i in 0..pods {
-            let pod = Netns::new("e2e-pod");
-            let ip = format!("10.244.0.{}", 10 + i);
-            let port = format!("vp{i}");
-            node.sh(&format!(
-                "ip link add {port} type veth peer name eth0 netns {} && \
-                 ip link set {port} master cbr0 up",
-                pod.name()
-            ));
-            pod.sh(&format!(
-                "ip addr add {ip}/24 dev eth0 && ip link set eth0 up && \
-                 ip route add default via 10.244.0.1"
-            ));
-            let server = pod.http_server(8080, &format!("pod-{i}"));
-            backends.push((pod, ip, server));
-        }
-        let dir = std::env::temp_dir().join(format!("e2e-{}", node.name()));
-        std::fs::create_dir_all(dir.join("manifests")).unwrap();
-        std::fs::write(dir.join("config.yaml"), support::LAB_AGENT_CONFIG).unwrap();
-        Cluster {
-            client,
-            node,
-            pods: backends,
-            dir,
-        }
-    }
-
-    fn manifests(&self) -> PathBuf {
-        self.dir.join("manifests")
-    }
-
-    fn write(&self, file: &str, objects: &[Value]) {
-        let text: Vec<String> = objects
-            .iter()
-            .map(|o| serde_json::to_string_pretty(o).unwrap())
-            .collect();
-        let path = self.manifests().join(file);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text.join("\n---\n")).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-
-    fn start_agent(&self) -> Background {
-        self.node.spawn(&format!(
-            "{AGENT} run --config {} --manifests {} --hostname-override node >> {} 2>&1",
-            self.dir.join("config.yaml").display(),
-            self.manifests().display(),
-            self.dir.join("agent.log").display()
-        ))
-    }
-
-    fn curl(&self, url: &str) -> Option<String> {
-        let out = self.client.exec(&format!("curl -sS --max-time 3 {url}"));
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    fn wait_for(&self, url: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.curl(url).is_some())
-    }
-
-    fn ipvs(&self) -> String {
-        self.node.sh("ipvsadm -Ln")
+/// A Service in namespace `e2e`, with a load balancer `status` if given.
+fn service(name: &str, spec: Value, status: Option<&str>) -> Value {
+    let service = testkit::k8s::service("e2e", name, spec);
+    match status {
+        Some(ip) => with_ingress(service, &[ip]),
+        None => service,
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default();
-            eprintln!("--- agent log ({}):\n{log}", self.node.name());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn service(name: &str, spec: Value, status: Option<Value>) -> Value {
-    let mut object = json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": "e2e"},
-        "spec": spec,
-    });
-    if let Some(status) = status {
-        object["status"] = status;
-    }
-    object
-}
-
+/// An EndpointSlice in namespace `e2e` with ready endpoints `ips` on this node.
 fn slice(name: &str, service: &str, ips: &[&str]) -> Value {
-    let endpoints: Vec<Value> = ips
-        .iter()
-        .map(|ip| {
-            json!({"addresses": [ip], "nodeName": "node",
-                   "conditions": {"ready": true, "serving": true, "terminating": false}})
-        })
-        .collect();
-    json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": name, "namespace": "e2e",
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        "endpoints": endpoints,
-    })
-}
-
-fn http_port(node_port: Option<u16>) -> Value {
-    let mut port = json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"});
-    if let Some(node_port) = node_port {
-        port["nodePort"] = json!(node_port);
-    }
-    port
+    testkit::k8s::slice("e2e", name, service, ready_endpoints(ips, "node"))
 }
 
 fn all_ips(cluster: &Cluster) -> Vec<&str> {
-    cluster.pods.iter().map(|(_, ip, _)| ip.as_str()).collect()
+    cluster.ips()
 }
 
 #[test]
 #[ignore = "needs the kernel lab"]
 fn every_service_kind_is_reachable_and_spreads_over_endpoints() {
-    let cluster = Cluster::new(3);
+    let cluster = cluster(3);
     let ips = all_ips(&cluster);
     cluster.write(
         "web.json",
@@ -166,15 +46,15 @@ fn every_service_kind_is_reachable_and_spreads_over_endpoints() {
                 "web",
                 json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
                        "externalIPs": ["192.168.50.200"], "ports": [http_port(Some(30080))]}),
-                Some(json!({"loadBalancer": {"ingress": [{"ip": "192.168.50.100"}]}})),
+                Some("192.168.50.100"),
             ),
             slice("web-1", "web", &ips),
         ],
     );
     cluster
-        .client
+        .client()
         .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
-    let _agent = cluster.start_agent();
+    let _agent = cluster.start_binary(AGENT, "");
 
     for url in [
         "http://10.96.0.10/",
@@ -197,7 +77,7 @@ fn every_service_kind_is_reachable_and_spreads_over_endpoints() {
     }
     assert_eq!(seen.len(), 3, "answers came from {seen:?}");
 
-    let addresses = cluster.node.sh("ip -o addr show dev kube-ipvs0");
+    let addresses = cluster.node().sh("ip -o addr show dev kube-ipvs0");
     for vip in ["10.96.0.10/32", "192.168.50.100/32", "192.168.50.200/32"] {
         assert!(
             addresses.contains(vip),
@@ -209,7 +89,7 @@ fn every_service_kind_is_reachable_and_spreads_over_endpoints() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn session_affinity_sticks_to_one_endpoint() {
-    let cluster = Cluster::new(3);
+    let cluster = cluster(3);
     let ips = all_ips(&cluster);
     cluster.write(
         "sticky.json",
@@ -225,9 +105,9 @@ fn session_affinity_sticks_to_one_endpoint() {
         ],
     );
     cluster
-        .client
+        .client()
         .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
-    let _agent = cluster.start_agent();
+    let _agent = cluster.start_binary(AGENT, "");
     assert!(cluster.wait_for("http://10.96.0.40/", Duration::from_secs(60)));
     let table = cluster.ipvs();
     assert!(table.contains("persistent 300"), "{table}");
@@ -240,10 +120,10 @@ fn session_affinity_sticks_to_one_endpoint() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn endpoint_changes_are_applied_and_foreign_services_survive() {
-    let cluster = Cluster::new(3);
+    let cluster = cluster(3);
     let ips = all_ips(&cluster);
     // Someone else's virtual service on the node (keepalived, say): never ours to touch.
-    cluster.node.sh(
+    cluster.node().sh(
         "ipvsadm -A -t 172.16.0.1:443 -s wlc && ipvsadm -a -t 172.16.0.1:443 -r 10.9.9.9:443 -m",
     );
     cluster.write(
@@ -258,9 +138,9 @@ fn endpoint_changes_are_applied_and_foreign_services_survive() {
         ],
     );
     cluster
-        .client
+        .client()
         .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
-    let _agent = cluster.start_agent();
+    let _agent = cluster.start_binary(AGENT, "");
     assert!(cluster.wait_for("http://10.96.0.10/", Duration::from_secs(60)));
     assert_eq!(cluster.curl("http://10.96.0.10/").as_deref(), Some("pod-0"));
 
@@ -285,7 +165,7 @@ fn endpoint_changes_are_applied_and_foreign_services_survive() {
     );
 
     // Drift: an operator deletes our service by hand; the periodic resync restores it.
-    cluster.node.sh("ipvsadm -D -t 10.96.0.10:80");
+    cluster.node().sh("ipvsadm -D -t 10.96.0.10:80");
     assert!(
         wait_until(Duration::from_secs(30), || cluster
             .ipvs()
@@ -306,14 +186,14 @@ fn endpoint_changes_are_applied_and_foreign_services_survive() {
     let table = cluster.ipvs();
     assert!(table.contains("TCP  172.16.0.1:443 wlc"), "{table}");
     assert!(table.contains("10.9.9.9:443"), "{table}");
-    let addresses = cluster.node.sh("ip -o addr show dev kube-ipvs0");
+    let addresses = cluster.node().sh("ip -o addr show dev kube-ipvs0");
     assert!(!addresses.contains("10.96.0.10"), "{addresses}");
 }
 
 #[test]
 #[ignore = "needs the kernel lab"]
 fn restarting_the_agent_fails_no_request() {
-    let cluster = Cluster::new(2);
+    let cluster = cluster(2);
     let ips = all_ips(&cluster);
     cluster.write(
         "web.json",
@@ -327,14 +207,14 @@ fn restarting_the_agent_fails_no_request() {
         ],
     );
     cluster
-        .client
+        .client()
         .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
-    let agent = cluster.start_agent();
+    let agent = cluster.start_binary(AGENT, "");
     assert!(cluster.wait_for("http://10.96.0.10/", Duration::from_secs(60)));
 
     // A bounded request loop runs while the agent is killed and started again.
-    let loop_out = cluster.dir.join("loop.txt");
-    let requests = cluster.client.spawn(&format!(
+    let loop_out = cluster.dir().join("loop.txt");
+    let requests = cluster.client().spawn(&format!(
         "sh -c 'for i in $(seq 1 30); do if curl -s --max-time 3 http://10.96.0.10/ >/dev/null; \
          then echo ok; else echo FAIL; fi; sleep 0.2; done > {}'",
         loop_out.display()
@@ -342,7 +222,7 @@ fn restarting_the_agent_fails_no_request() {
     std::thread::sleep(Duration::from_secs(2));
     drop(agent.finish());
     std::thread::sleep(Duration::from_secs(2));
-    let _agent = cluster.start_agent();
+    let _agent = cluster.start_binary(AGENT, "");
     let finished = wait_until(Duration::from_secs(300), || {
         std::fs::read_to_string(&loop_out)
             .map(|t| t.lines().count() >= 30)
@@ -367,9 +247,9 @@ fn restarting_the_agent_fails_no_request() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn ipsets_are_filled_and_cleanup_removes_only_owned_state() {
-    let cluster = Cluster::new(1);
+    let cluster = cluster(1);
     let ips = all_ips(&cluster);
-    cluster.node.sh("ipvsadm -A -t 172.16.0.1:443 -s wlc && \
+    cluster.node().sh("ipvsadm -A -t 172.16.0.1:443 -s wlc && \
          iptables -A INPUT -s 198.51.100.0/24 -m comment --comment foreign -j ACCEPT && \
          ipset create FOREIGN hash:ip");
     cluster.write(
@@ -384,41 +264,41 @@ fn ipsets_are_filled_and_cleanup_removes_only_owned_state() {
             slice("web-1", "web", &ips),
         ],
     );
-    let agent = cluster.start_agent();
+    let agent = cluster.start_binary(AGENT, "");
     assert!(
         wait_until(Duration::from_secs(60), || cluster
-            .node
+            .node()
             .exec("ipset test KUBE-CLUSTER-IP 10.96.0.10,tcp:80")
             .status
             .success()),
         "KUBE-CLUSTER-IP never got the ClusterIP:\n{}",
-        cluster.node.sh("ipset list")
+        cluster.node().sh("ipset list")
     );
     assert!(
         cluster
-            .node
+            .node()
             .exec("ipset test KUBE-NODE-PORT-TCP 30080")
             .status
             .success()
     );
     assert!(
         cluster
-            .node
+            .node()
             .exec("ipset test KUBE-IPVS-IPS 10.96.0.10")
             .status
             .success()
     );
     assert!(
         cluster
-            .node
+            .node()
             .sh("iptables-save")
             .contains(":KUBE-POSTROUTING")
     );
     drop(agent.finish());
 
-    let out = cluster.node.sh(&format!(
+    let out = cluster.node().sh(&format!(
         "{AGENT} cleanup --config {}",
-        cluster.dir.join("config.yaml").display()
+        cluster.config_path().display()
     ));
     assert!(out.contains("cleanup: removed"), "{out}");
     let table = cluster.ipvs();
@@ -428,14 +308,14 @@ fn ipsets_are_filled_and_cleanup_removes_only_owned_state() {
         table.contains("172.16.0.1:443"),
         "foreign service removed:\n{table}"
     );
-    let rules = cluster.node.sh("iptables-save");
+    let rules = cluster.node().sh("iptables-save");
     assert!(!rules.contains("KUBE-"), "{rules}");
     assert!(rules.contains("foreign"), "{rules}");
-    let sets = cluster.node.sh("ipset list -n");
+    let sets = cluster.node().sh("ipset list -n");
     assert_eq!(sets.trim(), "FOREIGN", "{sets}");
     assert!(
         !cluster
-            .node
+            .node()
             .exec("ip link show kube-ipvs0")
             .status
             .success()
@@ -445,11 +325,11 @@ fn ipsets_are_filled_and_cleanup_removes_only_owned_state() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn changes_are_applied_incrementally_between_resyncs() {
-    let cluster = Cluster::new(3);
+    let cluster = cluster(3);
     let ips = all_ips(&cluster);
     // No periodic resync during the test: every change below goes the incremental way.
     std::fs::write(
-        cluster.dir.join("config.yaml"),
+        cluster.config_path(),
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
          mode: ipvs\nipvs:\n  syncPeriod: 1h\nmetricsBindAddress: 127.0.0.1:10249\n",
     )
@@ -465,14 +345,14 @@ fn changes_are_applied_incrementally_between_resyncs() {
         ]
     };
     cluster
-        .client
+        .client()
         .sh("ip route add 10.96.0.0/12 via 192.168.50.1");
     cluster.write("a.json", &web("a", "10.96.0.31", &ips[..1]));
     cluster.write("b.json", &web("b", "10.96.0.32", &ips[..1]));
-    let log = cluster.dir.join("agent.log");
-    let _agent = cluster.node.spawn(&format!(
+    let log = cluster.log_path();
+    let _agent = cluster.node().spawn(&format!(
         "{AGENT} run --config {} --manifests {} --hostname-override node > {} 2>&1",
-        cluster.dir.join("config.yaml").display(),
+        cluster.config_path().display(),
         cluster.manifests().display(),
         log.display()
     ));
@@ -527,7 +407,7 @@ fn changes_are_applied_incrementally_between_resyncs() {
         "{}",
         cluster.ipvs()
     );
-    let sets = cluster.node.sh("ipset list KUBE-CLUSTER-IP");
+    let sets = cluster.node().sh("ipset list KUBE-CLUSTER-IP");
     assert!(sets.contains("10.96.0.33,tcp:80"), "{sets}");
     std::fs::remove_file(cluster.manifests().join("b.json")).unwrap();
     assert!(
@@ -535,10 +415,10 @@ fn changes_are_applied_incrementally_between_resyncs() {
         "{}",
         cluster.ipvs()
     );
-    let addresses = cluster.node.sh("ip -o addr show dev kube-ipvs0");
+    let addresses = cluster.node().sh("ip -o addr show dev kube-ipvs0");
     assert!(!addresses.contains("10.96.0.32/"), "{addresses}");
     assert!(addresses.contains("10.96.0.33/"), "{addresses}");
-    let sets = cluster.node.sh("ipset list KUBE-CLUSTER-IP");
+    let sets = cluster.node().sh("ipset list KUBE-CLUSTER-IP");
     assert!(!sets.contains("10.96.0.32,tcp:80"), "{sets}");
     // Every Service still answers.
     assert_eq!(cluster.curl("http://10.96.0.33/").as_deref(), Some("pod-2"));

@@ -8,9 +8,7 @@
 //! `net.bridge.bridge-nf-call-iptables` is 1. `ipvs-proxy run` (static source) loads
 //! the module and sets the sysctl; forcing the sysctl to 0 behind its back breaks the
 //! Service, which shows the test can fail. Run with
-//! `scripts/vm-test -p ipvs-proxy --test kernel_bridge`.
-
-mod support;
+//! `scripts/vm-test -p ipvs-proxy -- bridge::`.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -19,9 +17,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use netns_lab::{Background, Netns, wait_until};
+
+use crate::AGENT;
 use serde_json::json;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
 const CLUSTER_IP: &str = "10.96.0.10";
 const CLIENT_IP: &str = "10.244.0.10";
 const ENDPOINTS: [&str; 2] = ["10.244.0.11", "10.244.0.12"];
@@ -75,7 +74,7 @@ impl BridgeNode {
         // endpoint answers the client pod directly, across the bridge.
         std::fs::write(
             dir.join("config.yaml"),
-            format!("{}clusterCIDR: 10.244.0.0/16\n", support::LAB_AGENT_CONFIG),
+            format!("{}clusterCIDR: 10.244.0.0/16\n", testkit::LAB_AGENT_CONFIG),
         )
         .unwrap();
         let service = json!({

@@ -4,7 +4,7 @@
 //! with manifests describing the same Services: no request fails, the stale Service is
 //! removed, someone else's virtual server is left alone.
 
-mod support;
+use testkit as support;
 
 use std::time::Duration;
 

@@ -32,14 +32,9 @@ pub const DEFAULT_SERVICES: &str = "/api/v1/namespaces/default/services";
 /// EndpointSlices in the `default` namespace.
 pub const DEFAULT_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
-/// A fixture object from `tests/fixtures/k8s`.
+/// A fixture object from `tests/fixtures/k8s`, as JSON.
 pub fn fixture(name: &str) -> Value {
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/k8s/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    serde_json::from_str(&text).unwrap()
+    crate::k8s::fixture(name)
 }
 
 /// `object` with its `metadata.resourceVersion` set.

@@ -1,0 +1,9 @@
+//! Host tests: everything that needs no kernel lab (configuration, model, plan,
+//! sources, Events), one module per area, in one binary so the suite links once.
+
+mod config;
+mod events;
+mod model;
+mod model_incremental;
+mod source_kube;
+mod source_static;
