@@ -99,10 +99,10 @@ pub fn node_pod_cidrs(node: &Node) -> Vec<IpNet> {
 /// kube-proxy installs the same rules (KUBE-IPVS-OUT-FILTER, kubernetes#119656) for the
 /// load-balancer IPs in KUBE-LOAD-BALANCER-FW that get no KUBE-LOAD-BALANCER-SOURCE-IP
 /// entry. Under IPVS a connection from the node to a VIP bound on kube-ipvs0 is sourced
-/// from the VIP itself, which no source range contains, so without these rules such a
-/// Service is either reachable from the node despite its ranges or not at all; here the
-/// node addresses are the ones the model tests the ranges against, so the rules and the
-/// SOURCE-IP entries always agree.
+/// from the VIP itself and never passes KUBE-PROXY-FIREWALL (INPUT, FORWARD), so
+/// without these rules the node would reach a load balancer whose ranges exclude it.
+/// The node addresses are the ones the model tests the ranges against for the
+/// SOURCE-IP entries, so the two always agree.
 pub fn lb_no_node_access(model: &Model, family: Family) -> Vec<LbNoNodeAccess> {
     let node_addresses = model::service::node_port_addresses(model.node(), model.config());
     let mut entries = Vec::new();
