@@ -131,7 +131,8 @@ impl Lab {
     /// The nat rule marking traffic to ClusterIPs for masquerading, once installed.
     fn cluster_ip_masquerade_rule(&self) -> String {
         let mut rule = String::new();
-        let found = wait_until(Duration::from_secs(60), || {
+        // Generous: the Kubernetes source's first lists are slow in an emulated VM.
+        let found = wait_until(Duration::from_secs(180), || {
             rule = self
                 .node
                 .sh("iptables-save -t nat")
@@ -371,13 +372,18 @@ fn iptables_lb_no_node_access_follows_the_source_ranges() {
     };
     lab.write("lb.json", &[lb(&["192.168.50.2/32"]), slice.clone()]);
     let _agent = lab.start_static("clusterCIDR: 10.244.0.0/16\n");
-    let drop_rule = "-A KUBE-IPVS-OUT-FILTER -s 203.0.113.10/32 -m ipvs --vaddr 203.0.113.10/32 \
-                     --vproto tcp --vport 80 -j DROP";
+    // iptables-save prints the `-m ipvs` options in its own order and spelling
+    // (`--vproto 6`, the address without /32), so the parts are checked.
+    let has_drop_rule = || {
+        lab.node.sh("iptables-save -t filter").lines().any(|line| {
+            line.starts_with("-A KUBE-IPVS-OUT-FILTER -s 203.0.113.10/32 -m ipvs ")
+                && line.contains("--vaddr 203.0.113.10")
+                && line.contains("--vport 80")
+                && line.ends_with("-j DROP")
+        })
+    };
     assert!(
-        wait_until(Duration::from_secs(60), || lab
-            .node
-            .sh("iptables-save -t filter")
-            .contains(drop_rule)),
+        wait_until(Duration::from_secs(60), has_drop_rule),
         "no node-access rule:\n{}",
         lab.node.sh("iptables-save -t filter")
     );
