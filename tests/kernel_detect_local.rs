@@ -128,8 +128,9 @@ impl Lab {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    /// The nat rule marking traffic to ClusterIPs for masquerading, once installed.
-    fn cluster_ip_masquerade_rule(&self) -> String {
+    /// The nat rule marking traffic to ClusterIPs for masquerading, once it matches
+    /// `expected`.
+    fn cluster_ip_masquerade_rule(&self, expected: &str) -> String {
         let mut rule = String::new();
         // Generous: the Kubernetes source's first lists are slow in an emulated VM.
         let found = wait_until(Duration::from_secs(180), || {
@@ -140,11 +141,11 @@ impl Lab {
                 .find(|line| line.contains("KUBE-CLUSTER-IP") && line.contains("KUBE-MARK-MASQ"))
                 .unwrap_or_default()
                 .to_string();
-            !rule.is_empty()
+            rule.contains(expected)
         });
         assert!(
             found,
-            "no ClusterIP masquerade rule:\n{}",
+            "no ClusterIP masquerade rule with {expected}:\n{}",
             self.node.sh("iptables-save -t nat")
         );
         rule
@@ -244,7 +245,7 @@ fn detect_local_cluster_cidr_masquerades_what_comes_from_outside_it() {
     let lab = Lab::new();
     // detectLocalMode unset: kube-proxy's default, ClusterCIDR.
     let _agent = lab.start_static("clusterCIDR: 10.244.0.0/16\n");
-    let rule = lab.cluster_ip_masquerade_rule();
+    let rule = lab.cluster_ip_masquerade_rule("! -s 10.244.0.0/16");
     assert!(rule.contains("! -s 10.244.0.0/16"), "{rule}");
     assert!(rule.contains("KUBE-CLUSTER-IP dst,dst"), "{rule}");
     lab.assert_local(&["bridged pod", "routed pod"]);
@@ -256,7 +257,7 @@ fn detect_local_bridge_interface_masquerades_what_does_not_enter_through_it() {
     let lab = Lab::new();
     let _agent = lab
         .start_static("detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n");
-    let rule = lab.cluster_ip_masquerade_rule();
+    let rule = lab.cluster_ip_masquerade_rule("! -i cbr0");
     assert!(rule.contains("! -i cbr0"), "{rule}");
     lab.assert_local(&["bridged pod"]);
 }
@@ -268,7 +269,7 @@ fn detect_local_interface_name_prefix_masquerades_other_interfaces() {
     let _agent = lab.start_static(
         "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: cali\n",
     );
-    let rule = lab.cluster_ip_masquerade_rule();
+    let rule = lab.cluster_ip_masquerade_rule("! -i cali+");
     assert!(rule.contains("! -i cali+"), "{rule}");
     lab.assert_local(&["routed pod"]);
 }
@@ -278,7 +279,7 @@ fn detect_local_interface_name_prefix_masquerades_other_interfaces() {
 fn detect_local_node_cidr_without_a_node_object_detects_nothing_and_says_so() {
     let lab = Lab::new();
     let _agent = lab.start_static("detectLocalMode: NodeCIDR\n");
-    let rule = lab.cluster_ip_masquerade_rule();
+    let rule = lab.cluster_ip_masquerade_rule("KUBE-CLUSTER-IP src,dst");
     // kube-proxy's rule without a detector: only node traffic sourced from a VIP.
     assert!(rule.contains("KUBE-CLUSTER-IP src,dst"), "{rule}");
     lab.assert_source(&lab.bridged, "bridged pod", "10.244.0.11");
@@ -335,7 +336,7 @@ fn detect_local_node_cidr_follows_the_node_objects_pod_cidrs() {
         kubeconfig_path.display(),
         lab.dir.join("agent.log").display()
     ));
-    let rule = lab.cluster_ip_masquerade_rule();
+    let rule = lab.cluster_ip_masquerade_rule("! -s 10.244.0.0/24");
     assert!(rule.contains("! -s 10.244.0.0/24"), "{rule}");
     lab.assert_local(&["bridged pod"]);
     let log = lab.log();
