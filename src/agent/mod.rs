@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::dataplane::iptables;
 use crate::dataplane::kernel::Kernel;
 use crate::dataplane::stale_flows::StaleFlowCleaner;
 use crate::model::{IpsetMembers, Model};
@@ -231,9 +232,13 @@ pub async fn run(
                     continue;
                 }
                 let latest = node_object.borrow_and_update().clone();
+                let pod_cidrs_changed = agent.log_pod_cidrs(latest.as_ref());
                 agent.node = latest;
                 agent.refresh_node().await;
-                agent.sync(SyncKind::Incremental).await;
+                // New pod CIDRs change only the rules, which an incremental sync with
+                // nothing touched would not look at.
+                let kind = if pod_cidrs_changed { SyncKind::Full } else { SyncKind::Incremental };
+                agent.sync(kind).await;
                 last_sync = Instant::now();
             }
             _ = drain_check.tick(), if !agent.drain.is_empty() => {
@@ -262,6 +267,27 @@ pub async fn run(
 }
 
 impl Agent {
+    /// With `detectLocalMode: NodeCIDR`, says when the Node's pod CIDRs (which the rules
+    /// follow) change; kube-proxy waits for them at start and restarts on a change.
+    /// Returns whether they changed.
+    fn log_pod_cidrs(&self, latest: Option<&Node>) -> bool {
+        if self.config.detect_local != crate::config::DetectLocal::NodeCidr {
+            return false;
+        }
+        let cidrs = |node: Option<&Node>| node.map(iptables::node_pod_cidrs).unwrap_or_default();
+        let (before, after) = (cidrs(self.node.as_ref()), cidrs(latest));
+        if before != after || self.node.is_none() {
+            if after.is_empty() {
+                warn!(
+                    "detectLocalMode NodeCIDR: the Node has no spec.podCIDRs yet; traffic from pods is not told apart"
+                );
+            } else {
+                info!(pod_cidrs = ?after, "detectLocalMode NodeCIDR: traffic from these pod CIDRs is local");
+            }
+        }
+        before != after
+    }
+
     /// Folds one source event into the model; the next sync programs it.
     fn handle(&mut self, event: SourceEvent) {
         match event {

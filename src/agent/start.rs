@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::config::DetectLocal;
 use crate::dataplane::iptables::{Backend, Iptables};
 use crate::dataplane::kernel::Kernel;
 use crate::dataplane::netif;
@@ -100,6 +101,14 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
     let (source_task, node_task, node_object, event_reporter) = match &options.source {
         SourceChoice::Static(dir) => {
             info!(dir = %dir.display(), "static source");
+            if config.detect_local == DetectLocal::NodeCidr {
+                warn!(
+                    "configuration: detectLocalMode NodeCIDR reads the Node object's \
+                     spec.podCIDRs, which the static source does not have: traffic from pods \
+                     is not told apart, only node traffic with a service address as source \
+                     is masqueraded"
+                );
+            }
             let (_, never) = watch::channel(None);
             (
                 source::spawn_static(dir.clone(), events_tx),

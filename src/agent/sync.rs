@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use tracing::{debug, error, info, warn};
 
-use crate::dataplane::iptables::{self, RuleInputs};
+use crate::dataplane::iptables;
 use crate::dataplane::netif;
 use crate::model::{DesiredState, IpsetMembers, NodeInfo};
 use crate::observe::health::ServiceHealthSpec;
@@ -242,18 +242,22 @@ impl Agent {
         full: bool,
         kept_sets: Option<&IpsetMembers>,
     ) -> Vec<super::rules::RuleJob> {
-        let desired = self.model.state();
-        self.rules
-            .jobs(full, |family| self.rule_inputs(desired, family, kept_sets))
-    }
-
-    fn rule_inputs(
-        &self,
-        desired: &DesiredState,
-        family: iptables::Family,
-        kept_sets: Option<&IpsetMembers>,
-    ) -> RuleInputs {
-        iptables::rule_inputs(desired, &self.config, family, self.random_fully, kept_sets)
+        // detectLocalMode NodeCIDR reads the Node's pod CIDRs; without a Node (the
+        // static source) there are none and nothing is detected.
+        let pod_cidrs = self
+            .node
+            .as_ref()
+            .map(iptables::node_pod_cidrs)
+            .unwrap_or_default();
+        self.rules.jobs(full, |family| {
+            iptables::rule_inputs(
+                &self.model,
+                family,
+                self.random_fully,
+                kept_sets,
+                &pod_cidrs,
+            )
+        })
     }
 
     /// The diff's settings from the configuration.

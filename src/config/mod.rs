@@ -3,12 +3,19 @@
 //!
 //! A configuration file is YAML and may hold several documents separated by `---`:
 //! - exactly one `kubeproxy.config.k8s.io/v1alpha1` `KubeProxyConfiguration`, the file an
-//!   existing kube-proxy DaemonSet already mounts; fields kube-proxy does not use in IPVS
-//!   mode are accepted and ignored, fields kube-proxy does not know are returned as
-//!   warnings naming them;
+//!   existing kube-proxy DaemonSet already mounts;
 //! - optionally one `ipvs-proxy.io/v1alpha1` `IpvsProxyConfiguration` with the settings
-//!   kube-proxy has no field for (the drain bound, the announcer), so nothing of ours is
-//!   silently mixed into kube-proxy's schema.
+//!   kube-proxy has no field for (the drain bound), so nothing of ours is silently mixed
+//!   into kube-proxy's schema.
+//!
+//! Nothing is accepted and silently ignored: a field nobody knows, a field ipvs-proxy does
+//! not implement (unless left at its zero value, as generated files do), and a field the
+//! other settings make moot are each a warning naming the field.
+//!
+//! - `documents`: splitting the file by kind, unknown and unsupported fields;
+//! - `kube_proxy`: the `KubeProxyConfiguration` fields, section by section;
+//! - `extensions`: the `IpvsProxyConfiguration`;
+//! - `duration`: Go duration strings.
 //!
 //! Defaults are kube-proxy's. Invalid values are errors naming the field and the allowed
 //! values.
@@ -17,7 +24,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+
+pub use duration::parse_go_duration;
+pub use extensions::Extensions;
+
+use documents::Documents;
+use extensions::RawExtensions;
+use kube_proxy::RawKubeProxy;
+
+mod documents;
+mod duration;
+mod extensions;
+mod kube_proxy;
 
 /// The API group and version of kube-proxy's configuration.
 pub const KUBE_PROXY_API_VERSION: &str = "kubeproxy.config.k8s.io/v1alpha1";
@@ -147,6 +165,36 @@ impl IptablesSettings {
     }
 }
 
+/// How traffic from pods is told apart from other traffic (kube-proxy's
+/// `detectLocalMode`): traffic to a ClusterIP that does not come from a pod is
+/// masqueraded, so replies come back through this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetectLocal {
+    /// `ClusterCIDR`, the default: sources inside `clusterCIDR` (its CIDR of the family)
+    /// are pods. A family without a cluster CIDR has no detection.
+    ClusterCidr,
+    /// `NodeCIDR`: sources inside the Node object's `spec.podCIDRs` (its first CIDR of
+    /// the family) are pods. Needs the Node, so the Kubernetes source.
+    NodeCidr,
+    /// `BridgeInterface`: packets entering through this bridge come from pods.
+    BridgeInterface(String),
+    /// `InterfaceNamePrefix`: packets entering through an interface whose name starts
+    /// with this prefix come from pods.
+    InterfaceNamePrefix(String),
+}
+
+impl DetectLocal {
+    /// The mode's name in `detectLocalMode`.
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            DetectLocal::ClusterCidr => "ClusterCIDR",
+            DetectLocal::NodeCidr => "NodeCIDR",
+            DetectLocal::BridgeInterface(_) => "BridgeInterface",
+            DetectLocal::InterfaceNamePrefix(_) => "InterfaceNamePrefix",
+        }
+    }
+}
+
 /// The `conntrack` section, resolved with defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConntrackSettings {
@@ -166,25 +214,6 @@ pub struct ConntrackSettings {
     pub udp_stream_timeout: Option<Duration>,
 }
 
-/// ipvs-proxy's own settings (`IpvsProxyConfiguration`), resolved with defaults.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Extensions {
-    /// The longest a removed TCP real server is kept at weight 0 while it still has
-    /// connections (kube-proxy has no bound). Default 15 minutes.
-    pub max_drain: Duration,
-    /// The address announcer's settings, kept unparsed until the announcer reads them.
-    pub announcer: Option<serde_json::Value>,
-}
-
-impl Default for Extensions {
-    fn default() -> Self {
-        Self {
-            max_drain: Duration::from_secs(15 * 60),
-            announcer: None,
-        }
-    }
-}
-
 /// The whole configuration, validated, with kube-proxy's defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -194,8 +223,10 @@ pub struct Config {
     pub iptables: IptablesSettings,
     /// The `conntrack` section.
     pub conntrack: ConntrackSettings,
-    /// `clusterCIDR`, split on commas.
+    /// `clusterCIDR`: one CIDR, or an IPv4 and an IPv6 one.
     pub cluster_cidrs: Vec<IpNet>,
+    /// `detectLocalMode` and `detectLocal`: how traffic from pods is told apart.
+    pub detect_local: DetectLocal,
     /// `nodePortAddresses`.
     pub node_port_addresses: NodePortAddresses,
     /// `hostnameOverride`: the Node name to use instead of the host name.
@@ -243,6 +274,7 @@ impl Default for Config {
                 udp_stream_timeout: None,
             },
             cluster_cidrs: Vec::new(),
+            detect_local: DetectLocal::ClusterCidr,
             node_port_addresses: NodePortAddresses::All,
             hostname_override: None,
             bind_address: IpAddr::from([0, 0, 0, 0]),
@@ -260,7 +292,10 @@ impl Default for Config {
 pub struct Loaded {
     /// The configuration.
     pub config: Config,
-    /// One message per field nobody knows, e.g. `unknown field ipvs.schedular ignored`.
+    /// One message per field that has no effect: unknown (`KubeProxyConfiguration:
+    /// unknown field ipvs.schedular ignored`), not implemented
+    /// (`KubeProxyConfiguration: oomScoreAdj is not supported by ipvs-proxy and is
+    /// ignored`), or unused with the other settings.
     pub warnings: Vec<String>,
 }
 
@@ -288,217 +323,34 @@ pub fn load_or_default(path: Option<&std::path::Path>) -> Result<Loaded, ConfigE
 /// Parses configuration YAML (one or more documents, see the module docs).
 pub fn parse(text: &str) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
-    let mut kube_proxy: Option<RawKubeProxy> = None;
-    let mut extensions: Option<RawExtensions> = None;
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let number = index + 1;
-        let value =
-            serde_yaml_ng::Value::deserialize(document).map_err(|error| ConfigError::Syntax {
-                document: number,
-                kind: "YAML document".into(),
-                message: error.to_string(),
-            })?;
-        if value.is_null() {
-            continue;
-        }
-        let field = |name: &str| {
-            value
-                .get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (api_version, kind) = (field("apiVersion"), field("kind"));
-        match (api_version.as_str(), kind.as_str()) {
-            (KUBE_PROXY_API_VERSION, KUBE_PROXY_KIND) => {
-                if kube_proxy.is_some() {
-                    return Err(ConfigError::Documents(format!(
-                        "configuration document {number} is a second {KUBE_PROXY_KIND}; keep one"
-                    )));
-                }
-                kube_proxy = Some(deserialize_warning_unknown(
-                    value,
-                    number,
-                    KUBE_PROXY_KIND,
-                    &mut warnings,
-                )?);
-            }
-            (IPVS_PROXY_API_VERSION, IPVS_PROXY_KIND) => {
-                if extensions.is_some() {
-                    return Err(ConfigError::Documents(format!(
-                        "configuration document {number} is a second {IPVS_PROXY_KIND}; keep one"
-                    )));
-                }
-                extensions = Some(deserialize_warning_unknown(
-                    value,
-                    number,
-                    IPVS_PROXY_KIND,
-                    &mut warnings,
-                )?);
-            }
-            _ => {
-                return Err(ConfigError::UnknownKind {
-                    document: number,
-                    api_version,
-                    kind,
-                });
-            }
-        }
-    }
-    let kube_proxy = kube_proxy.ok_or_else(|| {
-        ConfigError::Documents(format!(
+    let documents = Documents::split(text)?;
+    let Some((number, kube_proxy)) = documents.kube_proxy else {
+        return Err(ConfigError::Documents(format!(
             "the configuration has no {KUBE_PROXY_API_VERSION} {KUBE_PROXY_KIND} document"
-        ))
-    })?;
-    let mut config = kube_proxy.resolve()?;
+        )));
+    };
+    let kube_proxy: RawKubeProxy = documents::typed(
+        kube_proxy,
+        number,
+        KUBE_PROXY_KIND,
+        kube_proxy::UNSUPPORTED,
+        &mut warnings,
+    )?;
+    let extensions: Option<RawExtensions> = match documents.extensions {
+        Some((number, value)) => Some(documents::typed(
+            value,
+            number,
+            IPVS_PROXY_KIND,
+            extensions::UNSUPPORTED,
+            &mut warnings,
+        )?),
+        None => None,
+    };
+    let mut config = kube_proxy.resolve(&mut warnings)?;
     if let Some(extensions) = extensions {
         config.extensions = extensions.resolve()?;
     }
     Ok(Loaded { config, warnings })
-}
-
-fn deserialize_warning_unknown<T: serde::de::DeserializeOwned>(
-    value: serde_yaml_ng::Value,
-    document: usize,
-    kind: &str,
-    warnings: &mut Vec<String>,
-) -> Result<T, ConfigError> {
-    let mut unknown = Vec::new();
-    // serde_path_to_error names the field a type error is in; serde_ignored reports
-    // the fields nobody reads.
-    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-    let ignoring = serde_ignored::Deserializer::new(value, &mut record);
-    let parsed =
-        serde_path_to_error::deserialize(ignoring).map_err(|error| ConfigError::Syntax {
-            document,
-            kind: kind.into(),
-            message: format!("{}: {}", error.path(), error.inner()),
-        })?;
-    warnings.extend(
-        unknown
-            .into_iter()
-            .map(|path| format!("{kind}: unknown field {path} ignored")),
-    );
-    Ok(parsed)
-}
-
-/// Fields kube-proxy defines, whether or not IPVS mode uses them. The ones ipvs-proxy does
-/// not use are typed loosely so any valid kube-proxy file is accepted without warnings.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawKubeProxy {
-    #[allow(dead_code)]
-    api_version: Option<String>,
-    #[allow(dead_code)]
-    kind: Option<String>,
-    mode: Option<String>,
-    #[serde(default)]
-    ipvs: RawIpvs,
-    #[serde(default)]
-    iptables: RawIptables,
-    #[serde(default)]
-    conntrack: RawConntrack,
-    #[serde(rename = "clusterCIDR")]
-    cluster_cidr: Option<String>,
-    node_port_addresses: Option<Vec<String>>,
-    hostname_override: Option<String>,
-    bind_address: Option<String>,
-    healthz_bind_address: Option<String>,
-    metrics_bind_address: Option<String>,
-    client_connection: Option<RawClientConnection>,
-    config_sync_period: Option<String>,
-    // Accepted and unused in IPVS mode.
-    #[allow(dead_code)]
-    detect_local_mode: Option<String>,
-    #[allow(dead_code)]
-    detect_local: Option<serde_json::Value>,
-    #[allow(dead_code)]
-    oom_score_adj: Option<i64>,
-    #[allow(dead_code)]
-    feature_gates: Option<serde_json::Value>,
-    #[allow(dead_code)]
-    logging: Option<serde_json::Value>,
-    #[allow(dead_code)]
-    nftables: Option<serde_json::Value>,
-    #[allow(dead_code)]
-    winkernel: Option<serde_json::Value>,
-    #[allow(dead_code)]
-    windows_run_as_service: Option<bool>,
-    #[allow(dead_code)]
-    port_range: Option<String>,
-    #[allow(dead_code)]
-    enable_profiling: Option<bool>,
-    #[allow(dead_code)]
-    show_hidden_metrics_for_version: Option<String>,
-    #[allow(dead_code)]
-    bind_address_hard_fail: Option<bool>,
-    #[allow(dead_code)]
-    udp_idle_timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawIpvs {
-    scheduler: Option<String>,
-    sync_period: Option<String>,
-    min_sync_period: Option<String>,
-    #[serde(rename = "strictARP")]
-    strict_arp: Option<bool>,
-    #[serde(rename = "excludeCIDRs")]
-    exclude_cidrs: Option<Vec<String>>,
-    tcp_timeout: Option<String>,
-    tcp_fin_timeout: Option<String>,
-    udp_timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawIptables {
-    masquerade_all: Option<bool>,
-    masquerade_bit: Option<i64>,
-    #[allow(dead_code)]
-    sync_period: Option<String>,
-    #[allow(dead_code)]
-    min_sync_period: Option<String>,
-    #[allow(dead_code)]
-    localhost_node_ports: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawConntrack {
-    max_per_core: Option<i64>,
-    min: Option<i64>,
-    tcp_established_timeout: Option<String>,
-    tcp_close_wait_timeout: Option<String>,
-    tcp_be_liberal: Option<bool>,
-    udp_timeout: Option<String>,
-    udp_stream_timeout: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawClientConnection {
-    kubeconfig: Option<String>,
-    #[allow(dead_code)]
-    accept_content_types: Option<String>,
-    #[allow(dead_code)]
-    content_type: Option<String>,
-    #[allow(dead_code)]
-    qps: Option<f64>,
-    #[allow(dead_code)]
-    burst: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawExtensions {
-    #[allow(dead_code)]
-    api_version: Option<String>,
-    #[allow(dead_code)]
-    kind: Option<String>,
-    max_drain_seconds: Option<i64>,
-    announcer: Option<serde_json::Value>,
 }
 
 fn invalid(field: &str, value: impl std::fmt::Display, allowed: &str) -> ConfigError {
@@ -507,352 +359,4 @@ fn invalid(field: &str, value: impl std::fmt::Display, allowed: &str) -> ConfigE
         value: value.to_string(),
         allowed: allowed.into(),
     }
-}
-
-fn duration_field(
-    field: &str,
-    value: &Option<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => parse_go_duration(text).map_err(|allowed| invalid(field, text, &allowed)),
-    }
-}
-
-fn cidr_field(field: &str, text: &str) -> Result<IpNet, ConfigError> {
-    text.trim()
-        .parse::<IpNet>()
-        .map_err(|_| invalid(field, text, "a CIDR such as 10.0.0.0/8 or fd00::/64"))
-}
-
-fn socket_field(
-    field: &str,
-    value: &Option<String>,
-    default: SocketAddr,
-) -> Result<Option<SocketAddr>, ConfigError> {
-    match value.as_deref() {
-        None => Ok(Some(default)),
-        // kube-proxy's defaulting treats an empty address as unset.
-        Some("") => Ok(Some(default)),
-        Some(text) => {
-            if let Ok(addr) = text.parse::<SocketAddr>() {
-                return Ok(Some(addr));
-            }
-            // kube-proxy also accepts a bare IP and uses the default port.
-            text.parse::<IpAddr>()
-                .map(|ip| Some(SocketAddr::new(ip, default.port())))
-                .map_err(|_| {
-                    invalid(
-                        field,
-                        text,
-                        "IP:port such as 0.0.0.0:10256, [::]:10256, or an IP",
-                    )
-                })
-        }
-    }
-}
-
-impl RawKubeProxy {
-    fn resolve(self) -> Result<Config, ConfigError> {
-        let defaults = Config::default();
-        match self.mode.as_deref() {
-            Some("ipvs") => {}
-            Some(other) => {
-                let shown = if other.is_empty() {
-                    "\"\" (iptables)"
-                } else {
-                    other
-                };
-                return Err(invalid(
-                    "mode",
-                    shown,
-                    "ipvs-proxy only implements \"ipvs\"; set mode: ipvs",
-                ));
-            }
-            None => {
-                return Err(invalid(
-                    "mode",
-                    "unset (iptables)",
-                    "ipvs-proxy only implements \"ipvs\"; set mode: ipvs",
-                ));
-            }
-        }
-
-        let scheduler = match self.ipvs.scheduler.as_deref() {
-            None | Some("") => "rr".to_string(),
-            Some(name) if SCHEDULERS.contains(&name) => name.to_string(),
-            Some(name) => {
-                return Err(invalid(
-                    "ipvs.scheduler",
-                    name,
-                    &format!("one of {}", SCHEDULERS.join(", ")),
-                ));
-            }
-        };
-        let sync_period = duration_field(
-            "ipvs.syncPeriod",
-            &self.ipvs.sync_period,
-            defaults.ipvs.sync_period,
-        )?;
-        // kube-proxy's defaulting treats a zero period as unset.
-        let sync_period = if sync_period.is_zero() {
-            defaults.ipvs.sync_period
-        } else {
-            sync_period
-        };
-        let min_sync_period = duration_field(
-            "ipvs.minSyncPeriod",
-            &self.ipvs.min_sync_period,
-            defaults.ipvs.min_sync_period,
-        )?;
-        if min_sync_period > sync_period {
-            return Err(invalid(
-                "ipvs.minSyncPeriod",
-                self.ipvs.min_sync_period.unwrap_or_default(),
-                "a duration not greater than ipvs.syncPeriod",
-            ));
-        }
-        let exclude_cidrs = self
-            .ipvs
-            .exclude_cidrs
-            .unwrap_or_default()
-            .iter()
-            .map(|text| cidr_field("ipvs.excludeCIDRs", text))
-            .collect::<Result<_, _>>()?;
-        let ipvs = IpvsSettings {
-            scheduler,
-            sync_period,
-            min_sync_period,
-            strict_arp: self.ipvs.strict_arp.unwrap_or(false),
-            exclude_cidrs,
-            tcp_timeout: duration_field("ipvs.tcpTimeout", &self.ipvs.tcp_timeout, Duration::ZERO)?,
-            tcp_fin_timeout: duration_field(
-                "ipvs.tcpFinTimeout",
-                &self.ipvs.tcp_fin_timeout,
-                Duration::ZERO,
-            )?,
-            udp_timeout: duration_field("ipvs.udpTimeout", &self.ipvs.udp_timeout, Duration::ZERO)?,
-        };
-
-        let masquerade_bit = match self.iptables.masquerade_bit {
-            None => 14,
-            Some(bit @ 0..=31) => bit as u8,
-            Some(bit) => {
-                return Err(invalid(
-                    "iptables.masqueradeBit",
-                    bit,
-                    "an integer from 0 to 31",
-                ));
-            }
-        };
-        let iptables = IptablesSettings {
-            masquerade_all: self.iptables.masquerade_all.unwrap_or(false),
-            masquerade_bit,
-        };
-
-        let count = |field: &str, value: Option<i64>, default: u32| match value {
-            None => Ok(default),
-            Some(n) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(n as u32),
-            Some(n) => Err(invalid(field, n, "an integer from 0 to 4294967295")),
-        };
-        let optional_duration =
-            |field: &str, value: &Option<String>, default: Option<Duration>| match value {
-                None => Ok(default),
-                Some(_) => duration_field(field, value, Duration::ZERO)
-                    .map(|d| if d.is_zero() { None } else { Some(d) }),
-            };
-        let conntrack = ConntrackSettings {
-            max_per_core: count("conntrack.maxPerCore", self.conntrack.max_per_core, 32768)?,
-            min: count("conntrack.min", self.conntrack.min, 131072)?,
-            tcp_established_timeout: optional_duration(
-                "conntrack.tcpEstablishedTimeout",
-                &self.conntrack.tcp_established_timeout,
-                defaults.conntrack.tcp_established_timeout,
-            )?,
-            tcp_close_wait_timeout: optional_duration(
-                "conntrack.tcpCloseWaitTimeout",
-                &self.conntrack.tcp_close_wait_timeout,
-                defaults.conntrack.tcp_close_wait_timeout,
-            )?,
-            tcp_be_liberal: self.conntrack.tcp_be_liberal.unwrap_or(false),
-            udp_timeout: optional_duration(
-                "conntrack.udpTimeout",
-                &self.conntrack.udp_timeout,
-                None,
-            )?,
-            udp_stream_timeout: optional_duration(
-                "conntrack.udpStreamTimeout",
-                &self.conntrack.udp_stream_timeout,
-                None,
-            )?,
-        };
-
-        let cluster_cidrs = self
-            .cluster_cidr
-            .unwrap_or_default()
-            .split(',')
-            .filter(|part| !part.trim().is_empty())
-            .map(|part| cidr_field("clusterCIDR", part))
-            .collect::<Result<_, _>>()?;
-
-        let node_port_addresses = match self.node_port_addresses {
-            None => NodePortAddresses::All,
-            Some(list) if list.is_empty() => NodePortAddresses::All,
-            Some(list) => {
-                let mut cidrs = Vec::new();
-                let mut primary = false;
-                let mut all = false;
-                for entry in &list {
-                    match entry.trim() {
-                        "primary" => primary = true,
-                        "all" => all = true,
-                        // IPVS mode never serves NodePorts on localhost.
-                        "localhost" => {}
-                        text => cidrs.push(text.parse::<IpNet>().map_err(|_| {
-                            invalid(
-                                "nodePortAddresses",
-                                text,
-                                "CIDRs such as 192.168.0.0/16, or the keywords primary, all",
-                            )
-                        })?),
-                    }
-                }
-                if all {
-                    NodePortAddresses::All
-                } else {
-                    NodePortAddresses::Filtered { cidrs, primary }
-                }
-            }
-        };
-
-        let bind_address = match self.bind_address.as_deref() {
-            None | Some("") => defaults.bind_address,
-            Some(text) => text
-                .parse()
-                .map_err(|_| invalid("bindAddress", text, "an IP address such as 0.0.0.0 or ::"))?,
-        };
-
-        let config_sync_period = match duration_field(
-            "configSyncPeriod",
-            &self.config_sync_period,
-            defaults.config_sync_period,
-        )? {
-            zero if zero.is_zero() => defaults.config_sync_period,
-            period => period,
-        };
-
-        Ok(Config {
-            ipvs,
-            iptables,
-            conntrack,
-            cluster_cidrs,
-            node_port_addresses,
-            hostname_override: self
-                .hostname_override
-                .filter(|name| !name.trim().is_empty()),
-            bind_address,
-            healthz_bind_address: socket_field(
-                "healthzBindAddress",
-                &self.healthz_bind_address,
-                SocketAddr::from(([0, 0, 0, 0], 10256)),
-            )?,
-            metrics_bind_address: socket_field(
-                "metricsBindAddress",
-                &self.metrics_bind_address,
-                SocketAddr::from(([127, 0, 0, 1], 10249)),
-            )?,
-            kubeconfig: self
-                .client_connection
-                .and_then(|connection| connection.kubeconfig)
-                .filter(|path| !path.is_empty()),
-            config_sync_period,
-            extensions: Extensions::default(),
-        })
-    }
-}
-
-impl RawExtensions {
-    fn resolve(self) -> Result<Extensions, ConfigError> {
-        let defaults = Extensions::default();
-        let max_drain = match self.max_drain_seconds {
-            None => defaults.max_drain,
-            Some(seconds @ 1..) => Duration::from_secs(seconds as u64),
-            Some(seconds) => {
-                return Err(invalid(
-                    "IpvsProxyConfiguration.maxDrainSeconds",
-                    seconds,
-                    "a whole number of seconds greater than 0",
-                ));
-            }
-        };
-        Ok(Extensions {
-            max_drain,
-            announcer: self.announcer,
-        })
-    }
-}
-
-/// Parses a Go `time.Duration` string such as `30s`, `1m0s`, `1h30m`, `250ms` or `0`.
-///
-/// Negative durations are rejected: no configuration field accepts them. On error the
-/// message describes the accepted syntax.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    const SYNTAX: &str =
-        "a non-negative Go duration such as 30s, 1m0s, 1h30m or 250ms (units ns, us, ms, s, m, h)";
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.is_empty() || rest.starts_with('-') {
-        return Err(SYNTAX.into());
-    }
-    let mut total_nanos: u128 = 0;
-    let mut rest = rest;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| SYNTAX.to_string())?;
-        if number_len == 0 {
-            return Err(SYNTAX.into());
-        }
-        let (number, after) = rest.split_at(number_len);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let unit_nanos: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return Err(SYNTAX.into()),
-        };
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-            return Err(SYNTAX.into());
-        }
-        let whole: u128 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| SYNTAX.to_string())?
-        };
-        let mut nanos = whole
-            .checked_mul(unit_nanos)
-            .ok_or_else(|| SYNTAX.to_string())?;
-        let mut scale = unit_nanos;
-        for digit in fraction.chars() {
-            scale /= 10;
-            nanos += u128::from(digit.to_digit(10).ok_or_else(|| SYNTAX.to_string())?) * scale;
-        }
-        total_nanos = total_nanos
-            .checked_add(nanos)
-            .ok_or_else(|| SYNTAX.to_string())?;
-        rest = after;
-    }
-    let seconds = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| SYNTAX.to_string())?;
-    Ok(Duration::new(seconds, (total_nanos % 1_000_000_000) as u32))
 }

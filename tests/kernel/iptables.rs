@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use ipvs_proxy::dataplane::iptables::{
-    Backend, Family, Iptables, JUMPS, KubeSet, LbNoNodeAccess, LocalTraffic, Protocol, RuleInputs,
+    Backend, Family, Iptables, JUMPS, KubeSet, LbNoNodeAccess, LocalTraffic, RuleInputs,
     SavedRules, Table,
 };
+use ipvs_proxy::model::Protocol;
 use netns_lab::{Netns, veth, wait_until};
 
 /// Runs a sync of `inputs` inside `ns` through `backend`.

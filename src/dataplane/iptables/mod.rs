@@ -28,7 +28,7 @@ mod rules;
 mod save;
 
 pub use backend::{Backend, Iptables};
-pub use inputs::rule_inputs;
+pub use inputs::{lb_no_node_access, local_traffic, node_pod_cidrs, rule_inputs};
 pub use rules::{render, render_cleanup};
 pub use save::SavedRules;
 
@@ -191,27 +191,6 @@ pub enum LocalTraffic {
     InterfacePrefix(String),
 }
 
-/// Protocols of load-balancer ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-    /// SCTP.
-    Sctp,
-}
-
-impl Protocol {
-    fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
-
 /// A load-balancer port whose source ranges exclude every node address: the node
 /// itself must not reach it either (filter KUBE-IPVS-OUT-FILTER, kubernetes#119656).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -219,7 +198,7 @@ pub struct LbNoNodeAccess {
     /// The load-balancer ingress IP.
     pub address: IpAddr,
     /// The port's protocol.
-    pub protocol: Protocol,
+    pub protocol: crate::model::Protocol,
     /// The port.
     pub port: u16,
 }
@@ -457,7 +436,7 @@ mod tests {
 
         inputs.lb_no_node_access.push(LbNoNodeAccess {
             address: "2001:db8::1".parse().unwrap(),
-            protocol: Protocol::Tcp,
+            protocol: crate::model::Protocol::Tcp,
             port: 80,
         });
         assert_eq!(

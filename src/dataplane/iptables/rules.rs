@@ -308,7 +308,7 @@ fn filter_rules(inputs: &RuleInputs) -> Vec<String> {
         let address = entry.address;
         rules.push(format!(
             "-A KUBE-IPVS-OUT-FILTER -s {address}/{prefix} -m ipvs --vaddr {address}/{prefix} --vproto {} --vport {} -j DROP",
-            entry.protocol.name(),
+            entry.protocol.as_str(),
             entry.port
         ));
     }
@@ -318,7 +318,8 @@ fn filter_rules(inputs: &RuleInputs) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::iptables::{Family, LbNoNodeAccess, MasqueradeMark, Protocol};
+    use crate::dataplane::iptables::{Family, LbNoNodeAccess, MasqueradeMark};
+    use crate::model::Protocol;
 
     fn inputs(family: Family, sets: &[KubeSet]) -> RuleInputs {
         let mut inputs = RuleInputs::new(family);
