@@ -16,6 +16,7 @@ mod cli_check;
 mod cli_list;
 mod cli_services;
 mod conntrack_cleanup;
+mod detect_local;
 mod iptables;
 mod lab_smoke;
 mod netif;

@@ -52,7 +52,7 @@ pub fn rule_inputs(
     }
     inputs.local_traffic = local_traffic(config, family, node_pod_cidrs);
     for set in KubeSet::ALL {
-        let set_id = model::SetId::new(set, model_family);
+        let set_id = model::SetId::new(set, model::Family::from(family));
         if desired.ipsets.has_members(set_id)
             || kept_sets.is_some_and(|kept| kept.has_members(set_id))
         {

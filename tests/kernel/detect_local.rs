@@ -11,17 +11,16 @@
 //!
 //! Run with `scripts/vm-test -p ipvs-proxy -- detect_local`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use netns_lab::{Background, Netns, veth, wait_until};
 use serde_json::{Value, json};
-use support::apiserver::*;
+use testkit::apiserver::*;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
+use crate::AGENT;
+
 /// The Service's ClusterIP.
 const VIP: &str = "10.96.0.50";
 /// What the web backend answers: the client address it sees.
@@ -96,7 +95,7 @@ impl Lab {
     /// Writes the configuration (kube-proxy's document plus `extra` top-level fields).
     fn configure(&self, extra: &str) -> PathBuf {
         let path = self.dir.join("config.yaml");
-        std::fs::write(&path, format!("{}{extra}", support::LAB_AGENT_CONFIG)).unwrap();
+        std::fs::write(&path, format!("{}{extra}", testkit::LAB_AGENT_CONFIG)).unwrap();
         path
     }
 
