@@ -79,7 +79,7 @@ impl ObservedState {
                 .values()
                 .map(|vs| ObservedVirtualServer {
                     key: vs.key,
-                    scheduler: vs.scheduler.clone(),
+                    scheduler: vs.scheduler.to_string(),
                     persistence_timeout: vs.persistence_timeout,
                     real_servers: vs
                         .real_servers
@@ -124,7 +124,7 @@ impl From<&VirtualServer> for VirtualServerSpec {
     fn from(vs: &VirtualServer) -> Self {
         Self {
             key: vs.key,
-            scheduler: vs.scheduler.clone(),
+            scheduler: vs.scheduler.to_string(),
             persistence_timeout: vs.persistence_timeout,
         }
     }
@@ -335,7 +335,7 @@ pub fn diff(
             }
             continue;
         };
-        if current.scheduler != vs.scheduler
+        if *current.scheduler != *vs.scheduler
             || current.persistence_timeout != vs.persistence_timeout
         {
             changes.push(Change::UpdateVirtualServer(vs.as_ref().into()));

@@ -582,7 +582,7 @@ fn virtual_server_status(
         protocol: vs.key.protocol.as_str().to_string(),
         kind: kind_name(vs.kind).to_string(),
         port_name: vs.port_name.to_string(),
-        scheduler: vs.scheduler.clone(),
+        scheduler: vs.scheduler.to_string(),
         persistence_timeout: vs.persistence_timeout,
         in_kernel: observed.is_some(),
         real_servers,
