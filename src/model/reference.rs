@@ -31,51 +31,9 @@ impl Model {
                 }
             }
         }
-        let claim = |c: &ServiceContribution| (c.created, c.service.clone());
-        let mut oldest_vs: BTreeMap<VirtualServerKey, Claim> = BTreeMap::new();
-        let mut oldest_port: BTreeMap<u16, Claim> = BTreeMap::new();
-        for contribution in &programmed {
-            for vs in &contribution.virtual_servers {
-                let entry = oldest_vs
-                    .entry(vs.key)
-                    .or_insert_with(|| claim(contribution));
-                *entry = entry.clone().min(claim(contribution));
-            }
-            if let Some((port, _)) = contribution.health_check_node_port {
-                let entry = oldest_port
-                    .entry(port)
-                    .or_insert_with(|| claim(contribution));
-                *entry = entry.clone().min(claim(contribution));
-            }
-        }
+        let oldest = OldestClaims::of(&programmed);
         for contribution in programmed {
-            let mine = claim(contribution);
-            let taken = contribution
-                .virtual_servers
-                .iter()
-                .find_map(|vs| {
-                    // Every key was claimed above, by this Service at least.
-                    let oldest = oldest_vs.get(&vs.key)?;
-                    (*oldest != mine).then(|| {
-                        format!(
-                            "{} is already claimed by the older Service {}",
-                            vs.key, oldest.1
-                        )
-                    })
-                })
-                .or_else(|| {
-                    contribution.health_check_node_port.and_then(|(port, _)| {
-                        let oldest = oldest_port.get(&port)?;
-                        (*oldest != mine).then(|| {
-                            format!(
-                                "healthCheckNodePort {port} is already claimed by the older \
-                                 Service {}",
-                                oldest.1
-                            )
-                        })
-                    })
-                });
-            if let Some(reason) = taken {
+            if let Some(reason) = oldest.conflict(contribution) {
                 state.errors.insert(
                     contribution.service.clone(),
                     ServiceError {
@@ -117,4 +75,67 @@ impl Model {
         state.ipsets.0.retain(|_, entries| !entries.is_empty());
         state
     }
+}
+
+/// The oldest claimant of every virtual server and health-check port.
+struct OldestClaims {
+    virtual_servers: BTreeMap<VirtualServerKey, Claim>,
+    ports: BTreeMap<u16, Claim>,
+}
+
+impl OldestClaims {
+    fn of(programmed: &[&ServiceContribution]) -> Self {
+        let mut oldest = Self {
+            virtual_servers: BTreeMap::new(),
+            ports: BTreeMap::new(),
+        };
+        for contribution in programmed {
+            let claim = claim(contribution);
+            for vs in &contribution.virtual_servers {
+                let entry = oldest
+                    .virtual_servers
+                    .entry(vs.key)
+                    .or_insert_with(|| claim.clone());
+                *entry = entry.clone().min(claim.clone());
+            }
+            if let Some((port, _)) = contribution.health_check_node_port {
+                let entry = oldest.ports.entry(port).or_insert_with(|| claim.clone());
+                *entry = entry.clone().min(claim.clone());
+            }
+        }
+        oldest
+    }
+
+    /// Why a Service loses: the first of its keys an older Service claims.
+    fn conflict(&self, contribution: &ServiceContribution) -> Option<String> {
+        let mine = claim(contribution);
+        // Every key was claimed in `of`, by this Service at least: a missing one is no
+        // conflict.
+        contribution
+            .virtual_servers
+            .iter()
+            .find_map(|vs| {
+                let oldest = self.virtual_servers.get(&vs.key)?;
+                (*oldest != mine).then(|| {
+                    format!(
+                        "{} is already claimed by the older Service {}",
+                        vs.key, oldest.1
+                    )
+                })
+            })
+            .or_else(|| {
+                let (port, _) = contribution.health_check_node_port?;
+                let oldest = self.ports.get(&port)?;
+                (*oldest != mine).then(|| {
+                    format!(
+                        "healthCheckNodePort {port} is already claimed by the older Service {}",
+                        oldest.1
+                    )
+                })
+            })
+    }
+}
+
+fn claim(contribution: &ServiceContribution) -> Claim {
+    (contribution.created, contribution.service.clone())
 }
