@@ -71,6 +71,8 @@ fn main() {
         addresses: vec!["192.168.1.10".parse().unwrap()],
         ..NodeInfo::default()
     };
+    let model_config = ipvs_proxy::model::ModelConfig::from(&config);
+    let node_port_addresses = ipvs_proxy::model::service::node_port_addresses(&node, &model_config);
     {
         let before = mib();
         let mut interner = ipvs_proxy::model::input::Interner::default();
@@ -92,7 +94,13 @@ fn main() {
             .iter()
             .zip(&slices)
             .map(|(service, slice)| {
-                ipvs_proxy::model::service::contribution(service, &[slice], &node, &config)
+                ipvs_proxy::model::service::contribution(
+                    service,
+                    &[slice],
+                    &node,
+                    &model_config,
+                    &node_port_addresses,
+                )
             })
             .collect();
         println!("plus_contributions_mib: {:.1}", mib() - before);

@@ -203,7 +203,7 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
         primary_addresses: Vec::new(),
     };
     let agent = Agent {
-        model: Model::new(config.clone(), node_info),
+        model: Model::new(config, node_info),
         // Health check node ports answer on every node address, as kube-proxy's do.
         service_health: ServiceHealthServers::new(IpAddr::from([0, 0, 0, 0]), health.clone()),
         rules: RuleSets::new(iptables),

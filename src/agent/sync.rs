@@ -252,6 +252,7 @@ impl Agent {
         self.rules.jobs(full, |family| {
             iptables::rule_inputs(
                 &self.model,
+                &self.config,
                 family,
                 self.random_fully,
                 kept_sets,

@@ -1,4 +1,5 @@
-//! Compact copies of the Service and EndpointSlice fields the model reads.
+//! Compact copies of the Service and EndpointSlice fields the model reads, and this
+//! Node's (see [`NodeInfo::from_node`]).
 //!
 //! The model keeps every Service and EndpointSlice of the cluster between updates, so
 //! what it keeps decides the agent's memory. A k8s-openapi `EndpointSlice` with ten
@@ -13,15 +14,17 @@
 //! does not read (annotations, resourceVersion, managedFields) is recognised as
 //! unchanged and costs nothing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Family, HEADLESS_LABEL, Protocol, SERVICE_PROXY_NAME_LABEL, ServiceKey};
+use super::{
+    Family, HEADLESS_LABEL, NodeInfo, Protocol, SERVICE_PROXY_NAME_LABEL, ServiceKey, ZONE_LABEL,
+};
 
 /// Shares the strings many objects repeat (node, zone and port names) as one `Arc<str>`
 /// each.
@@ -44,16 +47,6 @@ impl Interner {
     /// Forgets the strings no object uses any more (node names of removed nodes).
     pub fn collect_garbage(&mut self) {
         self.strings.retain(|shared| Arc::strong_count(shared) > 1);
-    }
-
-    /// How many distinct strings are held.
-    pub fn len(&self) -> usize {
-        self.strings.len()
-    }
-
-    /// Whether no string is held.
-    pub fn is_empty(&self) -> bool {
-        self.strings.is_empty()
     }
 }
 
@@ -318,6 +311,40 @@ impl SliceInput {
             family,
             ports,
             endpoints,
+        }
+    }
+}
+
+impl NodeInfo {
+    /// The name and zone from a Node object; addresses come from the host.
+    pub fn from_node(node: &Node, addresses: Vec<IpAddr>) -> Self {
+        let zone = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(ZONE_LABEL))
+            .cloned();
+        let mut primary_addresses = Vec::new();
+        let mut families = BTreeSet::new();
+        for address in node
+            .status
+            .as_ref()
+            .and_then(|status| status.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|address| address.type_ == "InternalIP")
+        {
+            if let Ok(ip) = address.address.parse::<IpAddr>()
+                && families.insert(Family::of(ip))
+            {
+                primary_addresses.push(ip);
+            }
+        }
+        Self {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            zone,
+            addresses,
+            primary_addresses,
         }
     }
 }

@@ -38,11 +38,6 @@ pub struct EndpointInfo {
 }
 
 impl Model {
-    /// The keys of every Service the model holds, in order.
-    pub fn service_keys(&self) -> impl Iterator<Item = &ServiceKey> {
-        self.services.keys()
-    }
-
     /// Every Service's computed outcome, in key order.
     pub fn outcomes(
         &self,

@@ -24,7 +24,7 @@ impl From<&VirtualServer> for VirtualServerSpec {
     fn from(vs: &VirtualServer) -> Self {
         Self {
             key: vs.key,
-            scheduler: vs.scheduler.clone(),
+            scheduler: vs.scheduler.to_string(),
             persistence_timeout: vs.persistence_timeout,
         }
     }

@@ -62,7 +62,7 @@ pub fn diff(
             }
             continue;
         };
-        if current.scheduler != vs.scheduler
+        if *current.scheduler != *vs.scheduler
             || current.persistence_timeout != vs.persistence_timeout
         {
             changes.push(Change::UpdateVirtualServer(vs.as_ref().into()));

@@ -56,7 +56,7 @@ impl ObservedState {
                 .values()
                 .map(|vs| ObservedVirtualServer {
                     key: vs.key,
-                    scheduler: vs.scheduler.clone(),
+                    scheduler: vs.scheduler.to_string(),
                     persistence_timeout: vs.persistence_timeout,
                     real_servers: vs
                         .real_servers

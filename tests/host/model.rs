@@ -101,7 +101,7 @@ fn cluster_ip_uses_ready_endpoints_per_port() {
         set(&["10.244.1.10:8443", "10.244.2.11:8443"])
     );
     let vs = &state.virtual_servers[&http];
-    assert_eq!(vs.scheduler, "rr");
+    assert_eq!(&*vs.scheduler, "rr");
     assert_eq!(vs.persistence_timeout, None);
     assert_eq!(vs.kind, VipKind::ClusterIp);
     assert_eq!(&*vs.port_name, "http");
@@ -470,7 +470,7 @@ fn configured_scheduler_and_node_port_addresses() {
         state
             .virtual_servers
             .values()
-            .all(|vs| vs.scheduler == "mh")
+            .all(|vs| &*vs.scheduler == "mh")
     );
     assert_eq!(
         state.node_port_addresses,

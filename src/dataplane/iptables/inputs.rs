@@ -37,13 +37,13 @@ impl From<Family> for model::Family {
 /// `detectLocalMode: NodeCIDR`.
 pub fn rule_inputs(
     model: &Model,
+    config: &Config,
     family: Family,
     random_fully: bool,
     kept_sets: Option<&IpsetMembers>,
     node_pod_cidrs: &[IpNet],
 ) -> RuleInputs {
     let desired = model.state();
-    let config = model.config();
     let mut inputs = RuleInputs::new(family);
     inputs.masquerade_all = config.iptables.masquerade_all;
     inputs.random_fully = random_fully;

@@ -238,7 +238,7 @@ fn virtual_server_status(
         protocol: vs.key.protocol,
         kind: vs.kind,
         port_name: vs.port_name.to_string(),
-        scheduler: vs.scheduler.clone(),
+        scheduler: vs.scheduler.to_string(),
         persistence_timeout: vs.persistence_timeout,
         in_kernel: observed.is_some(),
         real_servers,
