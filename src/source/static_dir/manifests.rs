@@ -1,0 +1,220 @@
+//! Reading manifest files: parsing, listing a directory, merging files in order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Deserialize;
+
+use super::poll::Kind;
+use crate::source::SourceError;
+
+/// The objects read from a directory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manifests {
+    /// Services, in file order.
+    pub services: Vec<Service>,
+    /// EndpointSlices, in file order.
+    pub slices: Vec<EndpointSlice>,
+    /// Objects that were ignored, with the reason.
+    pub warnings: Vec<String>,
+}
+
+/// Parses the documents of one file; `path` names it in messages.
+pub fn parse_manifests(path: &str, text: &str) -> Result<Manifests, SourceError> {
+    let mut manifests = Manifests::default();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let number = index + 1;
+        let parse_error = |message: String| SourceError::Parse {
+            path: path.to_string(),
+            document: number,
+            message,
+        };
+        let value = serde_json::Value::deserialize(document)
+            .map_err(|error| parse_error(error.to_string()))?;
+        if value.is_null() {
+            continue;
+        }
+        add_object(value, &mut manifests, &parse_error, path, number)?;
+    }
+    Ok(manifests)
+}
+
+fn add_object(
+    mut value: serde_json::Value,
+    manifests: &mut Manifests,
+    parse_error: &dyn Fn(String) -> SourceError,
+    path: &str,
+    document: usize,
+) -> Result<(), SourceError> {
+    let api_version = value["apiVersion"].as_str().unwrap_or_default().to_string();
+    let kind = value["kind"].as_str().unwrap_or_default().to_string();
+    let name = value["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    match kind.as_str() {
+        "Service" => {
+            let service: Service = serde_json::from_value(value)
+                .map_err(|error| parse_error(format!("Service {name:?}: {error}")))?;
+            manifests.services.push(service);
+        }
+        "EndpointSlice" => {
+            let slice: EndpointSlice = serde_json::from_value(value)
+                .map_err(|error| parse_error(format!("EndpointSlice {name:?}: {error}")))?;
+            manifests.slices.push(slice);
+        }
+        "List" | "ServiceList" | "EndpointSliceList" => {
+            let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+            let items = match value.get_mut("items").map(serde_json::Value::take) {
+                Some(serde_json::Value::Array(items)) => items,
+                Some(serde_json::Value::Null) | None => Vec::new(),
+                Some(_) => return Err(parse_error(format!("{kind}: items is not a list"))),
+            };
+            for mut item in items {
+                // Typed lists may leave apiVersion/kind out of their items.
+                if let (Some(item_kind), Some(object)) = (item_kind, item.as_object_mut()) {
+                    object
+                        .entry("kind")
+                        .or_insert_with(|| item_kind.into());
+                    object
+                        .entry("apiVersion")
+                        .or_insert_with(|| api_version.clone().into());
+                }
+                add_object(item, manifests, parse_error, path, document)?;
+            }
+        }
+        "" => return Err(parse_error("the object has no kind".into())),
+        other => manifests.warnings.push(format!(
+            "{path}: document {document}: {other} {name:?} ignored: only Service and EndpointSlice are read"
+        )),
+    }
+    Ok(())
+}
+
+pub(super) fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let read_error = |source| SourceError::Read {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let wanted = !name.starts_with('.')
+            && [".yaml", ".yml", ".json"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+            && path.is_file();
+        if wanted {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Objects by (namespace, name).
+pub(super) type Id = (String, String);
+
+/// The objects of several files merged in file order, with the warnings of merging.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Merged {
+    pub(super) services: BTreeMap<Id, Service>,
+    pub(super) slices: BTreeMap<Id, EndpointSlice>,
+    pub(super) warnings: Vec<String>,
+}
+
+pub(super) fn object_id(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Id {
+    (
+        meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The warnings of merging parsed files in order: each file's own, and one for each
+/// object a later file defines again (the later definition is used).
+pub(super) fn merge_warnings<'a>(
+    files: impl IntoIterator<Item = (String, &'a Manifests)>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut seen: std::collections::BTreeSet<(Kind, Id)> = Default::default();
+    for (label, parsed) in files {
+        warnings.extend(parsed.warnings.iter().cloned());
+        for object in file_objects(parsed) {
+            if !seen.insert(object.clone()) {
+                let (kind, (ns, name)) = object;
+                warnings.push(format!(
+                    "{label}: {} {ns}/{name} defined again; this one is used",
+                    kind.name()
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// Merges parsed files in order, taking their objects (parsed objects are large: a
+/// copy of every one would double the peak memory of a first load). When two files
+/// define the same object, the later file wins and a warning says so.
+pub(super) fn merge_files(files: Vec<(String, Manifests)>) -> Merged {
+    let mut merged = Merged {
+        warnings: merge_warnings(files.iter().map(|(label, parsed)| (label.clone(), parsed))),
+        ..Merged::default()
+    };
+    for (_, parsed) in files {
+        for mut service in parsed.services {
+            let id = object_id(&service.metadata);
+            service.metadata.namespace = Some(id.0.clone());
+            merged.services.insert(id, service);
+        }
+        for mut slice in parsed.slices {
+            let id = object_id(&slice.metadata);
+            slice.metadata.namespace = Some(id.0.clone());
+            merged.slices.insert(id, slice);
+        }
+    }
+    merged
+}
+
+/// The objects a file defines, in file order.
+pub(super) fn file_objects(manifests: &Manifests) -> impl Iterator<Item = (Kind, Id)> + '_ {
+    manifests
+        .services
+        .iter()
+        .map(|service| (Kind::Service, object_id(&service.metadata)))
+        .chain(
+            manifests
+                .slices
+                .iter()
+                .map(|slice| (Kind::Slice, object_id(&slice.metadata))),
+        )
+}
+
+pub(super) fn read_file(path: &Path) -> Result<Manifests, SourceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SourceError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_manifests(&path.display().to_string(), &text)
+}
+
+/// Reads every manifest file in `dir`. When two files define the same object, the
+/// later file (by name) wins and a warning says so.
+pub fn load_dir(dir: &Path) -> Result<Manifests, SourceError> {
+    let mut files = Vec::new();
+    for path in manifest_files(dir)? {
+        let parsed = read_file(&path)?;
+        files.push((path.display().to_string(), parsed));
+    }
+    let merged = merge_files(files);
+    Ok(Manifests {
+        services: merged.services.into_values().collect(),
+        slices: merged.slices.into_values().collect(),
+        warnings: merged.warnings,
+    })
+}
