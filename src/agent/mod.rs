@@ -124,7 +124,7 @@ const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// What the kernel holds on kube-ipvs0 and in our sets, as of the last full read plus
 /// every change applied since. An incremental sync diffs against it instead of reading
 /// every address and set.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct KnownState {
     addresses: BTreeSet<IpAddr>,
     ipsets: IpsetMembers,

@@ -35,10 +35,9 @@ impl Agent {
             _ if touched.all => None,
             _ => self.known.take(),
         };
-        if let Some(known) = &known
-            && touched.is_empty()
-        {
-            self.known = Some(known.clone());
+        if known.is_some() && touched.is_empty() {
+            // Nothing to do: the known state goes back untouched.
+            self.known = known;
             self.health.updated(SystemTime::now());
             return;
         }
