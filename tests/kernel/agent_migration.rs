@@ -92,6 +92,7 @@ fn slice(name: &str, service: &str, ips: &[&str]) -> Value {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn taking_over_from_kube_proxy_fails_no_request_and_removes_only_stale_state() {
+    let _module = crate::br_netfilter_kept();
     let client = Netns::new("mig-client");
     let node = Netns::new("mig-node");
     veth(

@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use netns_lab::{Background, Netns, wait_until};
@@ -24,10 +23,6 @@ use serde_json::json;
 const CLUSTER_IP: &str = "10.96.0.10";
 const CLIENT_IP: &str = "10.244.0.10";
 const ENDPOINTS: [&str; 2] = ["10.244.0.11", "10.244.0.12"];
-
-/// The tests unload br_netfilter or need it loaded: one at a time (module loading is
-/// global to the VM; other test binaries run before or after this one, never beside).
-static MODULE: Mutex<()> = Mutex::new(());
 
 /// The node, its bridge and the pods on it; `pods[0]` is the client.
 struct BridgeNode {
@@ -213,8 +208,10 @@ fn br_netfilter_loaded() -> bool {
 #[ignore = "needs the kernel lab"]
 fn the_agent_loads_br_netfilter_and_pods_reach_a_service_on_their_bridge() {
     let start = std::time::Instant::now();
-    let _one = MODULE
-        .lock()
+    // The tests unload br_netfilter or need it loaded, and module loading is global to
+    // the VM: one at a time, and never beside a test reading `ipvs-proxy check`.
+    let _one = crate::BR_NETFILTER
+        .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let _reload = Reload;
     // lab-init loads br_netfilter: unload it so that the agent's loading is what is
@@ -289,8 +286,10 @@ fn the_agent_loads_br_netfilter_and_pods_reach_a_service_on_their_bridge() {
 #[ignore = "needs the kernel lab"]
 fn bridge_nf_call_iptables_at_zero_breaks_the_service_and_the_agent_sets_it() {
     let start = std::time::Instant::now();
-    let _one = MODULE
-        .lock()
+    // The tests unload br_netfilter or need it loaded, and module loading is global to
+    // the VM: one at a time, and never beside a test reading `ipvs-proxy check`.
+    let _one = crate::BR_NETFILTER
+        .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let _reload = Reload;
     let loaded = Command::new("modprobe")

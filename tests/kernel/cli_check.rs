@@ -31,6 +31,7 @@ fn fixes(report: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn strict_arp_off_fails_with_fixes_that_make_it_pass() {
+    let _module = crate::br_netfilter_kept();
     let ns = Netns::new("check");
     ns.sh("sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0");
 
@@ -79,6 +80,7 @@ fn strict_arp_off_fails_with_fixes_that_make_it_pass() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn interface_overrides_are_shown_and_loose_ones_fail() {
+    let _module = crate::br_netfilter_kept();
     let ns = Netns::new("check-if");
     ns.sh("ip link add kube-ipvs0 type dummy");
     ns.sh("ip link add eth9 type dummy");
@@ -118,6 +120,7 @@ fn interface_overrides_are_shown_and_loose_ones_fail() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn an_arp_answering_kube_ipvs0_and_an_unknown_scheduler_fail() {
+    let _module = crate::br_netfilter_kept();
     let ns = Netns::new("check-arp");
     ns.sh("ip link add kube-ipvs0 type dummy && ip link set kube-ipvs0 arp on");
     let (ok, report) = check(&ns, "--schedulers rr,nosuchsched");

@@ -241,6 +241,7 @@ fn web_slice(node: &str) -> Value {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn detect_local_cluster_cidr_masquerades_what_comes_from_outside_it() {
+    let _module = crate::br_netfilter_kept();
     let lab = Lab::new();
     // detectLocalMode unset: kube-proxy's default, ClusterCIDR.
     let _agent = lab.start_static("clusterCIDR: 10.244.0.0/16\n");
@@ -253,6 +254,7 @@ fn detect_local_cluster_cidr_masquerades_what_comes_from_outside_it() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn detect_local_bridge_interface_masquerades_what_does_not_enter_through_it() {
+    let _module = crate::br_netfilter_kept();
     let lab = Lab::new();
     let _agent = lab
         .start_static("detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n");
@@ -264,6 +266,7 @@ fn detect_local_bridge_interface_masquerades_what_does_not_enter_through_it() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn detect_local_interface_name_prefix_masquerades_other_interfaces() {
+    let _module = crate::br_netfilter_kept();
     let lab = Lab::new();
     let _agent = lab.start_static(
         "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: cali\n",
@@ -276,6 +279,7 @@ fn detect_local_interface_name_prefix_masquerades_other_interfaces() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn detect_local_node_cidr_without_a_node_object_detects_nothing_and_says_so() {
+    let _module = crate::br_netfilter_kept();
     let lab = Lab::new();
     let _agent = lab.start_static("detectLocalMode: NodeCIDR\n");
     let rule = lab.cluster_ip_masquerade_rule("KUBE-CLUSTER-IP src,dst");
@@ -294,6 +298,7 @@ fn detect_local_node_cidr_without_a_node_object_detects_nothing_and_says_so() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn detect_local_node_cidr_follows_the_node_objects_pod_cidrs() {
+    let _module = crate::br_netfilter_kept();
     let lab = Lab::new();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let listener = lab.node.run(|| {
@@ -352,6 +357,7 @@ fn detect_local_node_cidr_follows_the_node_objects_pod_cidrs() {
 #[test]
 #[ignore = "needs the kernel lab"]
 fn iptables_lb_no_node_access_follows_the_source_ranges() {
+    let _module = crate::br_netfilter_kept();
     let lab = Lab::new();
     let lb = |ranges: &[&str]| {
         json!({

@@ -5,6 +5,19 @@
 /// The agent binary, for the tests that exercise it as operators run it.
 const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
 
+/// br_netfilter is loaded or not for the whole VM, and the tests of this binary run in
+/// parallel: the bridge tests, which unload it, hold this for writing; the tests whose
+/// `ipvs-proxy check` must find it loaded hold it for reading.
+static BR_NETFILTER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Keeps the bridge tests from unloading br_netfilter while the caller holds this: for
+/// tests that read `ipvs-proxy check` or send pod traffic across a Linux bridge.
+fn br_netfilter_kept() -> std::sync::RwLockReadGuard<'static, ()> {
+    BR_NETFILTER
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 mod agent_apiserver;
 mod agent_e2e;
 mod agent_migration;
