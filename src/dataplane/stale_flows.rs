@@ -177,8 +177,13 @@ impl Report {
 /// matches. Errors are collected in the report, not returned: a failed cleanup leaves
 /// entries that time out by themselves, and must not fail the sync. Blocking.
 pub fn cleanup_after(changes: &[Change], conntrack: &mut ConntrackHandle) -> Report {
+    clean(cleanups(changes), conntrack)
+}
+
+/// Deletes the conntrack entries `cleanups` call for (see [`cleanup_after`]). Blocking.
+fn clean(cleanups: Vec<Cleanup>, conntrack: &mut ConntrackHandle) -> Report {
     let mut report = Report {
-        cleanups: cleanups(changes),
+        cleanups,
         ..Report::default()
     };
     for family in [Family::Ipv4, Family::Ipv6] {
@@ -248,16 +253,18 @@ impl StaleFlowCleaner {
     /// [`cleanup_after`] on a blocking thread; nothing is spawned when `changes` call
     /// for no cleanup (the common case: TCP, or no endpoint change).
     pub async fn clean_after(&self, changes: &[Change]) -> Report {
-        if cleanups(changes).is_empty() {
+        // Only the cleanups cross to the blocking thread, not a copy of the plan (a
+        // first sync's holds every change of the node).
+        let found = cleanups(changes);
+        if found.is_empty() {
             return Report::default();
         }
         let handle = self.handle.clone();
-        let changes = changes.to_vec();
         let task = tokio::task::spawn_blocking(move || {
             let mut handle = handle
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            cleanup_after(&changes, &mut handle)
+            clean(found, &mut handle)
         });
         match task.await {
             Ok(report) => report,
