@@ -15,7 +15,9 @@
 //!   Kubernetes Events.
 //! - [`listing`]: the `ipvsadm`-identical listing of the kernel's IPVS table.
 //! - [`preflight`]: capability and node checks (`ipvs-proxy check`).
-//! - [`announce`]: the place for the LoadBalancer announcers (layer 2, BGP) to come.
+//! - [`lb`]: LoadBalancer Services: MetalLB's configuration, the address allocation
+//!   (IPAM) and the announce decision.
+//! - [`announce`]: the LoadBalancer announcers (layer 2, BGP).
 //!
 //! The binary (`src/main.rs`, `src/cli/`) only parses arguments and starts these.
 
@@ -23,6 +25,7 @@ pub mod agent;
 pub mod announce;
 pub mod config;
 pub mod dataplane;
+pub mod lb;
 pub mod listing;
 pub mod model;
 pub mod observe;
