@@ -14,12 +14,47 @@ pub struct Extensions {
     /// The longest a removed TCP real server is kept at weight 0 while it still has
     /// connections (kube-proxy has no bound). Default 15 minutes.
     pub max_drain: Duration,
+    /// `loadBalancer`: LoadBalancer Services, MetalLB's way.
+    pub load_balancer: LoadBalancerSettings,
 }
 
 impl Default for Extensions {
     fn default() -> Self {
         Self {
             max_drain: Duration::from_secs(15 * 60),
+            load_balancer: LoadBalancerSettings::default(),
+        }
+    }
+}
+
+/// `IpvsProxyConfiguration.loadBalancer`: where MetalLB's objects are and which
+/// Services are ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancerSettings {
+    /// `enabled` (default true): read MetalLB's objects, allocate and announce. With
+    /// no MetalLB objects in the namespace nothing is allocated or announced anyway.
+    pub enabled: bool,
+    /// `metallbNamespace` (default `metallb-system`): where the MetalLB objects (and the
+    /// legacy `config` ConfigMap and BGP password Secrets) are read.
+    pub metallb_namespace: String,
+    /// `loadBalancerClass`: the `spec.loadBalancerClass` of the Services we serve;
+    /// unset (the default) means Services without a class, as MetalLB's default.
+    pub load_balancer_class: Option<String>,
+    /// `ipam` (default true): run the address allocator (one active in the cluster).
+    pub ipam: bool,
+    /// `ipamLeaseName` (default `ipvs-proxy-ipam`): the Lease electing the allocator,
+    /// in `metallbNamespace`.
+    pub ipam_lease_name: String,
+}
+
+impl Default for LoadBalancerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            metallb_namespace: "metallb-system".into(),
+            load_balancer_class: None,
+            ipam: true,
+            ipam_lease_name: "ipvs-proxy-ipam".into(),
         }
     }
 }
@@ -34,6 +69,17 @@ pub(super) const UNSUPPORTED: &[Unsupported] = &[Unsupported {
 #[serde(rename_all = "camelCase")]
 pub(super) struct RawExtensions {
     max_drain_seconds: Option<i64>,
+    load_balancer: Option<RawLoadBalancer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLoadBalancer {
+    enabled: Option<bool>,
+    metallb_namespace: Option<String>,
+    load_balancer_class: Option<String>,
+    ipam: Option<bool>,
+    ipam_lease_name: Option<String>,
 }
 
 impl RawExtensions {
@@ -49,6 +95,41 @@ impl RawExtensions {
                 ));
             }
         };
-        Ok(Extensions { max_drain })
+        let defaults = LoadBalancerSettings::default();
+        let raw = self.load_balancer.unwrap_or_default();
+        let name_field = |field: &str, value: Option<String>, default: String| match value {
+            None => Ok(default),
+            Some(value) if is_dns_label(&value) => Ok(value),
+            Some(value) => Err(invalid(
+                &format!("IpvsProxyConfiguration.loadBalancer.{field}"),
+                format!("{value:?}"),
+                "a DNS label (lower-case letters, digits and '-', at most 63)",
+            )),
+        };
+        let load_balancer = LoadBalancerSettings {
+            enabled: raw.enabled.unwrap_or(defaults.enabled),
+            metallb_namespace: name_field(
+                "metallbNamespace",
+                raw.metallb_namespace,
+                defaults.metallb_namespace,
+            )?,
+            load_balancer_class: raw.load_balancer_class.filter(|class| !class.is_empty()),
+            ipam: raw.ipam.unwrap_or(defaults.ipam),
+            ipam_lease_name: name_field("ipamLeaseName", raw.ipam_lease_name, defaults.ipam_lease_name)?,
+        };
+        Ok(Extensions {
+            max_drain,
+            load_balancer,
+        })
     }
+}
+
+fn is_dns_label(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-')
 }

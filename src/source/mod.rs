@@ -7,7 +7,9 @@
 //! [`SourceEvent::Early`] before the first snapshot: the API server's own Service, so a
 //! new node reaches the API server long before thousands of Services are listed.
 
+pub mod cluster_nodes;
 pub mod kubernetes;
+pub mod metallb;
 pub mod node;
 pub mod static_dir;
 
