@@ -115,7 +115,11 @@ impl RawExtensions {
             )?,
             load_balancer_class: raw.load_balancer_class.filter(|class| !class.is_empty()),
             ipam: raw.ipam.unwrap_or(defaults.ipam),
-            ipam_lease_name: name_field("ipamLeaseName", raw.ipam_lease_name, defaults.ipam_lease_name)?,
+            ipam_lease_name: name_field(
+                "ipamLeaseName",
+                raw.ipam_lease_name,
+                defaults.ipam_lease_name,
+            )?,
         };
         Ok(Extensions {
             max_drain,

@@ -50,8 +50,8 @@ pub fn slim_node(mut node: Node) -> Node {
 /// Watches every Node, publishing the whole slimmed set after each change.
 pub fn spawn_nodes_watch(client: Client) -> (NodesWatch, JoinHandle<()>) {
     let (publish, receiver) = watch::channel(None);
-    let stream = watcher::watcher(Api::<Node>::all(client), watcher::Config::default())
-        .default_backoff();
+    let stream =
+        watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
@@ -76,7 +76,10 @@ pub fn spawn_nodes_watch(client: Client) -> (NodesWatch, JoinHandle<()>) {
                     }
                 }
                 Ok(Event::Delete(node)) => {
-                    if nodes.remove(node.metadata.name.as_deref().unwrap_or_default()).is_some() {
+                    if nodes
+                        .remove(node.metadata.name.as_deref().unwrap_or_default())
+                        .is_some()
+                    {
                         publish.send_replace(Some(Arc::new(nodes.clone())));
                     }
                 }

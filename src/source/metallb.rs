@@ -55,7 +55,14 @@ pub fn spawn_metallb_watch(client: Client, namespace: &str) -> (MetalLbWatch, Jo
         watch_kind::<BGPAdvertisement>(&client, namespace, None, 2, KindUpdate::Bgp, &updates_tx),
         watch_kind::<BGPPeer>(&client, namespace, None, 3, KindUpdate::Peers, &updates_tx),
         watch_kind::<BFDProfile>(&client, namespace, None, 4, KindUpdate::Bfd, &updates_tx),
-        watch_kind::<Community>(&client, namespace, None, 5, KindUpdate::Communities, &updates_tx),
+        watch_kind::<Community>(
+            &client,
+            namespace,
+            None,
+            5,
+            KindUpdate::Communities,
+            &updates_tx,
+        ),
         watch_kind::<ConfigMap>(
             &client,
             namespace,

@@ -71,7 +71,7 @@ fn multi_document_yaml_with_typed_list() {
     assert_eq!(
         parsed.warnings,
         vec![
-            "demo.yaml: document 2: ConfigMap \"not-a-service\" ignored: only Service and EndpointSlice are read"
+            "demo.yaml: document 2: ConfigMap \"not-a-service\" ignored: not a MetalLB configuration object"
         ]
     );
 }
@@ -287,4 +287,82 @@ async fn an_object_in_two_files_follows_the_later_file_until_both_are_gone() {
         vec!["service-deleted default/web"]
     );
     task.abort();
+}
+
+#[tokio::test]
+async fn metallb_objects_nodes_and_namespaces_are_published_whole_when_they_change() {
+    use ipvs_proxy::source::static_dir::spawn_static_with_cluster;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "10-cluster.yaml",
+        &fixture("../metallb/l2-cluster.yaml"),
+    );
+    write(dir.path(), "20-services.yaml", MULTI_DOC);
+    let (events_tx, mut events) = mpsc::channel(16);
+    let (_task, mut cluster) =
+        spawn_static_with_cluster(dir.path().into(), Duration::from_millis(50), events_tx);
+    assert!(matches!(
+        next(&mut events).await,
+        SourceEvent::Snapshot { .. }
+    ));
+    let objects = cluster
+        .borrow_and_update()
+        .clone()
+        .expect("published with the snapshot");
+    assert_eq!(objects.metallb.pools.len(), 1);
+    assert_eq!(objects.metallb.pools[0].spec.addresses.len(), 2);
+    assert_eq!(
+        objects.metallb.l2_advertisements[0].spec.interfaces,
+        ["eth1"]
+    );
+    let names: Vec<_> = objects
+        .nodes
+        .iter()
+        .map(|n| n.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["node-a", "node-b"]);
+    // Slimmed: the image list and heartbeat times are not kept.
+    let status = objects.nodes[0].status.as_ref().unwrap();
+    assert!(status.images.is_none());
+    assert!(
+        status.conditions.as_ref().unwrap()[0]
+            .last_heartbeat_time
+            .is_none()
+    );
+    assert_eq!(objects.namespaces[0].metadata.name.as_deref(), Some("shop"));
+
+    // A Service change alone publishes nothing new for the cluster objects.
+    write(
+        dir.path(),
+        "20-services.yaml",
+        &MULTI_DOC.replace("10.96.33.3", "10.96.33.4"),
+    );
+    let _ = next(&mut events).await;
+    assert!(!cluster.has_changed().unwrap());
+
+    // The legacy ConfigMap in a file of its own is published with the rest.
+    write(
+        dir.path(),
+        "30-legacy.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: config, namespace: metallb-system}\n\
+         data:\n  config: |\n    address-pools:\n    - {name: old, protocol: layer2, addresses: [10.9.0.0/28]}\n",
+    );
+    tokio::time::timeout(Duration::from_secs(5), cluster.changed())
+        .await
+        .expect("the new file is published")
+        .unwrap();
+    let objects = cluster.borrow_and_update().clone().unwrap();
+    assert!(objects.metallb.legacy.is_some());
+    assert_eq!(objects.metallb.pools.len(), 1);
+
+    // Removing the file takes its objects away again.
+    std::fs::remove_file(dir.path().join("10-cluster.yaml")).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), cluster.changed())
+        .await
+        .expect("the removal is published")
+        .unwrap();
+    let objects = cluster.borrow_and_update().clone().unwrap();
+    assert!(objects.metallb.pools.is_empty() && objects.nodes.is_empty());
+    assert!(objects.metallb.legacy.is_some());
 }

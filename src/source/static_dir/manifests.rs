@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use metallb_config::MetalLbObjects;
 use serde::Deserialize;
 
 use super::poll::Kind;
@@ -17,8 +18,51 @@ pub struct Manifests {
     pub services: Vec<Service>,
     /// EndpointSlices, in file order.
     pub slices: Vec<EndpointSlice>,
+    /// MetalLB's objects, Nodes and Namespaces (for LoadBalancer Services).
+    pub cluster: ClusterObjects,
     /// Objects that were ignored, with the reason.
     pub warnings: Vec<String>,
+}
+
+/// The objects a directory holds for LoadBalancer Services besides Services and
+/// EndpointSlices: MetalLB's configuration, the Nodes (who may announce) and the
+/// Namespaces (their labels select address pools). They are few, so they travel
+/// whole.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterObjects {
+    /// MetalLB's custom resources and legacy ConfigMap.
+    pub metallb: MetalLbObjects,
+    /// Nodes, in file order.
+    pub nodes: Vec<Node>,
+    /// Namespaces, in file order.
+    pub namespaces: Vec<Namespace>,
+}
+
+impl ClusterObjects {
+    /// Appends another file's objects (a later file's object of the same name is
+    /// kept after the earlier one; consumers key by name, so the later wins).
+    pub fn extend(&mut self, other: &ClusterObjects) {
+        let metallb = &mut self.metallb;
+        metallb.pools.extend(other.metallb.pools.iter().cloned());
+        metallb
+            .l2_advertisements
+            .extend(other.metallb.l2_advertisements.iter().cloned());
+        metallb
+            .bgp_advertisements
+            .extend(other.metallb.bgp_advertisements.iter().cloned());
+        metallb.peers.extend(other.metallb.peers.iter().cloned());
+        metallb
+            .bfd_profiles
+            .extend(other.metallb.bfd_profiles.iter().cloned());
+        metallb
+            .communities
+            .extend(other.metallb.communities.iter().cloned());
+        if other.metallb.legacy.is_some() {
+            metallb.legacy = other.metallb.legacy.clone();
+        }
+        self.nodes.extend(other.nodes.iter().cloned());
+        self.namespaces.extend(other.namespaces.iter().cloned());
+    }
 }
 
 /// Parses the documents of one file; `path` names it in messages.
@@ -65,7 +109,38 @@ fn add_object(
                 .map_err(|error| parse_error(format!("EndpointSlice {name:?}: {error}")))?;
             manifests.slices.push(slice);
         }
-        "List" | "ServiceList" | "EndpointSliceList" => {
+        "Node" => {
+            let node: Node = serde_json::from_value(value)
+                .map_err(|error| parse_error(format!("Node {name:?}: {error}")))?;
+            manifests
+                .cluster
+                .nodes
+                .push(crate::source::cluster_nodes::slim_node(node));
+        }
+        "Namespace" => {
+            let namespace: Namespace = serde_json::from_value(value)
+                .map_err(|error| parse_error(format!("Namespace {name:?}: {error}")))?;
+            manifests.cluster.namespaces.push(namespace);
+        }
+        _ if api_version.starts_with("metallb.io/") || kind == "ConfigMap" => {
+            // A ConfigMap counts when it is MetalLB's legacy configuration (named
+            // `config`, with a `config` key), in whichever namespace the file puts it.
+            let namespace = value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(metallb_config::DEFAULT_NAMESPACE)
+                .to_string();
+            let taken = manifests
+                .cluster
+                .metallb
+                .add_document(&value, &namespace)
+                .map_err(|error| parse_error(error.to_string()))?;
+            if !taken {
+                manifests.warnings.push(format!(
+                    "{path}: document {document}: {kind} {name:?} ignored: not a MetalLB configuration object"
+                ));
+            }
+        }
+        "List" | "ServiceList" | "EndpointSliceList" | "NodeList" | "NamespaceList" => {
             let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
             let items = match value.get_mut("items").map(serde_json::Value::take) {
                 Some(serde_json::Value::Array(items)) => items,
@@ -87,7 +162,7 @@ fn add_object(
         }
         "" => return Err(parse_error("the object has no kind".into())),
         other => manifests.warnings.push(format!(
-            "{path}: document {document}: {other} {name:?} ignored: only Service and EndpointSlice are read"
+            "{path}: document {document}: {other} {name:?} ignored: only Services, EndpointSlices, Nodes, Namespaces and MetalLB's objects are read"
         )),
     }
     Ok(())
@@ -211,10 +286,15 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, SourceError> {
         let parsed = read_file(&path)?;
         files.push((path.display().to_string(), parsed));
     }
+    let mut cluster = ClusterObjects::default();
+    for (_, parsed) in &files {
+        cluster.extend(&parsed.cluster);
+    }
     let merged = merge_files(files);
     Ok(Manifests {
         services: merged.services.into_values().collect(),
         slices: merged.slices.into_values().collect(),
+        cluster,
         warnings: merged.warnings,
     })
 }

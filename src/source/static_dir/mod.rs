@@ -1,5 +1,7 @@
 //! A directory of Service and EndpointSlice manifests, for nodes without an API server
-//! (tests, appliances, a static edge site).
+//! (tests, appliances, a static edge site). For LoadBalancer Services it also holds
+//! MetalLB's objects (custom resources or the legacy `config` ConfigMap), Nodes and
+//! Namespaces, published whole by [`spawn_static_with_cluster`].
 //!
 //! Every `*.yaml`, `*.yml` and `*.json` file directly in the directory is read; a file
 //! may hold several YAML documents and `List` kinds (`List`, `ServiceList`,
@@ -22,12 +24,14 @@ mod poll;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::SourceEvent;
-pub use manifests::{Manifests, load_dir, parse_manifests};
+pub use manifests::{ClusterObjects, Manifests, load_dir, parse_manifests};
 use poll::DirState;
 
 /// How often [`spawn_static`] checks the directory for changes.
@@ -40,11 +44,34 @@ pub fn spawn_static(dir: PathBuf, events: mpsc::Sender<SourceEvent>) -> JoinHand
     spawn_static_every(dir, POLL_INTERVAL, events)
 }
 
+/// The directory's MetalLB objects, Nodes and Namespaces; `None` until first read.
+pub type ClusterWatch = watch::Receiver<Option<Arc<ClusterObjects>>>;
+
 /// [`spawn_static`] with a chosen polling interval.
 pub fn spawn_static_every(
     dir: PathBuf,
     interval: Duration,
     events: mpsc::Sender<SourceEvent>,
+) -> JoinHandle<()> {
+    spawn_poller(dir, interval, events, None)
+}
+
+/// [`spawn_static_every`], also publishing the directory's MetalLB objects, Nodes and
+/// Namespaces (for LoadBalancer Services) whenever they change.
+pub fn spawn_static_with_cluster(
+    dir: PathBuf,
+    interval: Duration,
+    events: mpsc::Sender<SourceEvent>,
+) -> (JoinHandle<()>, ClusterWatch) {
+    let (cluster, receiver) = watch::channel(None);
+    (spawn_poller(dir, interval, events, Some(cluster)), receiver)
+}
+
+fn spawn_poller(
+    dir: PathBuf,
+    interval: Duration,
+    events: mpsc::Sender<SourceEvent>,
+    cluster: Option<watch::Sender<Option<Arc<ClusterObjects>>>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut state = Some(DirState::default());
@@ -91,6 +118,11 @@ pub fn spawn_static_every(
                         slices = round.slices,
                         "manifests loaded"
                     );
+                    // The cluster objects first: a Service's first event then finds its
+                    // pool and advertisements already known.
+                    if let (Some(objects), Some(cluster)) = (round.cluster, &cluster) {
+                        cluster.send_replace(Some(Arc::new(objects)));
+                    }
                     for event in round.events {
                         if events.send(event).await.is_err() {
                             return;

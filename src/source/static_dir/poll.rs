@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::manifests::{
-    Id, Manifests, file_objects, manifest_files, merge_files, merge_warnings, object_id, read_file,
+    ClusterObjects, Id, Manifests, file_objects, manifest_files, merge_files, merge_warnings,
+    object_id, read_file,
 };
 use crate::source::{SourceError, SourceEvent};
 
@@ -99,6 +100,10 @@ pub(super) struct DirState {
     objects: BTreeMap<(Kind, Id), ObjectRecord>,
     /// Whether the first snapshot went out.
     loaded: bool,
+    /// Each file's MetalLB objects, Nodes and Namespaces (few: kept whole).
+    cluster_by_file: BTreeMap<PathBuf, ClusterObjects>,
+    /// Their merge as last sent.
+    cluster_sent: Option<ClusterObjects>,
 }
 
 /// One round's outcome.
@@ -107,6 +112,9 @@ pub(super) struct Round {
     pub(super) warnings: Vec<String>,
     pub(super) services: usize,
     pub(super) slices: usize,
+    /// The directory's MetalLB objects, Nodes and Namespaces, when they changed (and
+    /// always in the first round).
+    pub(super) cluster: Option<ClusterObjects>,
 }
 
 /// The files that changed since the last round, parsed.
@@ -131,13 +139,42 @@ impl DirState {
                 .map(|(path, (_, manifests))| (path.display().to_string(), manifests)),
         );
         let affected = self.reindex(&changes);
+        let cluster = self.cluster_changes(&changes);
         if !self.loaded {
             self.loaded = true;
-            return Ok(Some(self.first_snapshot(changes.parsed, warnings)));
+            let mut round = self.first_snapshot(changes.parsed, warnings);
+            round.cluster = cluster;
+            return Ok(Some(round));
         }
         let mut round = self.changed_objects(affected, &changes.parsed);
         round.warnings.extend(warnings);
+        round.cluster = cluster;
         Ok(Some(round))
+    }
+
+    /// Records the changed files' cluster objects; their merge in file order when it
+    /// differs from what was sent.
+    fn cluster_changes(&mut self, changes: &Changes) -> Option<ClusterObjects> {
+        for path in &changes.removed {
+            self.cluster_by_file.remove(path);
+        }
+        for (path, (_, manifests)) in &changes.parsed {
+            if manifests.cluster == ClusterObjects::default() {
+                self.cluster_by_file.remove(path);
+            } else {
+                self.cluster_by_file
+                    .insert(path.clone(), manifests.cluster.clone());
+            }
+        }
+        let mut merged = ClusterObjects::default();
+        for objects in self.cluster_by_file.values() {
+            merged.extend(objects);
+        }
+        if self.cluster_sent.as_ref() == Some(&merged) {
+            return None;
+        }
+        self.cluster_sent = Some(merged.clone());
+        Some(merged)
     }
 
     /// Parses the files whose stamp changed; `None` when nothing changed since the
@@ -239,6 +276,7 @@ impl DirState {
         Round {
             services: merged.services.len(),
             slices: merged.slices.len(),
+            cluster: None,
             events: vec![SourceEvent::Snapshot {
                 services: merged.services.into_values().collect(),
                 slices: merged.slices.into_values().collect(),
@@ -259,6 +297,7 @@ impl DirState {
             warnings: Vec::new(),
             services: 0,
             slices: 0,
+            cluster: None,
         };
         for (kind, id) in affected {
             let key = (kind, id.clone());
