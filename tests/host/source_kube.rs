@@ -552,3 +552,155 @@ async fn changes_before_the_snapshot_are_folded_into_it() {
     assert!(late.is_err(), "the changes are not sent again: {late:?}");
     task.abort();
 }
+
+const POOLS: &str = "/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools";
+const L2ADS: &str = "/apis/metallb.io/v1beta1/namespaces/metallb-system/l2advertisements";
+const BGPADS: &str = "/apis/metallb.io/v1beta1/namespaces/metallb-system/bgpadvertisements";
+const PEERS: &str = "/apis/metallb.io/v1beta2/namespaces/metallb-system/bgppeers";
+const BFDS: &str = "/apis/metallb.io/v1beta1/namespaces/metallb-system/bfdprofiles";
+const COMMUNITIES: &str = "/apis/metallb.io/v1beta1/namespaces/metallb-system/communities";
+const CONFIG_MAPS: &str = "/api/v1/namespaces/metallb-system/configmaps";
+
+fn metallb(kind: &str, version: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": format!("metallb.io/{version}"), "kind": kind,
+        "metadata": {"name": name, "namespace": "metallb-system", "resourceVersion": "5"},
+        "spec": spec,
+    })
+}
+
+#[tokio::test]
+async fn metallb_objects_are_watched_in_their_namespace_and_published_whole() {
+    use serde_json::json;
+    let mut api = ApiServer::default();
+    let pool = metallb(
+        "IPAddressPool",
+        "v1beta1",
+        "lan",
+        json!({"addresses": ["10.0.50.0/28"]}),
+    );
+    api.resources.insert(
+        POOLS,
+        Resource {
+            watches: [WatchScript {
+                delay: Duration::from_millis(300),
+                events: vec![event(
+                    "ADDED",
+                    metallb(
+                        "IPAddressPool",
+                        "v1beta1",
+                        "wan",
+                        json!({"addresses": ["fd00::/120"]}),
+                    ),
+                )],
+                close: false,
+            }]
+            .into(),
+            ..Resource::listing(list(
+                "IPAddressPoolList",
+                "metallb.io/v1beta1",
+                "10",
+                vec![pool],
+            ))
+        },
+    );
+    let empty = |kind: &str, version: &str| list(kind, version, "10", vec![]);
+    api.resources.insert(
+        L2ADS,
+        Resource::listing(list(
+            "L2AdvertisementList",
+            "metallb.io/v1beta1",
+            "10",
+            vec![metallb(
+                "L2Advertisement",
+                "v1beta1",
+                "lan",
+                json!({"ipAddressPools": ["lan"]}),
+            )],
+        )),
+    );
+    api.resources.insert(
+        BGPADS,
+        Resource::listing(empty("BGPAdvertisementList", "metallb.io/v1beta1")),
+    );
+    api.resources.insert(
+        PEERS,
+        Resource::listing(list(
+            "BGPPeerList",
+            "metallb.io/v1beta2",
+            "10",
+            vec![metallb(
+                "BGPPeer",
+                "v1beta2",
+                "tor",
+                json!({"myASN": 64512, "peerASN": 64513, "peerAddress": "10.0.0.1"}),
+            )],
+        )),
+    );
+    api.resources.insert(
+        BFDS,
+        Resource::listing(empty("BFDProfileList", "metallb.io/v1beta1")),
+    );
+    api.resources.insert(
+        COMMUNITIES,
+        Resource::listing(empty("CommunityList", "metallb.io/v1beta1")),
+    );
+    api.resources
+        .insert(CONFIG_MAPS, Resource::listing(empty("ConfigMapList", "v1")));
+    api.resources.insert(
+        NODES,
+        Resource::listing(list(
+            "NodeList",
+            "v1",
+            "10",
+            vec![with_version(fixture("node-a.json"), "8")],
+        )),
+    );
+    let (addr, server) = serve(api).await;
+    let client = support::apiserver::client(addr);
+    let (mut objects, task) =
+        ipvs_proxy::source::metallb::spawn_metallb_watch(client.clone(), "metallb-system");
+    let first = tokio::time::timeout(Duration::from_secs(5), objects.wait_for(|o| o.is_some()))
+        .await
+        .expect("published once every kind is listed (well before the 10 s fallback)")
+        .unwrap()
+        .clone()
+        .unwrap();
+    assert_eq!(first.peers[0].spec.peer_asn, Some(64513));
+    assert_eq!(first.l2_advertisements.len(), 1);
+    let with_wan = tokio::time::timeout(
+        Duration::from_secs(5),
+        objects.wait_for(|o| o.as_ref().is_some_and(|o| o.pools.len() == 2)),
+    )
+    .await
+    .expect("the watched pool is published")
+    .unwrap()
+    .clone()
+    .unwrap();
+    let names: Vec<_> = with_wan
+        .pools
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(names, ["lan", "wan"]);
+    let requests = server.lock().unwrap().requests.clone();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(CONFIG_MAPS)
+                && r.contains("fieldSelector=metadata.name%3Dconfig")),
+        "only the legacy ConfigMap is listed: {requests:?}"
+    );
+    task.abort();
+
+    let (mut nodes, nodes_task) = ipvs_proxy::source::cluster_nodes::spawn_nodes_watch(client);
+    let listed = tokio::time::timeout(Duration::from_secs(5), nodes.wait_for(|n| n.is_some()))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone()
+        .unwrap();
+    let node = listed.values().next().expect("node-a");
+    assert!(node.metadata.managed_fields.is_none());
+    nodes_task.abort();
+}
