@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::model::ServiceKey;
 
@@ -35,6 +36,11 @@ pub struct ServicePort {
 pub struct LbService {
     /// Namespace and name.
     pub key: ServiceKey,
+    /// `metadata.uid`, for the Events regarding it (`kubectl describe` matches on it).
+    pub uid: Option<String>,
+    /// `metadata.creationTimestamp`: the IPAM serves older Services first when
+    /// addresses are scarce, so who wins does not depend on the order objects arrive in.
+    pub created: Option<Timestamp>,
     /// Its labels (for `serviceSelectors`).
     pub labels: BTreeMap<String, String>,
     /// `spec.loadBalancerClass`.
@@ -52,6 +58,9 @@ pub struct LbService {
     /// Whether it wants every family of `families` (`RequireDualStack`,
     /// `PreferDualStack`) or only the first.
     pub dual_stack: bool,
+    /// `RequireDualStack` (with two families): an address of each family or none;
+    /// `PreferDualStack` takes what it can.
+    pub require_dual_stack: bool,
     /// Its ports.
     pub ports: Vec<ServicePort>,
     /// `externalTrafficPolicy: Local`.
@@ -162,6 +171,8 @@ impl LbService {
             spec.ip_family_policy.as_deref(),
             Some("RequireDualStack" | "PreferDualStack")
         ) && families.len() > 1;
+        let require_dual_stack =
+            dual_stack && spec.ip_family_policy.as_deref() == Some("RequireDualStack");
 
         let mut requested_ips = Vec::new();
         let legacy_ip = spec
@@ -228,21 +239,15 @@ impl LbService {
         } else {
             String::new()
         };
-        let ingress_ips = service
-            .status
-            .as_ref()
-            .and_then(|status| status.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|ingress| ingress.ip.as_deref()?.parse().ok())
-            .collect();
+        let ingress_ips = ingress_ips(service);
 
         Ok(LbService {
             key: ServiceKey::new(
                 metadata.namespace.clone().unwrap_or_default(),
                 metadata.name.clone().unwrap_or_default(),
             ),
+            uid: metadata.uid.clone(),
+            created: metadata.creation_timestamp.as_ref().map(|time| time.0),
             labels: metadata.labels.clone().unwrap_or_default(),
             load_balancer_class: spec.load_balancer_class.clone(),
             requested_ips,
@@ -251,12 +256,29 @@ impl LbService {
             allocated_from_pool: annotation(ALLOCATED_FROM_POOL).map(|(_, value)| value),
             families,
             dual_stack,
+            require_dual_stack,
             ports,
             local_traffic_policy,
             backend_key,
             ingress_ips,
         })
     }
+}
+
+/// The addresses a Service holds: `status.loadBalancer.ingress[].ip`, in order
+/// (entries without an address, or with one that does not parse, are skipped).
+/// Readable even when [`LbService::from_service`] refuses the Service's requests, so
+/// the IPAM can keep those addresses reserved.
+pub fn ingress_ips(service: &Service) -> Vec<IpAddr> {
+    service
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ingress| ingress.ip.as_deref()?.trim().parse().ok())
+        .collect()
 }
 
 #[cfg(test)]
