@@ -13,6 +13,7 @@
 //! The announcers in [`crate::announce`] act on the decision; nothing here does I/O
 //! except the IPAM controller.
 
+pub mod decision;
 pub mod ipam;
 pub mod service;
 
