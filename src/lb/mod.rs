@@ -16,5 +16,6 @@
 pub mod decision;
 pub mod ipam;
 pub mod service;
+pub mod static_alloc;
 
 pub use service::{LbService, LbServiceError, ServicePort};
