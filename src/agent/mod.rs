@@ -22,6 +22,7 @@
 //! - `status`: answering `ipvs-proxy services`.
 //! - `start`: opening everything the loop needs.
 
+mod lb;
 mod rules;
 mod start;
 mod status;
@@ -151,6 +152,9 @@ pub(crate) struct Agent {
     /// Deletes stale UDP/SCTP flows after endpoint changes; `None` when the kernel's
     /// conntrack netlink is unavailable (logged once at start).
     stale_flows: Option<StaleFlowCleaner>,
+    /// LoadBalancer Services (MetalLB's configuration, the announce decision and, with
+    /// the static source, the allocation); `None` when `loadBalancer.enabled` is false.
+    lb: Option<lb::LoadBalancers>,
 }
 
 /// Runs the node agent until `shutdown` completes (the binary passes SIGINT/SIGTERM).
@@ -165,7 +169,10 @@ pub async fn run(
         mut events,
         tasks,
         mut node_object,
+        lb_inputs,
     } = start::start(&options).await?;
+    let mut lb_inputs_open = lb_inputs.is_some();
+    let mut lb_inputs = lb_inputs;
 
     // Nothing but an early part (the API server's Service, programmed additively) is
     // programmed before the source delivered its first full view: a sync on a partial
@@ -183,6 +190,17 @@ pub async fn run(
             first => break first,
         }
     };
+    // The manifests' MetalLB objects arrive with their first snapshot: take them
+    // first, so the first sync programs allocated LoadBalancer addresses at once.
+    while let Some(Some(change)) =
+        futures_util::FutureExt::now_or_never(next_lb_change(&mut lb_inputs))
+    {
+        if let Some(lb) = agent.lb.as_mut() {
+            for event in lb.apply(change) {
+                agent.handle_routed(event);
+            }
+        }
+    }
     agent.handle(first);
     log_heap("model built");
     agent.sync(SyncKind::Full).await;
@@ -225,6 +243,23 @@ pub async fn run(
                 }
                 agent.sync(SyncKind::Incremental).await;
                 last_sync = Instant::now();
+            }
+            change = next_lb_change(&mut lb_inputs), if lb_inputs_open => {
+                let Some(change) = change else {
+                    lb_inputs_open = false;
+                    continue;
+                };
+                let events = match agent.lb.as_mut() {
+                    Some(lb) => lb.apply(change),
+                    None => Vec::new(),
+                };
+                if !events.is_empty() {
+                    for event in events {
+                        agent.handle_routed(event);
+                    }
+                    agent.sync(SyncKind::Incremental).await;
+                    last_sync = Instant::now();
+                }
             }
             changed = node_object.changed(), if node_watch_open => {
                 if changed.is_err() {
@@ -288,8 +323,22 @@ impl Agent {
         before != after
     }
 
-    /// Folds one source event into the model; the next sync programs it.
+    /// Folds one source event into the model (through the LoadBalancer part first,
+    /// which may write allocated addresses in and add events); the next sync programs
+    /// it.
     fn handle(&mut self, event: SourceEvent) {
+        match self.lb.as_mut() {
+            Some(lb) => {
+                for event in lb.route(event) {
+                    self.handle_routed(event);
+                }
+            }
+            None => self.handle_routed(event),
+        }
+    }
+
+    /// Folds an event that already went through the LoadBalancer part into the model.
+    fn handle_routed(&mut self, event: SourceEvent) {
         match event {
             SourceEvent::Snapshot { services, slices } => {
                 self.metrics.service_changes.inc_by(services.len() as u64);
@@ -338,6 +387,14 @@ impl Agent {
         self.metrics
             .sync_last_queued_timestamp
             .set(metrics::unix_seconds(now));
+    }
+}
+
+/// The next change of the LoadBalancer inputs; pending forever without them.
+async fn next_lb_change(inputs: &mut Option<lb::LbInputs>) -> Option<lb::LbChange> {
+    match inputs {
+        Some(inputs) => inputs.next_change().await,
+        None => std::future::pending().await,
     }
 }
 

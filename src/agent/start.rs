@@ -24,6 +24,7 @@ use crate::plan::DrainStarts;
 use crate::preflight::caps;
 use crate::source::{self, SourceEvent};
 
+use super::lb::{LbInputs, LoadBalancers};
 use super::rules::RuleSets;
 use super::{Agent, AgentError, AgentOptions, SourceChoice};
 
@@ -31,6 +32,8 @@ use super::{Agent, AgentError, AgentOptions, SourceChoice};
 pub(super) struct Tasks {
     source: JoinHandle<()>,
     pub(super) node: Option<JoinHandle<()>>,
+    /// The MetalLB and Nodes watchers.
+    load_balancers: Vec<JoinHandle<()>>,
 }
 
 impl Tasks {
@@ -38,6 +41,9 @@ impl Tasks {
         self.source.abort();
         if let Some(node) = &self.node {
             node.abort();
+        }
+        for task in &self.load_balancers {
+            task.abort();
         }
     }
 }
@@ -49,6 +55,8 @@ pub(super) struct Started {
     pub(super) tasks: Tasks,
     /// This node's Node object (never changes with the static source).
     pub(super) node_object: watch::Receiver<Option<Node>>,
+    /// MetalLB's objects and the Nodes, when LoadBalancer handling is on.
+    pub(super) lb_inputs: Option<LbInputs>,
 }
 
 /// Logs what the capability check found; fails only when the agent cannot work at all.
@@ -98,7 +106,9 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
     let (events_tx, events) = mpsc::channel::<SourceEvent>(1024);
     // The Node object (zone label for topology hints, primary IPs for
     // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
-    let (source_task, node_task, node_object, event_reporter) = match &options.source {
+    let lb_settings = &config.extensions.load_balancer;
+    let mut lb_tasks = Vec::new();
+    let (source_task, node_task, node_object, event_reporter, lb_inputs) = match &options.source {
         SourceChoice::Static(dir) => {
             info!(dir = %dir.display(), "static source");
             if config.detect_local == DetectLocal::NodeCidr {
@@ -110,11 +120,17 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
                 );
             }
             let (_, never) = watch::channel(None);
+            let (source_task, cluster) = source::static_dir::spawn_static_with_cluster(
+                dir.clone(),
+                source::static_dir::POLL_INTERVAL,
+                events_tx,
+            );
             (
-                source::spawn_static(dir.clone(), events_tx),
+                source_task,
                 None,
                 never,
                 EventReporter::log_only(metrics.clone()),
+                lb_settings.enabled.then_some(LbInputs::Static(cluster)),
             )
         }
         SourceChoice::Kubernetes { kubeconfig } => {
@@ -126,17 +142,30 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
                 .map_err(AgentError::Connect)?;
             let (node_tx, node_object) = watch::channel(None);
             let node_task = source::node::spawn_node_watch(client.clone(), node.clone(), node_tx);
+            let lb_inputs = if lb_settings.enabled {
+                let (metallb, metallb_task) = source::metallb::spawn_metallb_watch(
+                    client.clone(),
+                    &lb_settings.metallb_namespace,
+                );
+                let (nodes, nodes_task) = source::cluster_nodes::spawn_nodes_watch(client.clone());
+                lb_tasks.extend([metallb_task, nodes_task]);
+                Some(LbInputs::Kubernetes { metallb, nodes })
+            } else {
+                None
+            };
             (
                 source::kubernetes::spawn_with_client(client.clone(), events_tx),
                 Some(node_task),
                 node_object,
                 EventReporter::new(client, &node, metrics.clone()),
+                lb_inputs,
             )
         }
     };
     let tasks = Tasks {
         source: source_task,
         node: node_task,
+        load_balancers: lb_tasks,
     };
 
     sysctls::apply(config, &metrics);
@@ -196,6 +225,13 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
         metrics::spawn_metrics_server(listener, metrics.clone(), health.clone());
     }
 
+    let lb = lb_inputs.is_some().then(|| {
+        LoadBalancers::new(
+            lb_settings,
+            &node,
+            matches!(options.source, SourceChoice::Static(_)),
+        )
+    });
     let node_info = NodeInfo {
         name: node,
         zone: None,
@@ -216,6 +252,7 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
         random_fully,
         known: None,
         node: None,
+        lb,
         stale_flows: match StaleFlowCleaner::open() {
             Ok(cleaner) => Some(cleaner),
             Err(err) => {
@@ -229,5 +266,6 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
         events,
         tasks,
         node_object,
+        lb_inputs,
     })
 }

@@ -411,3 +411,23 @@ fn slice_id(slice: &EndpointSlice) -> SliceId {
         slice.metadata.name.clone().unwrap_or_default(),
     )
 }
+
+impl AnnounceModel {
+    /// Replaces every EndpointSlice (the Kubernetes source relisted them); Services
+    /// are unchanged. Only the slices that differ recompute their Service.
+    pub fn replace_slices(&mut self, slices: &[EndpointSlice]) {
+        let listed: BTreeSet<SliceId> = slices.iter().map(slice_id).collect();
+        let gone: Vec<SliceId> = self
+            .slices
+            .keys()
+            .filter(|id| !listed.contains(*id))
+            .cloned()
+            .collect();
+        for (namespace, name) in gone {
+            self.delete_slice(&namespace, &name);
+        }
+        for slice in slices {
+            self.apply_slice(slice);
+        }
+    }
+}

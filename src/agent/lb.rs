@@ -1,0 +1,246 @@
+//! The agent's LoadBalancer part: MetalLB's configuration validated and reported, the
+//! announce decision kept current, and with the static source the allocation written
+//! into the Services before anything else sees them.
+//!
+//! ```text
+//!  MetalLB objects ─▶ validate ─▶ LbConfig ─┬─▶ AnnounceModel ◀── Services, slices, Nodes
+//!  (watch channel)       │                  └─▶ StaticAllocator (static source only)
+//!                        └─▶ problems: logged and evented once, objects left out
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Node;
+use metallb_config::{ConfigProblem, MetalLbObjects, UnsupportedField, Validated, validate};
+use tracing::{info, warn};
+
+use crate::config::LoadBalancerSettings;
+use crate::lb::decision::AnnounceModel;
+use crate::lb::ipam::allocate::NamespaceLabels;
+use crate::lb::static_alloc::StaticAllocator;
+use crate::model::ServiceKey;
+use crate::source::SourceEvent;
+use crate::source::cluster_nodes::NodesWatch;
+use crate::source::metallb::MetalLbWatch;
+use crate::source::static_dir::{ClusterObjects, ClusterWatch};
+
+/// Where the LoadBalancer inputs come from.
+pub(crate) enum LbInputs {
+    /// The manifests directory (MetalLB objects, Nodes and Namespaces together).
+    Static(ClusterWatch),
+    /// The API server.
+    Kubernetes {
+        /// MetalLB's objects in their namespace.
+        metallb: MetalLbWatch,
+        /// Every Node.
+        nodes: NodesWatch,
+    },
+}
+
+/// One change of the LoadBalancer inputs.
+pub(crate) enum LbChange {
+    /// The manifests' cluster objects.
+    Cluster(Arc<ClusterObjects>),
+    /// MetalLB's objects.
+    MetalLb(Arc<MetalLbObjects>),
+    /// The Nodes.
+    Nodes(Arc<BTreeMap<String, Node>>),
+}
+
+impl LbInputs {
+    /// Waits for the next change; `None` once every input has closed.
+    pub(crate) async fn next_change(&mut self) -> Option<LbChange> {
+        loop {
+            match self {
+                LbInputs::Static(cluster) => {
+                    cluster.changed().await.ok()?;
+                    if let Some(objects) = cluster.borrow_and_update().clone() {
+                        return Some(LbChange::Cluster(objects));
+                    }
+                }
+                LbInputs::Kubernetes { metallb, nodes } => {
+                    tokio::select! {
+                        changed = metallb.changed() => {
+                            changed.ok()?;
+                            if let Some(objects) = metallb.borrow_and_update().clone() {
+                                return Some(LbChange::MetalLb(objects));
+                            }
+                        }
+                        changed = nodes.changed() => {
+                            changed.ok()?;
+                            if let Some(nodes) = nodes.borrow_and_update().clone() {
+                                return Some(LbChange::Nodes(nodes));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The agent's LoadBalancer state.
+pub(crate) struct LoadBalancers {
+    /// The announce decision.
+    pub(crate) announce: AnnounceModel,
+    /// The allocation, with the static source.
+    allocator: Option<StaticAllocator>,
+    /// The last validation's problems (shown by `ipvs-proxy services`).
+    pub(crate) problems: Vec<ConfigProblem>,
+    /// Problems already logged, so each is logged once while it lasts.
+    reported: BTreeSet<String>,
+    /// Unsupported fields already warned about (once per object and field).
+    warned: BTreeSet<UnsupportedField>,
+}
+
+impl LoadBalancers {
+    /// The state for `node`; `static_source` turns the local allocation on.
+    pub(crate) fn new(settings: &LoadBalancerSettings, node: &str, static_source: bool) -> Self {
+        let class = settings.load_balancer_class.clone();
+        LoadBalancers {
+            announce: AnnounceModel::new(node, class.clone()),
+            allocator: static_source.then(|| StaticAllocator::new(class)),
+            problems: Vec::new(),
+            reported: BTreeSet::new(),
+            warned: BTreeSet::new(),
+        }
+    }
+
+    /// Passes a source event through the allocation (static source) and into the
+    /// announce decision; returns the events the proxy model should see (the same
+    /// one, with addresses written in, plus Services whose addresses moved).
+    pub(crate) fn route(&mut self, event: SourceEvent) -> Vec<SourceEvent> {
+        let events = match &mut self.allocator {
+            Some(allocator) => allocator.on_event(event),
+            None => vec![event],
+        };
+        for event in &events {
+            self.observe(event);
+        }
+        events
+    }
+
+    fn observe(&mut self, event: &SourceEvent) {
+        let announce = &mut self.announce;
+        match event {
+            SourceEvent::Snapshot { services, slices } => announce.replace_all(services, slices),
+            SourceEvent::Early { services, slices } => {
+                for slice in slices {
+                    announce.apply_slice(slice);
+                }
+                for service in services {
+                    announce.apply_service(service);
+                }
+            }
+            SourceEvent::ServicesRelisted(services) => {
+                let listed: BTreeSet<ServiceKey> =
+                    services.iter().map(ServiceKey::of_service).collect();
+                let gone: Vec<ServiceKey> = announce
+                    .services()
+                    .keys()
+                    .filter(|key| !listed.contains(*key))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    announce.delete_service(&key);
+                }
+                for service in services {
+                    announce.apply_service(service);
+                }
+            }
+            SourceEvent::SlicesRelisted(slices) => announce.replace_slices(slices),
+            SourceEvent::ServiceApplied(service) => announce.apply_service(service),
+            SourceEvent::ServiceDeleted(key) => announce.delete_service(key),
+            SourceEvent::SliceApplied(slice) => announce.apply_slice(slice),
+            SourceEvent::SliceDeleted { namespace, name } => {
+                announce.delete_slice(namespace, name)
+            }
+        }
+    }
+
+    /// Applies a change of the inputs; returns the Service events the allocation
+    /// produced (static source), for the proxy model.
+    pub(crate) fn apply(&mut self, change: LbChange) -> Vec<SourceEvent> {
+        match change {
+            LbChange::Cluster(objects) => {
+                let nodes: Vec<Node> = objects.nodes.clone();
+                self.announce.set_nodes(&nodes);
+                let namespaces: NamespaceLabels = objects
+                    .namespaces
+                    .iter()
+                    .map(|namespace| {
+                        (
+                            namespace.metadata.name.clone().unwrap_or_default(),
+                            namespace.metadata.labels.clone().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                self.set_objects(&objects.metallb, namespaces)
+            }
+            LbChange::MetalLb(objects) => self.set_objects(&objects, NamespaceLabels::new()),
+            LbChange::Nodes(nodes) => {
+                let nodes: Vec<Node> = nodes.values().cloned().collect();
+                self.announce.set_nodes(&nodes);
+                Vec::new()
+            }
+        }
+    }
+
+    fn set_objects(
+        &mut self,
+        objects: &MetalLbObjects,
+        namespaces: NamespaceLabels,
+    ) -> Vec<SourceEvent> {
+        let Validated {
+            config,
+            problems,
+            unsupported,
+        } = validate(objects);
+        self.report(&problems);
+        for field in unsupported {
+            if !self.warned.contains(&field) {
+                warn!(
+                    "{} {}: {} is accepted but not acted on yet (see the README's MetalLB \
+                     compatibility table)",
+                    field.kind, field.object, field.field
+                );
+                self.warned.insert(field);
+            }
+        }
+        info!(
+            pools = config.pools.len(),
+            l2_advertisements = config.l2_advertisements.len(),
+            bgp_advertisements = config.bgp_advertisements.len(),
+            peers = config.peers.len(),
+            invalid = problems.len(),
+            "MetalLB configuration loaded"
+        );
+        self.problems = problems;
+        self.announce.set_config(config.clone());
+        match &mut self.allocator {
+            Some(allocator) => {
+                let events = allocator.set_config(config, namespaces);
+                for event in &events {
+                    self.observe(event);
+                }
+                events
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Logs each problem once while it lasts.
+    fn report(&mut self, problems: &[ConfigProblem]) {
+        let current: BTreeSet<String> = problems.iter().map(ToString::to_string).collect();
+        for problem in &current {
+            if !self.reported.contains(problem) {
+                warn!("MetalLB object left out: {problem}");
+            }
+        }
+        for fixed in self.reported.difference(&current) {
+            info!("MetalLB problem gone: {fixed}");
+        }
+        self.reported = current;
+    }
+}
