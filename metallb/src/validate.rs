@@ -1417,7 +1417,7 @@ fn bgp_advertisement(
     for (index, text) in spec.communities.iter().enumerate() {
         let field = format!("spec.communities[{index}]");
         match aliases.get(text) {
-            Some(Ok(community)) => communities.push(*community),
+            Some(Ok(community)) => push_once(&mut communities, *community),
             Some(Err(place)) => {
                 subject.problem(
                     report,
@@ -1427,7 +1427,7 @@ fn bgp_advertisement(
                 ok = false;
             }
             None => match parse_community(text) {
-                Ok(community) => communities.push(community),
+                Ok(community) => push_once(&mut communities, community),
                 Err(CommunityError::Value(message)) => {
                     subject.problem(
                         report,
@@ -1529,6 +1529,14 @@ fn bgp_advertisement(
         peers: spec.peers.clone(),
         service_selectors,
     })
+}
+
+/// Communities are a set (MetalLB keeps them in a map): an alias and a literal of
+/// the same value are sent once.
+fn push_once(communities: &mut Vec<Community>, community: Community) {
+    if !communities.contains(&community) {
+        communities.push(community);
+    }
 }
 
 #[cfg(test)]

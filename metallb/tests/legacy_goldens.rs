@@ -129,7 +129,10 @@ fn every_input_converts_to_its_golden() {
             actual.bfd_profiles, expected.bfd_profiles,
             "{name}: BFDProfiles"
         );
-        assert_eq!(actual.communities, expected.communities, "{name}: Communities");
+        assert_eq!(
+            actual.communities, expected.communities,
+            "{name}: Communities"
+        );
         assert_eq!(actual, expected, "{name}");
         // MetalLB's `full` input has a pool with `protocol: l2`, which the converter
         // silently leaves without an advertisement: ours says so.
@@ -161,7 +164,9 @@ fn the_converted_goldens_validate_cleanly_except_what_metallb_tolerates() {
 #[test]
 fn a_legacy_config_map_is_validated_like_the_resources() {
     let input = fixtures().join("configmap-yaml/config-yaml-full.yaml");
-    let document = documents(&fs::read_to_string(input).unwrap()).pop().unwrap();
+    let document = documents(&fs::read_to_string(input).unwrap())
+        .pop()
+        .unwrap();
     let mut objects = MetalLbObjects::default();
     assert!(objects.add_document(&document, "metallb-system").unwrap());
     let validated = metallb_config::validate(&objects);
@@ -184,14 +189,21 @@ fn a_legacy_config_map_is_validated_like_the_resources() {
     assert_eq!(config.peers.len(), 1);
     let peer = &config.peers[0];
     assert_eq!(peer.hold_time, Some(std::time::Duration::from_secs(120)));
-    assert_eq!(peer.keepalive_time, Some(std::time::Duration::from_secs(30)));
+    assert_eq!(
+        peer.keepalive_time,
+        Some(std::time::Duration::from_secs(30))
+    );
     assert_eq!(peer.bfd_profile.as_deref(), Some("bfdprofile1"));
     assert_eq!(config.bfd_profiles["bfdprofile1"].detect_multiplier, 200);
     // Only the protocol note, on the ConfigMap itself.
     assert_eq!(validated.problems.len(), 1, "{:#?}", validated.problems);
     let problem = &validated.problems[0];
     assert_eq!(
-        (problem.kind.as_str(), problem.namespace.as_str(), problem.name.as_str()),
+        (
+            problem.kind.as_str(),
+            problem.namespace.as_str(),
+            problem.name.as_str()
+        ),
         ("ConfigMap", "metallb-system", "config")
     );
     assert_eq!(problem.field, "data.config");
