@@ -24,6 +24,11 @@
 //!   announcement without its community (say `no-export`) would change routing policy.
 //! - A `BGPPeer` naming a `BFDProfile` that does not exist or was left out is left
 //!   out: a session without the BFD the operator asked for fails over far slower.
+//! - Two `BGPAdvertisement`s that would send the same prefix to the same peer from
+//!   the same nodes with different `localPref`s (MetalLB refuses the configuration):
+//!   the first by name keeps the pool, the other drops it, reported. Nodes are not
+//!   known here, so only a sure overlap is refused (either for all nodes, or the
+//!   same node selectors).
 //! - A duplicated `Community` alias: the first (by object name) is kept.
 //!
 //! A few checks are stricter than MetalLB, each because MetalLB's behaviour is a trap:
@@ -1518,6 +1523,54 @@ fn bgp_advertisement(
         true
     });
 
+    // MetalLB refuses two advertisements that would send the same prefix to the same
+    // peer from the same node with different LOCAL_PREFs (a speaker can send only one).
+    // Nodes are not known here, so only a sure overlap counts: either advertisement
+    // for all nodes, or the same node selectors. The first by name keeps the pool.
+    if service_selectors.is_empty() {
+        pools.retain(|name| {
+            let Some(pool) = config.pools.get(name) else {
+                return false;
+            };
+            let has_v4 = pool.ranges.iter().any(|range| range.start.is_ipv4());
+            let has_v6 = pool.ranges.iter().any(|range| !range.start.is_ipv4());
+            let conflict = config.bgp_advertisements.iter().find(|earlier| {
+                let v4_differs = earlier.aggregation_length != aggregation_length;
+                let v6_differs = earlier.aggregation_length_v6 != aggregation_length_v6;
+                let other_prefixes = match (has_v4, has_v6) {
+                    (true, false) => v4_differs,
+                    (false, true) => v6_differs,
+                    _ => v4_differs && v6_differs,
+                };
+                let same_peers = earlier.peers.is_empty()
+                    || spec.peers.is_empty()
+                    || earlier.peers.iter().any(|peer| spec.peers.contains(peer));
+                let same_nodes = earlier.node_selectors.is_empty()
+                    || node_selectors.is_empty()
+                    || sorted(&earlier.node_selectors) == sorted(&node_selectors);
+                earlier.service_selectors.is_empty()
+                    && earlier.pools.contains(name)
+                    && earlier.local_pref.unwrap_or(0) != spec.local_pref.unwrap_or(0)
+                    && !other_prefixes
+                    && same_peers
+                    && same_nodes
+            });
+            if let Some(earlier) = conflict {
+                subject.problem(
+                    report,
+                    "spec.localPref",
+                    format!(
+                        "BGPAdvertisement {:?} comes first by name and announces IPAddressPool {name:?} with the same prefix lengths to the same peers from the same nodes with localPref {}; this advertisement does not announce that pool: give the same localPref, or different peers or nodes",
+                        earlier.name,
+                        earlier.local_pref.unwrap_or(0)
+                    ),
+                );
+                return false;
+            }
+            true
+        });
+    }
+
     Some(BgpAdvertisement {
         name: subject.name.clone(),
         pools,
@@ -1529,6 +1582,12 @@ fn bgp_advertisement(
         peers: spec.peers.clone(),
         service_selectors,
     })
+}
+
+fn sorted(selectors: &[Selector]) -> Vec<Selector> {
+    let mut sorted = selectors.to_vec();
+    sorted.sort();
+    sorted
 }
 
 /// Communities are a set (MetalLB keeps them in a map): an alias and a literal of

@@ -650,3 +650,96 @@ fn advertisements_naming_unknown_peers_keep_the_names() {
     );
     assert_eq!(advertisement.local_pref, Some(50));
 }
+
+#[test]
+fn different_local_prefs_for_the_same_announcement_keep_the_first() {
+    let base = pool("v4", &["10.0.0.0/24"]) + &pool("other", &["10.1.0.0/24"]);
+    let validated = validate(
+        &(base.clone()
+            + &object(
+                "BGPAdvertisement",
+                "a",
+                "ipAddressPools: [v4], localPref: 100",
+            )
+            + &object("BGPAdvertisement", "b", "localPref: 200")),
+    );
+    only_problem(
+        &validated,
+        "BGPAdvertisement",
+        "b",
+        "spec.localPref",
+        &["\"a\" comes first", "\"v4\"", "localPref 100"],
+    );
+    let b = &validated.config.bgp_advertisements[1];
+    assert_eq!(b.pools, ["other"], "only the clashing pool is dropped");
+
+    // Different aggregation, disjoint peers, other nodes or service selectors: no clash.
+    for second in [
+        "localPref: 200, aggregationLength: 28",
+        "localPref: 200, peers: [r2]",
+        "localPref: 200, serviceSelectors: [{matchLabels: {app: x}}]",
+        "localPref: 100",
+    ] {
+        let validated = validate(
+            &(base.clone()
+                + &object(
+                    "BGPAdvertisement",
+                    "a",
+                    "ipAddressPools: [v4], localPref: 100, peers: [r1], nodeSelectors: [{matchLabels: {rack: a}}]",
+                )
+                + &object("BGPAdvertisement", "b", second)),
+        );
+        assert!(
+            problems(&validated, "BGPAdvertisement", "b")
+                .iter()
+                .all(|problem| problem.field != "spec.localPref"),
+            "{second}: {:#?}",
+            validated.problems
+        );
+    }
+}
+
+#[test]
+fn problems_in_the_legacy_config_map_name_the_converted_object() {
+    let config = "peers:\n- {my-asn: 64512, peer-asn: 64513, peer-address: 10.0.0.1, hold-time: 2s}\naddress-pools:\n- {name: My_Pool, protocol: layer2, addresses: [10.0.0.0/24]}\n- {name: clash, protocol: bgp, addresses: [10.9.0.0/24]}\n";
+    let config_map = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "config", "namespace": "metallb-system"},
+        "data": {"config": config}
+    });
+    let yaml =
+        serde_yaml_ng::to_string(&config_map).unwrap() + "---\n" + &pool("clash", &["10.8.0.0/24"]);
+    let validated = validate(&yaml);
+    let problem = only_problem(
+        &validated,
+        "BGPPeer",
+        "peer1",
+        "spec.holdTime",
+        &[
+            "\"2s\" is below 3 s",
+            "legacy ConfigMap metallb-system/config",
+        ],
+    );
+    assert_eq!(
+        problem.namespace, "",
+        "a legacy part has no namespace of its own"
+    );
+    let clash = problems(&validated, "IPAddressPool", "clash");
+    assert_eq!(clash.len(), 1, "{:#?}", validated.problems);
+    assert!(
+        clash[0]
+            .message
+            .contains("IPAddressPool metallb-system/clash has the same name")
+    );
+    let config = &validated.config;
+    assert!(
+        config.pools["clash"].contains(ip("10.8.0.1")),
+        "the resource wins"
+    );
+    assert!(
+        config.pools.contains_key("my-pool"),
+        "renamed as MetalLB's converter does"
+    );
+    assert_eq!(config.l2_advertisements[0].pools, ["my-pool"]);
+    assert!(config.peers.is_empty());
+}
