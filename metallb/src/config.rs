@@ -108,7 +108,8 @@ impl IpRange {
 
     /// How many addresses it holds.
     pub fn len(&self) -> u128 {
-        to_u128(self.end) - to_u128(self.start) + 1
+        // Saturates for the one range longer than u128::MAX: all of IPv6 (`::/0`).
+        (to_u128(self.end) - to_u128(self.start)).saturating_add(1)
     }
 
     /// Never empty; here for clippy's `len_without_is_empty`.

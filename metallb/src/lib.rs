@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod crd;
+pub mod duration;
 mod error;
 pub mod legacy;
 pub mod objects;

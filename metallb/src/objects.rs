@@ -57,6 +57,20 @@ impl MetalLbObjects {
             .map(|(group, _)| group)
             .unwrap_or("");
         if group == crate::GROUP {
+            // MetalLB's advertisements, profiles and communities may omit `spec` (every
+            // field is optional: `kind: L2Advertisement` alone announces every pool);
+            // the derived types want one, so an empty one is supplied.
+            let patched;
+            let document = if document.get("spec").is_none_or(Value::is_null) {
+                let mut copy = document.clone();
+                if let Some(object) = copy.as_object_mut() {
+                    object.insert("spec".into(), Value::Object(Default::default()));
+                }
+                patched = copy;
+                &patched
+            } else {
+                document
+            };
             match (api_version, kind) {
                 (_, "IPAddressPool") => self.pools.push(parse(document, kind)?),
                 (_, "L2Advertisement") => self.l2_advertisements.push(parse(document, kind)?),

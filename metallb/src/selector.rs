@@ -77,6 +77,43 @@ impl Selector {
         })
     }
 
+    /// Checks label keys and values as Kubernetes does: a key is an optional DNS
+    /// subdomain prefix and `/`, then a name of 1 to 63 characters (letters, digits,
+    /// `-`, `_`, `.`, beginning and ending with a letter or digit); a value is empty
+    /// or such a name. The error names the key or value.
+    pub fn check_syntax(&self) -> Result<(), String> {
+        let keys = self
+            .match_labels
+            .keys()
+            .map(|key| (key, "matchLabels"))
+            .chain(
+                self.requirements
+                    .iter()
+                    .map(|requirement| (&requirement.key, "matchExpressions")),
+            );
+        for (key, place) in keys {
+            check_key(key).map_err(|why| format!("{place}: label key {key:?} {why}"))?;
+        }
+        let values = self
+            .match_labels
+            .values()
+            .map(|value| (value, "matchLabels"))
+            .chain(self.requirements.iter().flat_map(|requirement| {
+                match &requirement.operator {
+                    Operator::In(values) | Operator::NotIn(values) => values.as_slice(),
+                    Operator::Exists | Operator::DoesNotExist => &[],
+                }
+                .iter()
+                .map(|value| (value, "matchExpressions"))
+            }));
+        for (value, place) in values {
+            if !value.is_empty() {
+                check_name(value).map_err(|why| format!("{place}: label value {value:?} {why}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether it selects everything.
     pub fn is_empty(&self) -> bool {
         self.match_labels.is_empty() && self.requirements.is_empty()
@@ -97,6 +134,50 @@ impl Selector {
                 }
             })
     }
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    let name = match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            let labels_ok = !prefix.is_empty()
+                && prefix.len() <= 253
+                && prefix.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                });
+            if !labels_ok {
+                return Err(format!(
+                    "has an invalid prefix {prefix:?}: it must be a DNS subdomain (lower-case letters, digits, '-' and '.')"
+                ));
+            }
+            name
+        }
+        None => key,
+    };
+    check_name(name)
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let bytes = name.as_bytes();
+    let alphanumeric = |b: &u8| b.is_ascii_alphanumeric();
+    if bytes.is_empty() || bytes.len() > 63 {
+        return Err("must be 1 to 63 characters".to_string());
+    }
+    if !alphanumeric(&bytes[0]) || !alphanumeric(&bytes[bytes.len() - 1]) {
+        return Err("must begin and end with a letter or digit".to_string());
+    }
+    if !bytes
+        .iter()
+        .all(|b| alphanumeric(b) || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("may hold only letters, digits, '-', '_' and '.'".to_string());
+    }
+    Ok(())
 }
 
 /// Whether any of `selectors` matches; an empty list matches everything (MetalLB's
