@@ -711,18 +711,36 @@ async fn exactly_one_leader(
 #[tokio::test]
 async fn two_lease_managers_race_for_one_lease() {
     let server = serving(Vec::new()).await;
-    // Both build (and create the Lease) at once; then both try to lock it.
+    // Both build (and create the Lease) at once.
     let (a, b) = tokio::join!(lease_manager(&server, "a"), lease_manager(&server, "b"));
+    // Both find the Lease free and try to take it: their writes are held until both
+    // are in, so both read the free Lease before either writes.
+    server.hold_writes();
     let ((mut a_leads, a_task), (mut b_leads, b_task)) = tokio::join!(a.watch(), b.watch());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.held_writes() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both managers try to lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.release_writes();
     let leader = exactly_one_leader(&server, &a_leads, &b_leads, Duration::from_secs(5)).await;
     let lease = server.get(LEASE).unwrap();
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 3);
-    // The loser's apply met the winner's fields (409) or found the Lease taken.
-    let conflicts = server
-        .requests()
-        .into_iter()
-        .filter(|r| r.status == 409)
-        .count();
+    // The loser's server-side apply met the winner's fields: a 409, which is what
+    // keeps kube-lease-manager from two leaders.
+    let apply_conflicts = |server: &StoreServer| {
+        server
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.status == 409 && r.content_type.as_deref() == Some("application/apply-patch+yaml")
+            })
+            .count()
+    };
+    assert_eq!(apply_conflicts(&server), 1, "{:#?}", server.requests());
     let follower = if leader == "a" { "b" } else { "a" };
 
     // The leader loses the API server: it cannot renew, and the follower takes over
@@ -793,6 +811,19 @@ async fn two_lease_managers_race_for_one_lease() {
         .into_iter()
         .filter_map(|r| r.content_type.filter(|_| r.verb == "patch"))
         .collect();
-    eprintln!("lease race: {conflicts} conflicts; patch types {patch_types:?}");
+    assert_eq!(
+        patch_types,
+        [
+            "application/apply-patch+yaml",
+            "application/strategic-merge-patch+json"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(
+        apply_conflicts(&server),
+        1,
+        "only the first race conflicted"
+    );
     drop(other_rx);
 }

@@ -122,6 +122,10 @@ struct Shared {
     reach: watch::Sender<Reach>,
     bookmark_interval: Mutex<Duration>,
     addr: Mutex<Option<SocketAddr>>,
+    /// While `true`, writes wait (see [`StoreServer::hold_writes`]).
+    writes_held: watch::Sender<bool>,
+    /// How many writes wait.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 /// The server's state and its test controls; clones share it.
@@ -215,6 +219,8 @@ impl StoreServer {
                 reach: watch::channel(Reach::default()).0,
                 bookmark_interval: Mutex::new(Duration::from_secs(1)),
                 addr: Mutex::new(None),
+                writes_held: watch::channel(false).0,
+                held: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -435,6 +441,23 @@ impl StoreServer {
         });
     }
 
+    /// Makes writes wait until [`StoreServer::release_writes`], to line up racing
+    /// writers: each then reads the same state before any of them writes.
+    pub fn hold_writes(&self) {
+        self.shared.writes_held.send_replace(true);
+    }
+
+    /// How many writes are waiting.
+    pub fn held_writes(&self) -> usize {
+        self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets the waiting writes through, in no particular order, and serves later ones
+    /// at once.
+    pub fn release_writes(&self) {
+        self.shared.writes_held.send_replace(false);
+    }
+
     /// How often watches that allow bookmarks get one (default 1 s; the real API
     /// server sends them about once a minute).
     pub fn set_bookmark_interval(&self, interval: Duration) {
@@ -531,7 +554,7 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
                 405,
                 &json!({
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": format!("the server does not allow this method on the requested resource"),
+                    "message": "the server does not allow this method on the requested resource",
                     "reason": "MethodNotAllowed", "details": {}, "code": 405,
                 }),
             ),
@@ -549,17 +572,20 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
                 if !shared.policy.lock().unwrap().allows(&attributes) {
                     json_response(403, &policy::forbidden(&attributes))
                 } else {
+                    if !matches!(verb, "get" | "list" | "watch") {
+                        hold(&shared).await;
+                    }
+                    let manager = manager_of(&query, &user_agent);
                     let request = Incoming {
                         target,
                         verb,
                         query,
                         content_type: content_type.unwrap_or_default(),
-                        manager: String::new(),
+                        manager,
                         body,
                         user: user.clone(),
                     };
-                    let manager = manager_of(&request.query, &user_agent);
-                    serve_request(&shared, Incoming { manager, ..request })
+                    serve_request(&shared, request)
                 }
             }
         },
@@ -567,6 +593,18 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
     record.status = response.status().as_u16();
     shared.log.lock().unwrap().push(record);
     Some(response)
+}
+
+/// Waits while writes are held.
+async fn hold(shared: &Shared) {
+    use std::sync::atomic::Ordering;
+    let mut held = shared.writes_held.subscribe();
+    if !*held.borrow_and_update() {
+        return;
+    }
+    shared.held.fetch_add(1, Ordering::SeqCst);
+    let _ = held.wait_for(|held| !*held).await;
+    shared.held.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// An authorized request.
@@ -835,7 +873,6 @@ fn write_or_get(shared: &Arc<Shared>, request: &Incoming) -> Result<(u16, Value)
         }
         other => unreachable!("verb {other} is served elsewhere"),
     };
-    let _ = &request.user;
     Ok((code, served(object, resource, &target.version)))
 }
 
@@ -968,7 +1005,6 @@ impl Filter {
 }
 
 struct WatchState {
-    shared: Arc<Shared>,
     user: String,
     filter: Filter,
     backlog: VecDeque<Bytes>,
@@ -1059,7 +1095,6 @@ fn watch_response(shared: &Arc<Shared>, request: &Incoming) -> Response<Body> {
         tokio::time::interval_at(tokio::time::Instant::now() + interval, interval)
     });
     let state = WatchState {
-        shared: shared.clone(),
         user: request.user.clone(),
         filter,
         backlog,
@@ -1109,7 +1144,7 @@ async fn next_line(state: &mut WatchState) -> Option<Result<Bytes, BodyError>> {
                 return Some(Err(std::io::Error::other("the server became unreachable")));
             }
             _ = bookmark => {
-                let rv = state.last_rv.max(0);
+                let rv = state.last_rv;
                 return Some(Ok(state.filter.bookmark(rv, false)));
             }
             change = state.changes.recv() => match change {
@@ -1124,7 +1159,6 @@ async fn next_line(state: &mut WatchState) -> Option<Result<Bytes, BodyError>> {
                 Err(_) => return None,
             }
         }
-        let _ = &state.shared;
     }
 }
 

@@ -94,6 +94,12 @@ impl ApiError {
         ApiError::about(409, "Conflict", resource, name, message)
     }
 
+    /// `409 AlreadyExists` for `name`.
+    pub fn already_exists(resource: &ResourceType, name: &str) -> ApiError {
+        let message = format!("{} {name:?} already exists", resource.qualified());
+        ApiError::about(409, "AlreadyExists", resource, name, message)
+    }
+
     /// `400 BadRequest`.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError {
@@ -388,11 +394,7 @@ impl Store {
             }
         };
         if self.get(resource, namespace, &name).is_ok() {
-            let mut error = ApiError::not_found(resource, &name);
-            error.code = 409;
-            error.reason = "AlreadyExists";
-            error.message = format!("{} {name:?} already exists", resource.qualified());
-            return Err(error);
+            return Err(ApiError::already_exists(resource, &name));
         }
         if from_api && resource.status {
             object.as_object_mut().map(|map| map.remove("status"));
