@@ -153,9 +153,7 @@ impl LoadBalancers {
             SourceEvent::ServiceApplied(service) => announce.apply_service(service),
             SourceEvent::ServiceDeleted(key) => announce.delete_service(key),
             SourceEvent::SliceApplied(slice) => announce.apply_slice(slice),
-            SourceEvent::SliceDeleted { namespace, name } => {
-                announce.delete_slice(namespace, name)
-            }
+            SourceEvent::SliceDeleted { namespace, name } => announce.delete_slice(namespace, name),
         }
     }
 

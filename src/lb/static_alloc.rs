@@ -108,7 +108,11 @@ impl StaticAllocator {
 
     /// A new configuration (pools) or new namespace labels: the changed Services are
     /// sent again with their new addresses.
-    pub fn set_config(&mut self, config: LbConfig, namespaces: NamespaceLabels) -> Vec<SourceEvent> {
+    pub fn set_config(
+        &mut self,
+        config: LbConfig,
+        namespaces: NamespaceLabels,
+    ) -> Vec<SourceEvent> {
         if config == self.config && namespaces == self.namespaces {
             return Vec::new();
         }
@@ -124,7 +128,12 @@ impl StaticAllocator {
             }
             // Back to the manifests' own addresses.
             self.written.clear();
-            return self.services.values().cloned().map(SourceEvent::ServiceApplied).collect();
+            return self
+                .services
+                .values()
+                .cloned()
+                .map(SourceEvent::ServiceApplied)
+                .collect();
         }
         let changed = self.reallocate();
         self.followers(changed, &[])
@@ -249,7 +258,11 @@ impl StaticAllocator {
 
 fn key_of(service: &Service) -> ServiceKey {
     ServiceKey::new(
-        service.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        service
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         service.metadata.name.clone().unwrap_or_default(),
     )
 }
@@ -306,13 +319,20 @@ mod tests {
             services: vec![service("web", "LoadBalancer", Some("203.0.113.7"))],
             slices: vec![],
         });
-        assert_eq!(addresses(&events[0]), [("web".into(), vec!["203.0.113.7".parse().unwrap()])]);
+        assert_eq!(
+            addresses(&events[0]),
+            [("web".into(), vec!["203.0.113.7".parse().unwrap()])]
+        );
     }
 
     #[test]
     fn every_node_computes_the_same_addresses_and_changes_follow() {
         let mut allocator = StaticAllocator::new(None);
-        assert!(allocator.set_config(config("10.0.0.10-10.0.0.11"), BTreeMap::new()).is_empty());
+        assert!(
+            allocator
+                .set_config(config("10.0.0.10-10.0.0.11"), BTreeMap::new())
+                .is_empty()
+        );
         let snapshot = SourceEvent::Snapshot {
             services: vec![
                 service("b", "LoadBalancer", None),
@@ -335,14 +355,27 @@ mod tests {
         // Another node reading the same manifests in another order gets the same.
         let mut other = StaticAllocator::new(None);
         other.set_config(config("10.0.0.10-10.0.0.11"), BTreeMap::new());
-        let SourceEvent::Snapshot { mut services, slices } = snapshot else { unreachable!() };
+        let SourceEvent::Snapshot {
+            mut services,
+            slices,
+        } = snapshot
+        else {
+            unreachable!()
+        };
         services.reverse();
         other.on_event(SourceEvent::Snapshot { services, slices });
-        assert_eq!(other.addresses(&ServiceKey::new("shop", "b")), Some(&[ip("10.0.0.11")][..]));
+        assert_eq!(
+            other.addresses(&ServiceKey::new("shop", "b")),
+            Some(&[ip("10.0.0.11")][..])
+        );
 
         // A third Service finds the pool exhausted; deleting `a` frees its address,
         // which `c` then gets in a follower event.
-        let events = allocator.on_event(SourceEvent::ServiceApplied(service("c", "LoadBalancer", None)));
+        let events = allocator.on_event(SourceEvent::ServiceApplied(service(
+            "c",
+            "LoadBalancer",
+            None,
+        )));
         assert_eq!(addresses(&events[0]), [("c".into(), vec![])]);
         let events = allocator.on_event(SourceEvent::ServiceDeleted(ServiceKey::new("shop", "a")));
         assert!(matches!(events[0], SourceEvent::ServiceDeleted(_)));
@@ -350,8 +383,16 @@ mod tests {
         assert_eq!(events.len(), 2, "b keeps its address and is not sent again");
 
         // A Service that stops being a LoadBalancer loses its address.
-        let events = allocator.on_event(SourceEvent::ServiceApplied(service("b", "ClusterIP", Some("10.0.0.11"))));
-        assert_eq!(addresses(&events[0]), [("b".into(), vec![ip("10.0.0.11")])], "passed through untouched");
+        let events = allocator.on_event(SourceEvent::ServiceApplied(service(
+            "b",
+            "ClusterIP",
+            Some("10.0.0.11"),
+        )));
+        assert_eq!(
+            addresses(&events[0]),
+            [("b".into(), vec![ip("10.0.0.11")])],
+            "passed through untouched"
+        );
         assert_eq!(allocator.addresses(&ServiceKey::new("shop", "b")), None);
 
         // A new pool moves nobody who still fits... and the old range's Services move.
