@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bfd_proto::{Action, Config, Diagnostic, Flags, Packet, Session, State};
 
 /// bfdd's discriminator in the captured run, and ours.
-const BFDD: u32 = 0x7b8b_20ab;
+const BFDD: u32 = 0x6ec0_a51b;
 const OURS: u32 = 0x0bfd_0001;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -48,7 +48,7 @@ fn every_fixture_reencodes_byte_identically() {
             count += 1;
         }
     }
-    assert_eq!(count, 6, "fixtures in {}", dir.display());
+    assert_eq!(count, 7, "fixtures in {}", dir.display());
 }
 
 #[test]
@@ -84,6 +84,13 @@ fn fixtures_carry_what_bfdd_said() {
     assert_eq!(expired.state, State::Down);
     assert_eq!(expired.diagnostic, Diagnostic::ControlDetectionTimeExpired);
     assert_eq!(expired.your_discriminator, 0, "bfdd forgot us");
+
+    // `shutdown` of the peer: AdminDown, and (unlike RFC 5880 §6.8.16's suggestion of a
+    // reason) bfdd 8.4 leaves the diagnostic at 0.
+    let admin = packet("admin-down");
+    assert_eq!(admin.state, State::AdminDown);
+    assert_eq!(admin.diagnostic, Diagnostic::NoDiagnostic);
+    assert_eq!(admin.your_discriminator, OURS);
 }
 
 /// Replays the capture into a fresh session with the discriminator we had in the lab.
@@ -134,6 +141,26 @@ fn replayed_capture_drives_our_session_as_in_the_lab() {
 
     assert!(s.receive(&packet("up"), ms(300)).unwrap().is_empty());
     assert_eq!(s.state(), State::Up);
+
+    // An AdminDown peer takes us down, and its further AdminDown packets start no
+    // handshake.
+    let mut admin = s.clone();
+    let a = admin.receive(&packet("admin-down"), ms(350)).unwrap();
+    assert_eq!(
+        a[0],
+        Action::StateChanged {
+            from: State::Up,
+            to: State::Down,
+            diag: Diagnostic::NeighborSignaledSessionDown
+        }
+    );
+    assert!(
+        admin
+            .receive(&packet("admin-down"), ms(1350))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(admin.state(), State::Down);
 
     // bfdd's Down (it timed us out) takes us down with "neighbor signaled session down".
     let a = s.receive(&packet("down-detect-expired"), ms(400)).unwrap();
