@@ -540,3 +540,40 @@ fn invalid_configurations_are_refused() {
     assert_eq!(profile.desired_min_tx, ms(300));
     assert_eq!((profile.detect_mult, profile.passive), (5, true));
 }
+
+#[test]
+fn intervals_and_multipliers_are_negotiated_per_direction() {
+    let a = Config {
+        desired_min_tx: ms(100),
+        required_min_rx: ms(500),
+        detect_mult: 5,
+        passive: false,
+    };
+    let b = Config {
+        desired_min_tx: ms(200),
+        required_min_rx: ms(50),
+        detect_mult: 2,
+        passive: false,
+    };
+    let mut sim = up_pair(a, b);
+    // Each sends at the larger of its own desired tx and the other's required rx...
+    assert_eq!(sim.s[0].transmit_interval(), ms(100));
+    assert_eq!(sim.s[1].transmit_interval(), ms(500));
+    // ...and detects with the other's multiplier times the larger of its own required
+    // rx and the other's desired tx.
+    assert_eq!(sim.s[0].detection_time(), Some(ms(2 * 500)));
+    assert_eq!(sim.s[1].detection_time(), Some(ms(5 * 100)));
+    let from = sim.now;
+    sim.run_for(Duration::from_secs(10));
+    let a_gaps = sim.gaps(0, from, sim.now);
+    let b_gaps = sim.gaps(1, from, sim.now);
+    assert!(
+        a_gaps.iter().all(|g| *g >= ms(75) && *g <= ms(100)),
+        "{a_gaps:?}"
+    );
+    assert!(
+        b_gaps.iter().all(|g| *g >= ms(375) && *g <= ms(500)),
+        "{b_gaps:?}"
+    );
+    assert_eq!(sim.states(), (State::Up, State::Up));
+}
