@@ -42,9 +42,11 @@ pub struct LoadBalancerSettings {
     pub load_balancer_class: Option<String>,
     /// `ipam` (default true): run the address allocator (one active in the cluster).
     pub ipam: bool,
-    /// `ipamLeaseName` (default `ipvs-proxy-ipam`): the Lease electing the allocator,
-    /// in `metallbNamespace`.
+    /// `ipamLeaseName` (default `ipvs-proxy-ipam`): the Lease electing the allocator.
     pub ipam_lease_name: String,
+    /// `ipamLeaseNamespace` (default `kube-system`, where the DaemonSet runs): the
+    /// Lease's namespace, so the agent needs no write access to MetalLB's.
+    pub ipam_lease_namespace: String,
 }
 
 impl Default for LoadBalancerSettings {
@@ -55,6 +57,7 @@ impl Default for LoadBalancerSettings {
             load_balancer_class: None,
             ipam: true,
             ipam_lease_name: "ipvs-proxy-ipam".into(),
+            ipam_lease_namespace: "kube-system".into(),
         }
     }
 }
@@ -80,6 +83,7 @@ struct RawLoadBalancer {
     load_balancer_class: Option<String>,
     ipam: Option<bool>,
     ipam_lease_name: Option<String>,
+    ipam_lease_namespace: Option<String>,
 }
 
 impl RawExtensions {
@@ -119,6 +123,11 @@ impl RawExtensions {
                 "ipamLeaseName",
                 raw.ipam_lease_name,
                 defaults.ipam_lease_name,
+            )?,
+            ipam_lease_namespace: name_field(
+                "ipamLeaseNamespace",
+                raw.ipam_lease_namespace,
+                defaults.ipam_lease_namespace,
             )?,
         };
         Ok(Extensions {

@@ -287,6 +287,45 @@ fn extensions_live_in_their_own_document() {
 }
 
 #[test]
+fn load_balancer_settings_default_to_metallb_and_are_checked() {
+    let defaults = parse(&format!("{HEADER}mode: ipvs\n"))
+        .unwrap()
+        .config
+        .extensions
+        .load_balancer;
+    assert!(defaults.enabled && defaults.ipam);
+    assert_eq!(defaults.metallb_namespace, "metallb-system");
+    assert_eq!(defaults.load_balancer_class, None);
+    assert_eq!(
+        (
+            defaults.ipam_lease_namespace.as_str(),
+            defaults.ipam_lease_name.as_str()
+        ),
+        ("kube-system", "ipvs-proxy-ipam")
+    );
+    let text = format!(
+        "{HEADER}mode: ipvs\n---\napiVersion: ipvs-proxy.io/v1alpha1\nkind: IpvsProxyConfiguration\n\
+         loadBalancer:\n  metallbNamespace: lb\n  loadBalancerClass: example.com/lb\n  ipam: false\n"
+    );
+    let settings = parse(&text).unwrap().config.extensions.load_balancer;
+    assert_eq!(settings.metallb_namespace, "lb");
+    assert_eq!(
+        settings.load_balancer_class.as_deref(),
+        Some("example.com/lb")
+    );
+    assert!(!settings.ipam);
+    let bad = format!(
+        "{HEADER}mode: ipvs\n---\napiVersion: ipvs-proxy.io/v1alpha1\nkind: IpvsProxyConfiguration\n\
+         loadBalancer:\n  metallbNamespace: Metal_LB\n"
+    );
+    let message = error_of(&bad);
+    assert!(
+        message.contains("IpvsProxyConfiguration.loadBalancer.metallbNamespace"),
+        "{message}"
+    );
+}
+
+#[test]
 fn go_durations() {
     let ok = [
         ("0", Duration::ZERO),
