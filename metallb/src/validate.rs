@@ -1165,7 +1165,6 @@ fn peer(
 /// MetalLB's timer rules: one given → the other derived (keepalive = hold / 3, hold =
 /// keepalive × 3); the hold time, in whole seconds, is 0 or at least 3; keepalive
 /// not above hold.
-#[allow(clippy::type_complexity)]
 fn timers(
     subject: &Subject,
     hold: Option<Duration>,
