@@ -211,6 +211,15 @@ fn pool_addresses_parse_as_metallb_parses_them() {
             "{bad}: the pool is left out"
         );
     }
+    // A bad entry is not taken for an address when later entries are checked.
+    let validated = validate(&pool("p", &["10.0.0.300/8", "0.0.0.0/8"]));
+    only_problem(
+        &validated,
+        "IPAddressPool",
+        "p",
+        "spec.addresses[0]",
+        &["not a valid CIDR"],
+    );
     let validated = validate(&object("IPAddressPool", "empty", ""));
     only_problem(
         &validated,
