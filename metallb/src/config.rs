@@ -1,5 +1,5 @@
 //! The validated configuration: what the IPAM and the announcers read. Built by
-//! [`crate::validate`] from [`crate::MetalLbObjects`]; everything here is already
+//! [`crate::validate()`] from [`crate::MetalLbObjects`]; everything here is already
 //! checked (ranges parsed, names resolved, defaults filled in).
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! (v1beta1, and BGPPeer in v1beta2 as stored and v1beta1 as still served).
 //!
 //! Every field of the current CRDs is here, including the ones ipvs-proxy does not act
-//! on yet: those are accepted and reported once by [`crate::validate`] (see
+//! on yet: those are accepted and reported once by [`crate::validate()`] (see
 //! [`crate::UnsupportedField`]). Optional fields stay `Option` so validation can tell
 //! "unset" from a default value.
 

@@ -12,7 +12,7 @@
 //!
 //! Two deliberate differences, both so that one bad entry does not lose the rest: a
 //! timer the converter would refuse (and with it the whole ConfigMap) is passed through
-//! as written, so [`crate::validate`] reports it against that peer; a name that cannot
+//! as written, so [`crate::validate()`] reports it against that peer; a name that cannot
 //! be made valid, or a pool `protocol` that is neither `layer2` nor `bgp` (the converter
 //! silently makes no advertisement for it), is returned in [`Conversion::notes`].
 

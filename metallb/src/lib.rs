@@ -2,7 +2,7 @@
 //!
 //! ipvs-proxy replaces MetalLB's controller and speaker, so it reads MetalLB's own
 //! objects unchanged: the `metallb.io` custom resources ([`crd`]) and the ConfigMap of
-//! MetalLB ≤ 0.12 ([`legacy`]), gathered into [`MetalLbObjects`]. [`validate`] turns
+//! MetalLB ≤ 0.12 ([`legacy`]), gathered into [`MetalLbObjects`]. [`validate()`] turns
 //! them into one typed [`LbConfig`]: parsed address ranges, advertisements with their
 //! pools resolved, peers with their timers. An invalid object is left out and reported
 //! as a [`ConfigProblem`] naming the object and the field; the rest still applies.

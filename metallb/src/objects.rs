@@ -10,7 +10,7 @@ use crate::crd::{
 use crate::error::ObjectError;
 
 /// Every MetalLB object a source found, as read. Order does not matter:
-/// [`crate::validate`] sorts by name.
+/// [`crate::validate()`] sorts by name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetalLbObjects {
     /// `IPAddressPool`s.

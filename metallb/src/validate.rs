@@ -710,12 +710,16 @@ fn pool(
         );
         return None;
     }
-    let mut ranges: Vec<IpRange> = Vec::with_capacity(spec.addresses.len());
+    // By index of spec.addresses; `None` where the entry does not parse.
+    let mut parsed: Vec<Option<IpRange>> = Vec::with_capacity(spec.addresses.len());
     for (index, text) in spec.addresses.iter().enumerate() {
         let field = format!("spec.addresses[{index}]");
         match parse_pool_address(text) {
             Ok(range) => {
-                if let Some(first) = ranges.iter().position(|earlier| earlier.overlaps(&range)) {
+                if let Some(first) = parsed
+                    .iter()
+                    .position(|earlier| earlier.is_some_and(|earlier| earlier.overlaps(&range)))
+                {
                     subject.problem(
                         report,
                         &field,
@@ -726,16 +730,12 @@ fn pool(
                     );
                     ok = false;
                 }
-                ranges.push(range);
+                parsed.push(Some(range));
             }
             Err(message) => {
                 subject.problem(report, &field, format!("{message}; the pool is left out"));
                 ok = false;
-                // Keep the index aligned with spec.addresses for later messages.
-                ranges.push(IpRange {
-                    start: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    end: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                });
+                parsed.push(None);
             }
         }
     }
@@ -746,7 +746,8 @@ fn pool(
     if spec.service_allocation.is_some() && allocation.is_none() {
         ok = false;
     }
-    if !ok {
+    let ranges: Vec<IpRange> = parsed.into_iter().flatten().collect();
+    if !ok || ranges.len() != spec.addresses.len() {
         return None;
     }
     // Overlap with a pool kept before this one (name order): this one goes.
@@ -1165,7 +1166,6 @@ fn peer(
 /// MetalLB's timer rules: one given → the other derived (keepalive = hold / 3, hold =
 /// keepalive × 3); the hold time, in whole seconds, is 0 or at least 3; keepalive
 /// not above hold.
-#[allow(clippy::type_complexity)]
 fn timers(
     subject: &Subject,
     hold: Option<Duration>,

@@ -211,6 +211,15 @@ fn pool_addresses_parse_as_metallb_parses_them() {
             "{bad}: the pool is left out"
         );
     }
+    // A bad entry is not taken for an address when later entries are checked.
+    let validated = validate(&pool("p", &["10.0.0.300/8", "0.0.0.0/8"]));
+    only_problem(
+        &validated,
+        "IPAddressPool",
+        "p",
+        "spec.addresses[0]",
+        &["not a valid CIDR"],
+    );
     let validated = validate(&object("IPAddressPool", "empty", ""));
     only_problem(
         &validated,
@@ -742,4 +751,58 @@ fn problems_in_the_legacy_config_map_name_the_converted_object() {
     );
     assert_eq!(config.l2_advertisements[0].pools, ["my-pool"]);
     assert!(config.peers.is_empty());
+}
+
+#[test]
+fn every_mistake_is_reported_once_and_the_rest_applies() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/objects/cluster-invalid.yaml"
+    ))
+    .unwrap();
+    let validated = validate(&yaml);
+    let mut found: Vec<(&str, &str, &str)> = validated
+        .problems
+        .iter()
+        .map(|p| (p.kind.as_str(), p.name.as_str(), p.field.as_str()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("BFDProfile", "slow", "spec.transmitInterval"),
+            ("BGPAdvertisement", "no-export", "spec.communities[0]"),
+            ("BGPAdvertisement", "too-wide", "spec.aggregationLength"),
+            ("BGPPeer", "fast-hold", "spec.holdTime"),
+            ("BGPPeer", "with-slow-bfd", "spec.bfdProfile"),
+            ("IPAddressPool", "overlapping", "spec.addresses[0]"),
+            ("IPAddressPool", "typo", "spec.addresses[0]"),
+            ("L2Advertisement", "l2", "spec.ipAddressPools[1]"),
+        ],
+        "{:#?}",
+        validated.problems
+    );
+    for problem in &validated.problems {
+        assert!(problem.to_string().starts_with(&format!(
+            "{} metallb-system/{}: {}: ",
+            problem.kind, problem.name, problem.field
+        )));
+    }
+    let config = &validated.config;
+    assert_eq!(config.pools.keys().collect::<Vec<_>>(), ["good"]);
+    assert_eq!(config.l2_advertisements[0].pools, ["good"]);
+    assert_eq!(
+        config.bgp_advertisements.len(),
+        1,
+        "too-wide stays, without its pool"
+    );
+    assert!(config.bgp_advertisements[0].pools.is_empty());
+    assert_eq!(
+        config
+            .peers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["fine"]
+    );
 }

@@ -100,6 +100,24 @@ fn objects(texts: Vec<String>, numbers: Vec<i32>) -> MetalLbObjects {
     objects
 }
 
+/// A YAML double-quoted scalar holding exactly `text`: everything outside printable
+/// ASCII escaped (YAML takes U+2028 and friends as line breaks, which JSON quoting
+/// leaves raw).
+fn yaml_quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -158,7 +176,7 @@ proptest! {
         texts in prop::collection::vec(texty(), 1..12),
         numbers in prop::collection::vec(any::<u16>(), 1..6),
     ) {
-        let text = |i: usize| serde_json::to_string(&texts[i % texts.len()]).unwrap();
+        let text = |i: usize| yaml_quoted(&texts[i % texts.len()]);
         let number = |i: usize| numbers[i % numbers.len()];
         let yaml = format!(
             "peers:\n- {{my-asn: {}, peer-asn: {}, peer-address: {}, hold-time: {}, keepalive-time: {}, bfd-profile: {}}}\naddress-pools:\n- {{name: {}, protocol: {}, addresses: [{}, {}], bgp-advertisements: [{{aggregation-length: {}, communities: [{}]}}]}}\nbgp-communities: {{{}: {}}}\nbfd-profiles:\n- {{name: {}, detect-multiplier: {}}}\n",
@@ -178,5 +196,13 @@ proptest! {
         for problem in &validated.problems {
             prop_assert!(problem.kind == "ConfigMap" || problem.namespace.is_empty(), "{problem}");
         }
+    }
+}
+
+#[test]
+fn quoting_round_trips_line_separators_and_escapes() {
+    for text in ["\u{2028}", "a\"b\\c", "\u{1F600}\t\n", ""] {
+        let parsed: String = serde_yaml_ng::from_str(&yaml_quoted(text)).unwrap();
+        assert_eq!(parsed, text);
     }
 }
