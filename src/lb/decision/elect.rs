@@ -476,11 +476,8 @@ fn compatible_local_pref(
     let has_v6 = pool.ranges.iter().any(|range| range.start.is_ipv6());
     let v4_differs = first.aggregation_length != second.aggregation_length;
     let v6_differs = first.aggregation_length_v6 != second.aggregation_length_v6;
-    if (!has_v4 && !has_v6)
-        || (v4_differs && !has_v6)
-        || (v6_differs && !has_v4)
-        || (v4_differs && v6_differs)
-    {
+    // Different for every family the pool holds (a pool of neither is compatible).
+    if (!has_v4 || v4_differs) && (!has_v6 || v6_differs) {
         return true;
     }
     if !first.peers.is_empty()
@@ -494,10 +491,7 @@ fn compatible_local_pref(
 
 /// This node's part of a Service's decision: the addresses it owns with their
 /// interfaces, and the routes it sends per peer.
-pub(super) fn local_part(
-    decision: &ServiceDecision,
-    node: &str,
-) -> (Vec<(IpAddr, Interfaces)>, Vec<(Arc<str>, Route)>) {
+pub(super) fn local_part(decision: &ServiceDecision, node: &str) -> LocalPart {
     let l2 = if decision.l2.owner() == Some(node) {
         decision
             .ips
@@ -523,7 +517,16 @@ pub(super) fn local_part(
     // alike; the Service contributes it once.
     bgp.sort();
     bgp.dedup();
-    (l2, bgp)
+    LocalPart { l2, bgp }
+}
+
+/// One Service's share of a node's announcements.
+#[derive(Debug, Default)]
+pub(super) struct LocalPart {
+    /// The addresses the node owns, with their interfaces.
+    pub(super) l2: Vec<(IpAddr, Interfaces)>,
+    /// The routes it sends, per peer, sorted and without duplicates.
+    pub(super) bgp: Vec<(Arc<str>, Route)>,
 }
 
 #[cfg(test)]

@@ -89,15 +89,15 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         for &ip in &service_decision.ips {
             decision.ips.entry(ip).or_default().insert(key.clone());
         }
-        let (l2, bgp) = elect::local_part(&service_decision, inputs.node);
-        for (ip, interfaces) in l2 {
+        let local = elect::local_part(&service_decision, inputs.node);
+        for (ip, interfaces) in local.l2 {
             let merged = match decision.local.l2.get(&ip) {
                 Some(known) => known.union(&interfaces),
                 None => interfaces,
             };
             decision.local.l2.insert(ip, merged);
         }
-        for (peer, route) in bgp {
+        for (peer, route) in local.bgp {
             decision.local.bgp.entry(peer).or_default().insert(route);
         }
         decision.services.insert(key, Arc::new(service_decision));
