@@ -211,6 +211,7 @@ impl World {
             node,
             live: self.live.as_ref(),
             class: None,
+            ignore_exclude_label: false,
         });
         let mut model = AnnounceModel::new(node, None);
         model.set_config(self.config.clone());
@@ -425,6 +426,17 @@ fn excluded_and_unavailable_nodes_never_announce() {
     assert_eq!(
         ranked(&world.service("web")),
         ["node-d", "node-c", "node-b"]
+    );
+    let mut model = AnnounceModel::new("node-a", None);
+    model.set_config(lan_config());
+    model.set_nodes(&world.nodes);
+    model.apply_service(&world.services[0]);
+    model.apply_slice(&world.slices[0]);
+    model.set_ignore_exclude_label(true);
+    assert_eq!(
+        model.local().l2.keys().collect::<Vec<_>>(),
+        [&ip("192.168.1.240")],
+        "--ignore-exclude-lb brings node-a back"
     );
     world.nodes[3] = network_unavailable(node("node-d", &[]));
     assert_eq!(ranked(&world.service("web")), ["node-c", "node-b"]);
@@ -931,6 +943,7 @@ fn the_model_matches_the_reference_over_random_changes() {
         .collect();
     let mut config = configs[2].clone();
     let mut live_set: Option<BTreeSet<String>> = None;
+    let mut ignore_exclude = false;
     let mut model = AnnounceModel::new("node-b", None);
     model.set_config(config.clone());
     model.set_nodes(&nodes.values().cloned().collect::<Vec<_>>());
@@ -1019,6 +1032,10 @@ fn the_model_matches_the_reference_over_random_changes() {
                 nodes.remove(name);
                 model.delete_node(name);
             }
+            10 if rng.below(4) == 0 => {
+                ignore_exclude = !ignore_exclude;
+                model.set_ignore_exclude_label(ignore_exclude);
+            }
             10 => {
                 live_set = match rng.below(3) {
                     0 | 1 => None,
@@ -1068,6 +1085,7 @@ fn the_model_matches_the_reference_over_random_changes() {
             node: "node-b",
             live: live_set.as_ref(),
             class: None,
+            ignore_exclude_label: ignore_exclude,
         });
         let current = model.decision();
         assert_eq!(current, reference, "step {step}");

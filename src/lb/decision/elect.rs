@@ -123,6 +123,8 @@ pub(super) struct Context<'a> {
     pub(super) live: Option<&'a BTreeSet<String>>,
     pub(super) config: &'a LbConfig,
     pub(super) resolved: &'a Resolved,
+    /// MetalLB's `--ignore-exclude-lb`: the exclude label counts for nothing.
+    pub(super) ignore_exclude_label: bool,
 }
 
 /// Decides one Service.
@@ -278,7 +280,7 @@ fn layer2(
             left_out.not_live += 1;
         } else if node.network_unavailable {
             left_out.network_unavailable += 1;
-        } else if node.excluded {
+        } else if node.excluded && !context.ignore_exclude_label {
             left_out.excluded += 1;
         } else if !ads.iter().any(|&i| resolved.l2_nodes[i].contains(name)) {
             left_out.not_selected += 1;
@@ -396,7 +398,7 @@ fn bgp(
             left_out.conflicting += 1;
         } else if node.network_unavailable {
             left_out.network_unavailable += 1;
-        } else if node.excluded {
+        } else if node.excluded && !context.ignore_exclude_label {
             left_out.excluded += 1;
         } else if service.local && !endpoints.nodes.contains(name) {
             left_out.no_local_endpoint += 1;

@@ -30,6 +30,7 @@ pub struct AnnounceModel {
     class: Option<String>,
     config: LbConfig,
     live: Option<BTreeSet<String>>,
+    ignore_exclude_label: bool,
     nodes: Nodes,
     resolved: Resolved,
     /// LoadBalancer Services of ours holding an ingress address.
@@ -58,6 +59,7 @@ impl AnnounceModel {
             class,
             config: LbConfig::default(),
             live: None,
+            ignore_exclude_label: false,
             nodes: Nodes::new(),
             resolved: Resolved::default(),
             services: BTreeMap::new(),
@@ -228,6 +230,15 @@ impl AnnounceModel {
         }
     }
 
+    /// Ignores `node.kubernetes.io/exclude-from-external-load-balancers`, as
+    /// MetalLB's speaker does with `--ignore-exclude-lb`.
+    pub fn set_ignore_exclude_label(&mut self, ignore: bool) {
+        if ignore != self.ignore_exclude_label {
+            self.ignore_exclude_label = ignore;
+            self.recompute_all();
+        }
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &LbConfig {
         &self.config
@@ -295,6 +306,7 @@ impl AnnounceModel {
                 live: self.live.as_ref(),
                 config: &self.config,
                 resolved: &self.resolved,
+                ignore_exclude_label: self.ignore_exclude_label,
             };
             elect::decide_service(service, &endpoints, &context)
         });

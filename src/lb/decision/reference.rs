@@ -34,6 +34,9 @@ pub struct Inputs<'a> {
     pub live: Option<&'a BTreeSet<String>>,
     /// Our `loadBalancerClass` (`None`: Services without one).
     pub class: Option<&'a str>,
+    /// Ignore `node.kubernetes.io/exclude-from-external-load-balancers` (MetalLB's
+    /// `--ignore-exclude-lb`).
+    pub ignore_exclude_label: bool,
 }
 
 /// Decides every LoadBalancer Service from scratch. An object given twice counts
@@ -53,6 +56,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         live: inputs.live,
         config: inputs.config,
         resolved: &resolved,
+        ignore_exclude_label: inputs.ignore_exclude_label,
     };
     let mut slices: BTreeMap<(String, String), (ServiceKey, SliceInput)> = BTreeMap::new();
     for slice in inputs.slices {
