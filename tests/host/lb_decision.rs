@@ -1117,3 +1117,124 @@ fn the_model_matches_the_reference_over_random_changes() {
     assert!(l2_steps > 200 && bgp_steps > 200, "{l2_steps} {bgp_steps}");
     assert!(model.recomputations() > 1000);
 }
+
+/// The expectations of MetalLB's own election tests (`TestSortL2Candidates`,
+/// `TestShouldAnnounceSplitBrainWithMixedAds`,
+/// `TestShouldAnnouncePreferredNodeFailover` in speaker/layer2_controller_test.go),
+/// run through the whole decision: Nodes, an L2Advertisement with hostname
+/// preferences, a Service and its endpoint.
+#[test]
+fn metallbs_own_election_expectations_hold() {
+    let hostname = |name: &str| selector(&[("kubernetes.io/hostname", name)]);
+    let elect = |candidates: &[&str], address: &str, preferred: &[&str], live_set: &[&str]| {
+        let mut ad = l2("default", &["default"]);
+        ad.preferred_nodes = preferred
+            .iter()
+            .map(|name| WeightedSelector {
+                weight: 100,
+                selector: hostname(name),
+            })
+            .collect();
+        let config = LbConfig {
+            pools: [(
+                "default".to_string(),
+                pool("default", &["10.0.0.0/24", "10.20.30.0/24"]),
+            )]
+            .into(),
+            l2_advertisements: vec![ad],
+            ..LbConfig::default()
+        };
+        let mut world = World::new(config, candidates.iter().map(|n| node(n, &[])).collect());
+        world.services = vec![lb_service("svc1", &[address], false, json!({}))];
+        world.slices = vec![slice("svc1", "1", &[(candidates[0], READY)])];
+        if !live_set.is_empty() {
+            world.live = live(live_set);
+        }
+        world
+            .service("svc1")
+            .l2
+            .ranked
+            .iter()
+            .map(|c| c.node.to_string())
+            .collect::<Vec<_>>()
+    };
+    let abc = ["node-a", "node-b", "node-c"];
+    assert_eq!(
+        elect(&abc, "10.0.0.1", &[], &[]),
+        ["node-b", "node-a", "node-c"]
+    );
+    assert_eq!(
+        elect(&abc, "10.0.0.2", &[], &[]),
+        ["node-b", "node-c", "node-a"]
+    );
+    let cluster = ["edge-a", "edge-b", "worker-a", "worker-b"];
+    assert_eq!(
+        elect(&cluster, "10.20.30.1", &["edge-a"], &[]),
+        ["edge-a", "edge-b", "worker-a", "worker-b"]
+    );
+    assert_eq!(
+        elect(
+            &["node-a", "node-b"],
+            "10.20.30.1",
+            &["node-a", "node-b"],
+            &[]
+        ),
+        ["node-b", "node-a"]
+    );
+    assert_eq!(
+        elect(&cluster[..3], "10.20.30.1", &["edge-a", "edge-b"], &[]),
+        ["edge-b", "edge-a", "worker-a"]
+    );
+    // Failover: edge-a gone, edge-b wins; back, edge-b still wins the tie; both
+    // edges gone, the hash among the workers.
+    let preferred = ["edge-a", "edge-b"];
+    assert_eq!(
+        elect(
+            &cluster[..3],
+            "10.20.30.1",
+            &preferred,
+            &["edge-b", "worker-a"]
+        )[0],
+        "edge-b"
+    );
+    assert_eq!(
+        elect(
+            &cluster,
+            "10.20.30.1",
+            &preferred,
+            &["worker-a", "worker-b"]
+        ),
+        ["worker-a", "worker-b"]
+    );
+
+    // Mixed advertisements: the preference of an advertisement that does not select
+    // the Service (serviceSelectors) counts for nothing, on every node alike.
+    let mut edge = l2("edge", &["default"]);
+    edge.node_selectors = vec![hostname("edge-a")];
+    edge.preferred_nodes = vec![WeightedSelector {
+        weight: 100,
+        selector: hostname("edge-a"),
+    }];
+    let mut poison = l2("poison", &["default"]);
+    poison.preferred_nodes = vec![WeightedSelector {
+        weight: 100,
+        selector: hostname("worker-a"),
+    }];
+    poison.service_selectors = vec![selector(&[("app", "does-not-match")])];
+    let config = LbConfig {
+        pools: [("default".to_string(), pool("default", &["10.20.30.0/24"]))].into(),
+        l2_advertisements: vec![edge, l2("all", &["default"]), poison],
+        ..LbConfig::default()
+    };
+    let mut world = World::new(config, vec![node("edge-a", &[]), node("worker-a", &[])]);
+    world.services = vec![lb_service("svc1", &["10.20.30.1"], false, json!({}))];
+    world.slices = vec![slice("svc1", "1", &[("worker-a", READY)])];
+    for announcer in ["edge-a", "worker-a"] {
+        let decision = world.decide(announcer);
+        assert_eq!(
+            decision.local.l2.contains_key(&ip("10.20.30.1")),
+            announcer == "edge-a",
+            "{announcer}"
+        );
+    }
+}
