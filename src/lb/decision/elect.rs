@@ -37,10 +37,15 @@ pub fn metallb_ip_string(ip: IpAddr) -> String {
 /// `sha256(node + "#" + ip)`. Among candidates of equal preference, the smallest key
 /// (in byte order) owns the Service.
 pub fn election_key(node: &str, ip: IpAddr) -> [u8; 32] {
+    key_of(node, &metallb_ip_string(ip))
+}
+
+/// [`election_key`] with the address already written as MetalLB writes it.
+fn key_of(node: &str, ip: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(node.as_bytes());
     hasher.update(b"#");
-    hasher.update(metallb_ip_string(ip).as_bytes());
+    hasher.update(ip.as_bytes());
     hasher.finalize().into()
 }
 
@@ -303,12 +308,9 @@ fn layer2(
     }
     // MetalLB keys the election on the first address, whatever the family, so a
     // dual-stack Service has one owner for both.
-    let first = service.ips[0];
+    let first = metallb_ip_string(service.ips[0]);
     candidates.sort_by_cached_key(|candidate| {
-        (
-            Reverse(candidate.score),
-            election_key(&candidate.node, first),
-        )
+        (Reverse(candidate.score), key_of(&candidate.node, &first))
     });
     let owner = &candidates[0].node;
     let mut interfaces = Interfaces::Only(BTreeSet::new());
