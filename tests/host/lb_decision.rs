@@ -1238,3 +1238,46 @@ fn metallbs_own_election_expectations_hold() {
         );
     }
 }
+
+/// What the decision does not read costs nothing: a Node's heartbeat, a Service's
+/// annotations, the slice of a ClusterIP Service; one Service's change recomputes
+/// that Service alone.
+#[test]
+fn changes_the_decision_does_not_read_cost_nothing() {
+    let mut model = AnnounceModel::new("node-a", None);
+    model.set_config(lan_config());
+    model.set_nodes(&four_nodes());
+    model.apply_service(&lb_service("web", &["192.168.1.240"], false, json!({})));
+    model.apply_service(&lb_service("dns", &["192.168.1.241"], false, json!({})));
+    model.apply_slice(&slice("web", "1", &[("node-b", READY)]));
+    let before = model.recomputations();
+
+    let mut heartbeat = serde_json::to_value(node("node-c", &[])).unwrap();
+    heartbeat["status"]["conditions"] =
+        json!([{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-03T13:00:00Z"}]);
+    model.apply_node(&serde_json::from_value(heartbeat).unwrap());
+    model.apply_service(&annotated(
+        lb_service("web", &["192.168.1.240"], false, json!({})),
+        "example.com/owner",
+        "team-a",
+    ));
+    let cluster_ip: Service =
+        serde_json::from_value(k8s::cluster_ip_service("shop", "cache", "10.96.0.20")).unwrap();
+    model.apply_service(&cluster_ip);
+    model.apply_slice(&slice("cache", "1", &[("node-a", READY)]));
+    assert_eq!(model.recomputations(), before);
+    assert!(model.take_touched().l2.contains(&ip("192.168.1.240")));
+
+    model.apply_slice(&slice("dns", "1", &[("node-a", READY)]));
+    assert_eq!(model.recomputations(), before + 1);
+    // dns is node-d's (sha256 2d9b… for 192.168.1.241): nothing here changes.
+    assert!(model.take_touched().is_empty());
+    // The live set changes every Service's candidates: both are recomputed; node-a
+    // keeps 192.168.1.240 (untouched) and takes 192.168.1.241 from node-d.
+    model.set_live_nodes(live(&["node-a", "node-b"]));
+    assert_eq!(model.recomputations(), before + 3);
+    assert_eq!(
+        model.take_touched().l2,
+        BTreeSet::from([ip("192.168.1.241")])
+    );
+}
