@@ -1,7 +1,8 @@
-//! `ipvs-proxy services`: what the running agent programmed for each Service, and
-//! what is wrong (drift, stale kernel state, skipped Services). It asks the agent on
-//! its read-only status socket; the report format is described in
-//! `ipvs_proxy::observe::status`.
+//! `ipvs-proxy services`: what the running agent programmed for each Service, what
+//! is wrong (drift, stale kernel state, skipped Services) and, per LoadBalancer
+//! address, who announces it (pool, layer-2 owner and eligible nodes, BGP routes per
+//! node and peer) or why nobody does. It asks the agent on its read-only status
+//! socket; the report format is described in `ipvs_proxy::observe::status`.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -26,7 +27,8 @@ pub struct ServicesArgs {
     /// Only Services of this name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Only virtual servers on this address (a ClusterIP, node, external or load-balancer IP).
+    /// Only virtual servers and load-balancer announcements on this address (a
+    /// ClusterIP, node, external or load-balancer IP).
     #[arg(long, value_name = "ADDRESS")]
     pub vip: Option<IpAddr>,
 }

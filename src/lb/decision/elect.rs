@@ -37,10 +37,15 @@ pub fn metallb_ip_string(ip: IpAddr) -> String {
 /// `sha256(node + "#" + ip)`. Among candidates of equal preference, the smallest key
 /// (in byte order) owns the Service.
 pub fn election_key(node: &str, ip: IpAddr) -> [u8; 32] {
+    key_of(node, &metallb_ip_string(ip))
+}
+
+/// [`election_key`] with the address already written as MetalLB writes it.
+fn key_of(node: &str, ip: &str) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(node.as_bytes());
     hasher.update(b"#");
-    hasher.update(metallb_ip_string(ip).as_bytes());
+    hasher.update(ip.as_bytes());
     hasher.finalize().into()
 }
 
@@ -123,6 +128,8 @@ pub(super) struct Context<'a> {
     pub(super) live: Option<&'a BTreeSet<String>>,
     pub(super) config: &'a LbConfig,
     pub(super) resolved: &'a Resolved,
+    /// MetalLB's `--ignore-exclude-lb`: the exclude label counts for nothing.
+    pub(super) ignore_exclude_label: bool,
 }
 
 /// Decides one Service.
@@ -278,7 +285,7 @@ fn layer2(
             left_out.not_live += 1;
         } else if node.network_unavailable {
             left_out.network_unavailable += 1;
-        } else if node.excluded {
+        } else if node.excluded && !context.ignore_exclude_label {
             left_out.excluded += 1;
         } else if !ads.iter().any(|&i| resolved.l2_nodes[i].contains(name)) {
             left_out.not_selected += 1;
@@ -301,12 +308,9 @@ fn layer2(
     }
     // MetalLB keys the election on the first address, whatever the family, so a
     // dual-stack Service has one owner for both.
-    let first = service.ips[0];
+    let first = metallb_ip_string(service.ips[0]);
     candidates.sort_by_cached_key(|candidate| {
-        (
-            Reverse(candidate.score),
-            election_key(&candidate.node, first),
-        )
+        (Reverse(candidate.score), key_of(&candidate.node, &first))
     });
     let owner = &candidates[0].node;
     let mut interfaces = Interfaces::Only(BTreeSet::new());
@@ -396,7 +400,7 @@ fn bgp(
             left_out.conflicting += 1;
         } else if node.network_unavailable {
             left_out.network_unavailable += 1;
-        } else if node.excluded {
+        } else if node.excluded && !context.ignore_exclude_label {
             left_out.excluded += 1;
         } else if service.local && !endpoints.nodes.contains(name) {
             left_out.no_local_endpoint += 1;
@@ -476,11 +480,8 @@ fn compatible_local_pref(
     let has_v6 = pool.ranges.iter().any(|range| range.start.is_ipv6());
     let v4_differs = first.aggregation_length != second.aggregation_length;
     let v6_differs = first.aggregation_length_v6 != second.aggregation_length_v6;
-    if (!has_v4 && !has_v6)
-        || (v4_differs && !has_v6)
-        || (v6_differs && !has_v4)
-        || (v4_differs && v6_differs)
-    {
+    // Different for every family the pool holds (a pool of neither is compatible).
+    if (!has_v4 || v4_differs) && (!has_v6 || v6_differs) {
         return true;
     }
     if !first.peers.is_empty()
@@ -494,10 +495,7 @@ fn compatible_local_pref(
 
 /// This node's part of a Service's decision: the addresses it owns with their
 /// interfaces, and the routes it sends per peer.
-pub(super) fn local_part(
-    decision: &ServiceDecision,
-    node: &str,
-) -> (Vec<(IpAddr, Interfaces)>, Vec<(Arc<str>, Route)>) {
+pub(super) fn local_part(decision: &ServiceDecision, node: &str) -> LocalPart {
     let l2 = if decision.l2.owner() == Some(node) {
         decision
             .ips
@@ -523,7 +521,16 @@ pub(super) fn local_part(
     // alike; the Service contributes it once.
     bgp.sort();
     bgp.dedup();
-    (l2, bgp)
+    LocalPart { l2, bgp }
+}
+
+/// One Service's share of a node's announcements.
+#[derive(Debug, Default)]
+pub(super) struct LocalPart {
+    /// The addresses the node owns, with their interfaces.
+    pub(super) l2: Vec<(IpAddr, Interfaces)>,
+    /// The routes it sends, per peer, sorted and without duplicates.
+    pub(super) bgp: Vec<(Arc<str>, Route)>,
 }
 
 #[cfg(test)]

@@ -206,7 +206,9 @@ pub struct LocalAnnouncements {
     pub bgp: BTreeMap<Arc<str>, BTreeSet<Route>>,
 }
 
-/// What changed in [`LocalAnnouncements`] since the announcers last looked.
+/// What changed in [`LocalAnnouncements`] since the announcers last looked. Each
+/// update applies only differences, so what one update leaves as it was is never
+/// listed; over several updates, something that changed and changed back may be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LocalTouched {
     /// Addresses whose layer-2 announcement appeared, went or changed interfaces.

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use metallb_config::LbConfig;
 
-use super::elect::{self, Context, Nodes, Resolved};
+use super::elect::{self, Context, LocalPart, Nodes, Resolved};
 use super::input::{Endpoints, NodeInput, ServiceInput, SliceInput};
 use super::{Decision, Interfaces, LocalAnnouncements, LocalTouched, Route, ServiceDecision};
 use crate::model::ServiceKey;
@@ -30,6 +30,7 @@ pub struct AnnounceModel {
     class: Option<String>,
     config: LbConfig,
     live: Option<BTreeSet<String>>,
+    ignore_exclude_label: bool,
     nodes: Nodes,
     resolved: Resolved,
     /// LoadBalancer Services of ours holding an ingress address.
@@ -58,6 +59,7 @@ impl AnnounceModel {
             class,
             config: LbConfig::default(),
             live: None,
+            ignore_exclude_label: false,
             nodes: Nodes::new(),
             resolved: Resolved::default(),
             services: BTreeMap::new(),
@@ -228,6 +230,15 @@ impl AnnounceModel {
         }
     }
 
+    /// Ignores `node.kubernetes.io/exclude-from-external-load-balancers`, as
+    /// MetalLB's speaker does with `--ignore-exclude-lb`.
+    pub fn set_ignore_exclude_label(&mut self, ignore: bool) {
+        if ignore != self.ignore_exclude_label {
+            self.ignore_exclude_label = ignore;
+            self.recompute_all();
+        }
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &LbConfig {
         &self.config
@@ -295,6 +306,7 @@ impl AnnounceModel {
                 live: self.live.as_ref(),
                 config: &self.config,
                 resolved: &self.resolved,
+                ignore_exclude_label: self.ignore_exclude_label,
             };
             elect::decide_service(service, &endpoints, &context)
         });
@@ -309,40 +321,68 @@ impl AnnounceModel {
             Some(new) => self.decisions.insert(key.clone(), Arc::new(new)),
             None => self.decisions.remove(key),
         };
-        if let Some(old) = &old {
-            for ip in &old.ips {
-                if let Some(holders) = self.ips.get_mut(ip) {
-                    holders.remove(key);
-                    if holders.is_empty() {
-                        self.ips.remove(ip);
+        let LocalPart {
+            l2: old_l2,
+            bgp: old_bgp,
+        } = match &old {
+            Some(old) => {
+                for ip in &old.ips {
+                    if let Some(holders) = self.ips.get_mut(ip) {
+                        holders.remove(key);
+                        if holders.is_empty() {
+                            self.ips.remove(ip);
+                        }
                     }
                 }
+                elect::local_part(old, &self.node)
             }
-            let (l2, bgp) = elect::local_part(old, &self.node);
-            for (ip, _) in l2 {
-                if let Some(owners) = self.local_l2.get_mut(&ip) {
-                    owners.remove(key);
+            None => Default::default(),
+        };
+        let LocalPart {
+            l2: new_l2,
+            bgp: new_bgp,
+        } = match self.decisions.get(key).cloned() {
+            Some(new) => {
+                for &ip in &new.ips {
+                    self.ips.entry(ip).or_default().insert(key.clone());
                 }
-                self.merge_l2(ip);
+                elect::local_part(&new, &self.node)
             }
-            for (peer, route) in bgp {
-                self.count_route(peer, route, false);
+            None => Default::default(),
+        };
+        // Only the differences are applied, so an address or route this Service keeps
+        // is never touched.
+        let mut l2_ips: BTreeSet<IpAddr> = BTreeSet::new();
+        for (ip, _) in &old_l2 {
+            if let Some(owners) = self.local_l2.get_mut(ip) {
+                owners.remove(key);
+            }
+            l2_ips.insert(*ip);
+        }
+        for (ip, interfaces) in new_l2 {
+            self.local_l2
+                .entry(ip)
+                .or_default()
+                .insert(key.clone(), interfaces);
+            l2_ips.insert(ip);
+        }
+        for ip in l2_ips {
+            self.merge_l2(ip);
+        }
+        for (peer, route) in &old_bgp {
+            if new_bgp
+                .binary_search(&(peer.clone(), route.clone()))
+                .is_err()
+            {
+                self.count_route(peer.clone(), route.clone(), false);
             }
         }
-        if let Some(new) = self.decisions.get(key).cloned() {
-            for &ip in &new.ips {
-                self.ips.entry(ip).or_default().insert(key.clone());
-            }
-            let (l2, bgp) = elect::local_part(&new, &self.node);
-            for (ip, interfaces) in l2 {
-                self.local_l2
-                    .entry(ip)
-                    .or_default()
-                    .insert(key.clone(), interfaces);
-                self.merge_l2(ip);
-            }
-            for (peer, route) in bgp {
-                self.count_route(peer, route, true);
+        for (peer, route) in &new_bgp {
+            if old_bgp
+                .binary_search(&(peer.clone(), route.clone()))
+                .is_err()
+            {
+                self.count_route(peer.clone(), route.clone(), true);
             }
         }
     }

@@ -34,6 +34,9 @@ pub struct Inputs<'a> {
     pub live: Option<&'a BTreeSet<String>>,
     /// Our `loadBalancerClass` (`None`: Services without one).
     pub class: Option<&'a str>,
+    /// Ignore `node.kubernetes.io/exclude-from-external-load-balancers` (MetalLB's
+    /// `--ignore-exclude-lb`).
+    pub ignore_exclude_label: bool,
 }
 
 /// Decides every LoadBalancer Service from scratch. An object given twice counts
@@ -53,6 +56,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         live: inputs.live,
         config: inputs.config,
         resolved: &resolved,
+        ignore_exclude_label: inputs.ignore_exclude_label,
     };
     let mut slices: BTreeMap<(String, String), (ServiceKey, SliceInput)> = BTreeMap::new();
     for slice in inputs.slices {
@@ -89,15 +93,15 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         for &ip in &service_decision.ips {
             decision.ips.entry(ip).or_default().insert(key.clone());
         }
-        let (l2, bgp) = elect::local_part(&service_decision, inputs.node);
-        for (ip, interfaces) in l2 {
+        let local = elect::local_part(&service_decision, inputs.node);
+        for (ip, interfaces) in local.l2 {
             let merged = match decision.local.l2.get(&ip) {
                 Some(known) => known.union(&interfaces),
                 None => interfaces,
             };
             decision.local.l2.insert(ip, merged);
         }
-        for (peer, route) in bgp {
+        for (peer, route) in local.bgp {
             decision.local.bgp.entry(peer).or_default().insert(route);
         }
         decision.services.insert(key, Arc::new(service_decision));

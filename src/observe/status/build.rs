@@ -14,9 +14,11 @@ use crate::plan::{Change, DrainStarts, ObservedRealServer, ObservedState};
 
 use super::problem::problem;
 use super::schema::{
-    Filter, KernelRealServer, NotProxied, Problem, ProblemKind, RealServerState, RealServerStatus,
+    BgpAnnouncementStatus, BgpNodeStatus, BgpStatus, Filter, KernelRealServer, Layer2Status,
+    LoadBalancerStatus, NotProxied, Problem, ProblemKind, RealServerState, RealServerStatus,
     ServiceStatus, StatusReport, VirtualServerStatus,
 };
+use crate::lb::decision::{AnnounceModel, Interfaces, ServiceDecision};
 
 fn skipped_reason(skipped: &Skipped) -> String {
     match skipped {
@@ -133,6 +135,24 @@ impl StatusReport {
         report
     }
 
+    /// The report with its load-balancer section: per LoadBalancer address and
+    /// Service holding it, the pool, the layer-2 owner and eligible nodes, the BGP
+    /// routes per node and peer, and why nobody announces it.
+    pub fn with_load_balancers(mut self, announce: &AnnounceModel) -> StatusReport {
+        let decisions = announce.services();
+        self.load_balancers = announce
+            .ips()
+            .iter()
+            .flat_map(|(&address, holders)| {
+                holders
+                    .iter()
+                    .filter_map(|key| decisions.get(key))
+                    .map(move |decision| load_balancer_status(address, decision))
+            })
+            .collect();
+        self
+    }
+
     /// The part of the report the filter selects. Services not proxied and problems
     /// are kept when they belong to a selected Service (or address); warnings only
     /// without a filter, as they are free text.
@@ -173,7 +193,66 @@ impl StatusReport {
             } else {
                 Vec::new()
             },
+            load_balancers: self
+                .load_balancers
+                .iter()
+                .filter(|lb| {
+                    filter.matches_service(&lb.namespace, &lb.name)
+                        && filter.vip.is_none_or(|vip| vip == lb.address)
+                })
+                .cloned()
+                .collect(),
         }
+    }
+}
+
+/// One row of the load-balancer section: `address` of the Service `decision`.
+fn load_balancer_status(address: IpAddr, decision: &ServiceDecision) -> LoadBalancerStatus {
+    let l2 = &decision.l2;
+    let bgp = &decision.bgp;
+    LoadBalancerStatus {
+        address,
+        namespace: decision.service.namespace.to_string(),
+        name: decision.service.name.to_string(),
+        pool: decision.pool.clone(),
+        layer2: Layer2Status {
+            advertisements: l2.advertisements.clone(),
+            owner: l2.owner().map(str::to_string),
+            eligible: l2.ranked.iter().map(|c| c.node.to_string()).collect(),
+            interfaces: match (&l2.interfaces, l2.owner()) {
+                (Interfaces::Only(names), Some(_)) => names.iter().cloned().collect(),
+                _ => Vec::new(),
+            },
+            why: l2.why.clone(),
+        },
+        bgp: BgpStatus {
+            advertisements: bgp.advertisements.clone(),
+            announcements: bgp
+                .announcements
+                .iter()
+                .filter(|announcement| announcement.ip == address)
+                .map(|announcement| BgpAnnouncementStatus {
+                    advertisement: announcement.advertisement.clone(),
+                    prefix: announcement.route.prefix.to_string(),
+                    communities: announcement
+                        .route
+                        .communities
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    local_pref: announcement.route.local_pref,
+                    nodes: announcement
+                        .nodes
+                        .iter()
+                        .map(|(node, peers)| BgpNodeStatus {
+                            node: node.to_string(),
+                            peers: peers.iter().map(ToString::to_string).collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            why: bgp.why.clone(),
+        },
     }
 }
 
@@ -496,5 +575,157 @@ mod tests {
         assert!(broken.services.is_empty());
         assert_eq!(broken.problems.len(), 1);
         assert_eq!(broken.problems[0].kind, ProblemKind::Skipped);
+    }
+
+    fn announce_model() -> AnnounceModel {
+        use metallb_config::{BgpAdvertisement, L2Advertisement, LbConfig, Peer, PeerAsn, Pool};
+        let pool = Pool {
+            name: "public".into(),
+            labels: BTreeMap::new(),
+            ranges: vec!["203.0.113.0/24".parse().unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+        };
+        let config = LbConfig {
+            pools: [("public".to_string(), pool)].into(),
+            l2_advertisements: vec![L2Advertisement {
+                name: "public".into(),
+                pools: vec!["public".into()],
+                node_selectors: Vec::new(),
+                interfaces: Vec::new(),
+                service_selectors: Vec::new(),
+                preferred_nodes: Vec::new(),
+            }],
+            bgp_advertisements: vec![BgpAdvertisement {
+                name: "transit".into(),
+                pools: vec!["public".into()],
+                aggregation_length: 32,
+                aggregation_length_v6: 128,
+                local_pref: Some(120),
+                communities: vec!["65000:100".parse().unwrap()],
+                node_selectors: Vec::new(),
+                peers: Vec::new(),
+                service_selectors: Vec::new(),
+            }],
+            peers: vec![Peer {
+                name: "tor".into(),
+                my_asn: 64512,
+                peer_asn: PeerAsn::Internal,
+                address: Some(ip("192.168.50.1")),
+                interface: None,
+                source_address: None,
+                port: 179,
+                hold_time: None,
+                keepalive_time: None,
+                connect_time: None,
+                router_id: None,
+                node_selectors: Vec::new(),
+                password: None,
+                bfd_profile: None,
+                graceful_restart: false,
+                ebgp_multihop: false,
+                dual_stack: false,
+            }],
+            ..LbConfig::default()
+        };
+        let node_a: k8s_openapi::api::core::v1::Node = fixtures::fixture("node-a.json");
+        let mut node_b = node_a.clone();
+        node_b.metadata.name = Some("node-b".into());
+        let mut announce = AnnounceModel::new("node-a", None);
+        announce.set_config(config);
+        announce.set_nodes(&[node_a, node_b]);
+        announce.apply_service(&fixtures::fixture("svc-ingress-lb-local.json"));
+        announce.apply_slice(&fixtures::fixture("eps-ingress.json"));
+        announce
+    }
+
+    /// The captured ingress Service (policy Local, endpoints on node-a and node-b):
+    /// sha256("node-a#203.0.113.10") = 9397… beats node-b's d84a…, and both nodes
+    /// send the /32 to the peer.
+    #[test]
+    fn load_balancer_addresses_show_owner_routes_and_reasons() {
+        let model = model_with(&["svc-ingress-lb-local.json"], &["eps-ingress.json"]);
+        let observed = observed_from(&model.desired());
+        let plain = report(&model, &observed, &DrainStarts::new());
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("load_balancers").is_none(), "{json}");
+        assert!(!render_text(&plain).contains("Load-balancer"));
+
+        let full = plain.clone().with_load_balancers(&announce_model());
+        assert_eq!(
+            full.load_balancers,
+            [LoadBalancerStatus {
+                address: ip("203.0.113.10"),
+                namespace: "ingress".into(),
+                name: "ingress".into(),
+                pool: Some("public".into()),
+                layer2: Layer2Status {
+                    advertisements: vec!["public".into()],
+                    owner: Some("node-a".into()),
+                    eligible: vec!["node-a".into(), "node-b".into()],
+                    interfaces: Vec::new(),
+                    why: None,
+                },
+                bgp: BgpStatus {
+                    advertisements: vec!["transit".into()],
+                    announcements: vec![BgpAnnouncementStatus {
+                        advertisement: "transit".into(),
+                        prefix: "203.0.113.10/32".into(),
+                        communities: vec!["65000:100".into()],
+                        local_pref: Some(120),
+                        nodes: ["node-a", "node-b"]
+                            .iter()
+                            .map(|node| BgpNodeStatus {
+                                node: node.to_string(),
+                                peers: vec!["tor".into()],
+                            })
+                            .collect(),
+                    }],
+                    why: None,
+                },
+            }]
+        );
+        let text = render_text(&full);
+        let section: Vec<&str> = text
+            .lines()
+            .skip_while(|line| *line != "Load-balancer IPs:")
+            .take(4)
+            .collect();
+        assert_eq!(
+            section,
+            [
+                "Load-balancer IPs:",
+                "  203.0.113.10 ingress/ingress pool public",
+                "    layer2 owner node-a on all interfaces; eligible node-a,node-b (L2Advertisement public)",
+                "    bgp 203.0.113.10/32 communities 65000:100 local-pref 120 (BGPAdvertisement transit) from node-a to tor; node-b to tor",
+            ]
+        );
+        // The JSON reads back, and the filters apply to the section.
+        let json = serde_json::to_string(&full).unwrap();
+        assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), full);
+        let by_vip = full.filtered(&Filter {
+            vip: Some(ip("203.0.113.10")),
+            ..Filter::default()
+        });
+        assert_eq!(by_vip.load_balancers.len(), 1);
+        let other = full.filtered(&Filter {
+            name: Some("web".into()),
+            ..Filter::default()
+        });
+        assert!(other.load_balancers.is_empty());
+
+        // No endpoint left: nobody announces, and the text says why.
+        let mut announce = announce_model();
+        announce.delete_slice("ingress", "ingress-q8v4d");
+        let text = render_text(&plain.with_load_balancers(&announce));
+        assert!(
+            text.contains("    layer2 not announced: no ready or serving endpoint\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    bgp not announced: no eligible node of 2: 2 without a ready or serving endpoint (externalTrafficPolicy Local)\n"),
+            "{text}"
+        );
     }
 }

@@ -13,7 +13,12 @@
 //!   the kernel's active and inactive connection counts;
 //! - problems: desired state missing from the kernel (`drift`), kernel state we own
 //!   but no longer desire (`stale`), Services skipped for a bad spec (`skipped`);
-//! - Services deliberately not proxied (ExternalName, headless, another proxy's).
+//! - Services deliberately not proxied (ExternalName, headless, another proxy's);
+//! - per LoadBalancer address (when the agent announces them, see
+//!   [`StatusReport::with_load_balancers`]): its Service and pool, the layer-2 owner
+//!   with the eligible nodes in election order and the interfaces, the BGP routes
+//!   per node and peer, and why nobody announces it. `load_balancers` is left out of
+//!   the JSON when there is no such address.
 //!
 //! # JSON (`ipvs-proxy services --json`)
 //!
@@ -45,7 +50,18 @@
 //!   "not_proxied": [{"namespace": "default", "name": "db", "reason": "headless (clusterIP: None)"}],
 //!   "problems": [{"kind": "drift" | "stale" | "skipped", "namespace": "default" | null,
 //!                 "name": "web" | null, "address": "10.96.0.10" | null, "message": "..."}],
-//!   "warnings": ["..."]
+//!   "warnings": ["..."],
+//!   "load_balancers": [{
+//!     "address": "192.168.1.240", "namespace": "shop", "name": "web", "pool": "lan" | null,
+//!     "layer2": {"advertisements": ["lan"], "owner": "node-a" | null,
+//!                "eligible": ["node-a", "node-d"], "interfaces": [] | ["eth1"],
+//!                "why": null | "no ready or serving endpoint"},
+//!     "bgp": {"advertisements": ["agg"],
+//!             "announcements": [{"advertisement": "agg", "prefix": "10.0.0.0/24",
+//!                                "communities": ["65000:100"], "local_pref": 100 | null,
+//!                                "nodes": [{"node": "node-a", "peers": ["tor1"]}]}],
+//!             "why": null | "..."}
+//!   }]
 //! }
 //! ```
 //!
@@ -68,7 +84,8 @@ mod fixtures;
 
 pub use render::render_text;
 pub use schema::{
-    Filter, KernelRealServer, NotProxied, Problem, ProblemKind, RealServerState, RealServerStatus,
+    BgpAnnouncementStatus, BgpNodeStatus, BgpStatus, Filter, KernelRealServer, Layer2Status,
+    LoadBalancerStatus, NotProxied, Problem, ProblemKind, RealServerState, RealServerStatus,
     ServiceStatus, StatusError, StatusReply, StatusReport, VirtualServerStatus,
 };
 pub use socket::{CLIENT_TIMEOUT, DEFAULT_SOCKET, StatusRequest, query, spawn_status_server};

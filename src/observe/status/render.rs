@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use super::schema::{KernelRealServer, StatusReport, vip_kind_str};
+use super::schema::{KernelRealServer, LoadBalancerStatus, StatusReport, vip_kind_str};
 
 /// Renders a report as text, in ipvsadm's layout: one block per Service, one line
 /// per virtual server, one `->` line per real server, then the problems.
@@ -88,6 +88,7 @@ pub fn render_text(report: &StatusReport) -> String {
             }
         }
     }
+    render_load_balancers(&mut out, &report.load_balancers);
     if !report.not_proxied.is_empty() {
         let _ = writeln!(out, "Not proxied:");
         for service in &report.not_proxied {
@@ -123,6 +124,96 @@ pub fn render_text(report: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// The load-balancer section: one block per address and Service, a line per
+/// protocol the Service's advertisements use. Nothing at all without addresses, so
+/// a node without LoadBalancer Services prints what it always printed.
+fn render_load_balancers(out: &mut String, rows: &[LoadBalancerStatus]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Load-balancer IPs:");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "  {} {}/{} pool {}",
+            row.address,
+            row.namespace,
+            row.name,
+            row.pool.as_deref().unwrap_or("-")
+        );
+        let (l2, bgp) = (&row.layer2, &row.bgp);
+        if row.pool.is_none() || (l2.advertisements.is_empty() && bgp.advertisements.is_empty()) {
+            let mut reasons: Vec<&str> =
+                l2.why.iter().chain(&bgp.why).map(String::as_str).collect();
+            reasons.dedup();
+            let _ = writeln!(out, "    not announced: {}", reasons.join("; "));
+            continue;
+        }
+        if !l2.advertisements.is_empty() {
+            match (&l2.owner, &l2.why) {
+                (Some(owner), _) => {
+                    let interfaces = if l2.interfaces.is_empty() {
+                        "all interfaces".to_string()
+                    } else {
+                        l2.interfaces.join(",")
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    layer2 owner {owner} on {interfaces}; eligible {} (L2Advertisement {})",
+                        l2.eligible.join(","),
+                        l2.advertisements.join(",")
+                    );
+                }
+                (None, why) => {
+                    let _ = writeln!(
+                        out,
+                        "    layer2 not announced: {}",
+                        why.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        if !bgp.advertisements.is_empty() {
+            let mut announced = false;
+            for announcement in bgp.announcements.iter().filter(|a| !a.nodes.is_empty()) {
+                announced = true;
+                let mut line = format!("    bgp {}", announcement.prefix);
+                if !announcement.communities.is_empty() {
+                    let _ = write!(line, " communities {}", announcement.communities.join(","));
+                }
+                if let Some(local_pref) = announcement.local_pref {
+                    let _ = write!(line, " local-pref {local_pref}");
+                }
+                let nodes: Vec<String> = announcement
+                    .nodes
+                    .iter()
+                    .map(|node| {
+                        let peers = if node.peers.is_empty() {
+                            "no peer".to_string()
+                        } else {
+                            node.peers.join(",")
+                        };
+                        format!("{} to {peers}", node.node)
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{line} (BGPAdvertisement {}) from {}",
+                    announcement.advertisement,
+                    nodes.join("; ")
+                );
+            }
+            if !announced {
+                let _ = writeln!(
+                    out,
+                    "    bgp not announced: {}",
+                    bgp.why.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]

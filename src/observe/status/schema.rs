@@ -73,6 +73,78 @@ pub struct StatusReport {
     pub problems: Vec<Problem>,
     /// Parts of programmed Services that were left out, with the reason.
     pub warnings: Vec<String>,
+    /// Per LoadBalancer address and Service holding it: who announces it, or why
+    /// nobody does. Left out of the JSON when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<LoadBalancerStatus>,
+}
+
+/// One LoadBalancer address of one Service (an address shared by two Services
+/// has a row for each: each Service is decided on its own, as MetalLB does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerStatus {
+    /// The address.
+    pub address: IpAddr,
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// The pool holding the Service's addresses, if one does.
+    pub pool: Option<String>,
+    /// Layer 2.
+    pub layer2: Layer2Status,
+    /// BGP.
+    pub bgp: BgpStatus,
+}
+
+/// Who announces an address over layer 2 (ARP / NDP).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer2Status {
+    /// The L2Advertisements selecting the Service.
+    pub advertisements: Vec<String>,
+    /// The node answering for the address.
+    pub owner: Option<String>,
+    /// The eligible nodes in election order (the owner first).
+    pub eligible: Vec<String>,
+    /// The owner's interfaces; empty means every interface.
+    pub interfaces: Vec<String>,
+    /// Why no node announces it.
+    pub why: Option<String>,
+}
+
+/// Who announces an address over BGP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpStatus {
+    /// The BGPAdvertisements selecting the Service.
+    pub advertisements: Vec<String>,
+    /// One route per advertisement.
+    pub announcements: Vec<BgpAnnouncementStatus>,
+    /// Why no node announces it.
+    pub why: Option<String>,
+}
+
+/// One advertisement's route for an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpAnnouncementStatus {
+    /// The BGPAdvertisement.
+    pub advertisement: String,
+    /// The prefix announced (the address masked to the aggregation length).
+    pub prefix: String,
+    /// Its communities (`65000:100`, `large:1:2:3`).
+    pub communities: Vec<String>,
+    /// Its LOCAL_PREF.
+    pub local_pref: Option<u32>,
+    /// The nodes announcing it, each with the peers it sends it to.
+    pub nodes: Vec<BgpNodeStatus>,
+}
+
+/// A node announcing a route, and to whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpNodeStatus {
+    /// The node.
+    pub node: String,
+    /// The BGPPeers it sends the route to.
+    pub peers: Vec<String>,
 }
 
 /// One programmed Service.
