@@ -36,14 +36,19 @@ impl Agent {
                 let options = self.diff_options();
                 let now = Instant::now();
                 let plan = plan::diff(desired, &observed, &options, &self.drain, now);
-                StatusReply::Report(Box::new(StatusReport::build(
+                let report = StatusReport::build(
                     &self.model,
                     desired,
                     &observed,
                     &plan.changes,
                     &plan.draining,
                     now,
-                )))
+                );
+                let report = match &self.lb {
+                    Some(lb) => report.with_load_balancers(&lb.announce),
+                    None => report,
+                };
+                StatusReply::Report(Box::new(report))
             }
             Err(err) => StatusReply::Error(format!("cannot read the kernel state: {err}")),
         };
