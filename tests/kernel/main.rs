@@ -31,5 +31,6 @@ mod cli_services;
 mod conntrack_cleanup;
 mod detect_local;
 mod iptables;
+mod l2_network;
 mod lab_smoke;
 mod netif;
