@@ -381,3 +381,108 @@ fn hostile_frames_do_not_stop_the_responder() {
         "no advertisement after the hostile frames"
     );
 }
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn the_socket_filters_pass_only_arp_requests_and_solicitations() {
+    let (node, client) = lab();
+    let marker = Ipv4Addr::new(192, 168, 60, 77);
+    let marker6 = Ipv6Addr::new(0xfd00, 0x60, 0, 0, 0, 0, 0, 0x77);
+
+    // The node reads both sockets until the two marker requests (sent last) arrive.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let listener = node.thread(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let interface = Interface::open("eth0").await.expect("open eth0");
+            ready_tx.send(()).expect("the test waits");
+            let (mut arp_frames, mut ndp_frames) = (Vec::new(), Vec::new());
+            let mut arp_buffer = vec![0; 1514];
+            let mut ndp_buffer = vec![0; 1514];
+            let deadline = tokio::time::sleep(Duration::from_secs(20));
+            tokio::pin!(deadline);
+            let has = |frames: &Vec<Vec<u8>>, at: std::ops::Range<usize>, what: &[u8]| {
+                frames.iter().any(|f| f.get(at.clone()) == Some(what))
+            };
+            while !(has(&arp_frames, 38..42, &marker.octets())
+                && has(&ndp_frames, 62..78, &marker6.octets()))
+            {
+                tokio::select! {
+                    len = interface.arp.recv(&mut arp_buffer) => {
+                        arp_frames.push(arp_buffer[..len.expect("recv")].to_vec());
+                    }
+                    len = interface.ndp.recv(&mut ndp_buffer) => {
+                        ndp_frames.push(ndp_buffer[..len.expect("recv")].to_vec());
+                    }
+                    () = &mut deadline => break,
+                }
+            }
+            (arp_frames, ndp_frames)
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the listener never started");
+
+    let sender = Responder::start(&client, vec![]);
+    let from = sender.mac;
+    let node_mac = MacAddr::new([0x02, 0, 0, 0, 0x60, 0x01]);
+    let client_ip = Ipv4Addr::new(192, 168, 60, 2);
+    let client_ll: Ipv6Addr = "fe80::2".parse().unwrap();
+    // What the filters must hold back: an ARP reply, an IPv4 frame, an advertisement
+    // and an echo request (a solicitation with its ICMPv6 type changed to 128).
+    let request = match neighbor_frames::parse(&arp::request(from, client_ip, VIP)) {
+        Ok(Some(neighbor_frames::Request::Arp(request))) => request,
+        other => panic!("{other:?}"),
+    };
+    let mut ipv4 = arp::request(from, client_ip, VIP).to_vec();
+    ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+    let mut echo = ndp::solicitation(from, client_ll, VIP6);
+    echo[54] = 128;
+    let held_back = [
+        (false, arp::reply(&request, from).to_vec()),
+        (false, ipv4),
+        (true, ndp::unsolicited_advertisement(from, VIP6).to_vec()),
+        (true, echo),
+    ];
+    for (ndp, frame) in held_back {
+        sender.run(Command::Send { ndp, frame });
+    }
+    let mut marker_request = arp::request(from, client_ip, marker).to_vec();
+    marker_request[..6].copy_from_slice(&node_mac.octets());
+    sender.run(Command::Send {
+        ndp: false,
+        frame: marker_request,
+    });
+    sender.run(Command::Send {
+        ndp: true,
+        frame: ndp::solicitation(from, client_ll, marker6),
+    });
+
+    let (arp_frames, ndp_frames) = listener.join().expect("the listener panicked");
+    assert!(
+        arp_frames.iter().any(|f| f[38..42] == marker.octets()),
+        "the marker ARP request never arrived"
+    );
+    assert!(
+        ndp_frames
+            .iter()
+            .any(|f| f.get(62..78) == Some(&marker6.octets()[..])),
+        "the marker solicitation never arrived"
+    );
+    for frame in &arp_frames {
+        assert_eq!(frame[12..14], [0x08, 0x06], "not ARP: {frame:02x?}");
+        assert_eq!(frame[20..22], [0, 1], "not a request: {frame:02x?}");
+    }
+    for frame in &ndp_frames {
+        assert_eq!(frame[12..14], [0x86, 0xdd], "not IPv6: {frame:02x?}");
+        assert_eq!(
+            (frame[20], frame[54]),
+            (58, 135),
+            "not a solicitation: {frame:02x?}"
+        );
+    }
+}
