@@ -234,16 +234,14 @@ impl SolicitedNodeGroups {
     pub fn join(&self, addr: Ipv6Addr) -> Result<(), L2Error> {
         let group = ndp::solicited_node(addr);
         let mut joined = self.joined();
-        let count = joined.entry(group).or_insert(0);
-        if *count == 0 {
-            if let Err(source) = self.socket.join_multicast_v6(&group, self.ifindex) {
-                joined.remove(&group);
-                return Err(L2Error::Socket {
+        if !joined.contains_key(&group) {
+            self.socket
+                .join_multicast_v6(&group, self.ifindex)
+                .map_err(|source| L2Error::Socket {
                     what: format!("join {group}"),
                     ifindex: self.ifindex,
                     source,
-                });
-            }
+                })?;
         }
         *joined.entry(group).or_insert(0) += 1;
         Ok(())
