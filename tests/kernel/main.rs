@@ -32,5 +32,6 @@ mod cli_services;
 mod conntrack_cleanup;
 mod detect_local;
 mod iptables;
+mod l2_network;
 mod lab_smoke;
 mod netif;
