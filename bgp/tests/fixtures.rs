@@ -4,9 +4,13 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use bgp_proto::packet::open::Open;
+use bgp_proto::Family;
+use bgp_proto::packet::attribute::{AttributeValue, MpNextHop};
+use bgp_proto::packet::notification::ErrorCode;
+use bgp_proto::packet::open::{Capability, Open};
 use bgp_proto::{Message, SessionCaps};
 
 /// Every router and session the lab capture records: a missing one fails the test.
@@ -32,6 +36,7 @@ fn open_of(bytes: &[u8]) -> Open {
 fn every_captured_message_round_trips_and_matches_netgauze() {
     let sessions = sessions();
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    let mut seen = BTreeSet::new();
     for dir in sessions {
         let sent = open_of(
             &std::fs::read(dir.join("sent-open.bin"))
@@ -52,6 +57,7 @@ fn every_captured_message_round_trips_and_matches_netgauze() {
                 caps.four_octet_as =
                     received.four_octet_as().is_some() && sent.four_octet_as().is_some();
             }
+            features(&msg, &mut seen);
             *counts
                 .entry(match msg {
                     Message::Open(_) => "open",
@@ -66,4 +72,82 @@ fn every_captured_message_round_trips_and_matches_netgauze() {
     println!("{counts:?}");
     assert_eq!(counts["open"], 9);
     assert!(counts["update"] >= 27, "{counts:?}");
+    // What the captures are meant to cover, so that a poorer capture cannot pass.
+    let wanted = [
+        "unknown capability",
+        "graceful restart",
+        "4-octet AS_PATH",
+        "2-octet AS_PATH",
+        "AS4_PATH",
+        "LOCAL_PREF",
+        "COMMUNITIES",
+        "LARGE_COMMUNITY",
+        "MP_REACH_NLRI v6",
+        "link-local next hop",
+        "End-of-RIB v4",
+        "End-of-RIB v6",
+        "withdrawn v4",
+        "withdrawn v6",
+        "Cease",
+    ];
+    let missing: Vec<_> = wanted.iter().filter(|w| !seen.contains(**w)).collect();
+    assert!(missing.is_empty(), "never seen: {missing:?}");
+}
+
+/// Names what a message exercises.
+fn features(msg: &Message, seen: &mut BTreeSet<&'static str>) {
+    match msg {
+        Message::Open(o) => {
+            for c in o.capabilities() {
+                match c {
+                    Capability::Unknown { .. } => seen.insert("unknown capability"),
+                    Capability::GracefulRestart(_) => seen.insert("graceful restart"),
+                    _ => false,
+                };
+            }
+        }
+        Message::Update(u) => {
+            for a in &u.attributes {
+                match &a.value {
+                    AttributeValue::AsPath(p) if p.asns().any(|a| a > 65535) => {
+                        seen.insert("4-octet AS_PATH")
+                    }
+                    AttributeValue::AsPath(p) if p.asns().any(|a| a == 23456) => {
+                        seen.insert("2-octet AS_PATH")
+                    }
+                    AttributeValue::As4Path(_) => seen.insert("AS4_PATH"),
+                    AttributeValue::LocalPref(_) => seen.insert("LOCAL_PREF"),
+                    AttributeValue::Communities(_) => seen.insert("COMMUNITIES"),
+                    AttributeValue::LargeCommunities(_) => seen.insert("LARGE_COMMUNITY"),
+                    AttributeValue::MpReach(m) => {
+                        if let MpNextHop::Ipv6 {
+                            link_local: Some(_),
+                            ..
+                        } = m.next_hop
+                        {
+                            seen.insert("link-local next hop");
+                        }
+                        seen.insert("MP_REACH_NLRI v6")
+                    }
+                    _ => false,
+                };
+            }
+            match u.end_of_rib_family() {
+                Some(Family::IPV4_UNICAST) => seen.insert("End-of-RIB v4"),
+                Some(Family::IPV6_UNICAST) => seen.insert("End-of-RIB v6"),
+                _ => false,
+            };
+            for p in u.withdrawn_prefixes() {
+                seen.insert(if p.addr().is_ipv4() {
+                    "withdrawn v4"
+                } else {
+                    "withdrawn v6"
+                });
+            }
+        }
+        Message::Notification(n) if matches!(n.code, ErrorCode::Cease(_)) => {
+            seen.insert("Cease");
+        }
+        _ => {}
+    }
 }

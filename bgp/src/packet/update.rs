@@ -6,7 +6,7 @@ use super::attribute::{
     Origin, decode_prefixes, encode_prefixes, kind,
 };
 use super::notification::{ErrorCode, Notification, UpdateError};
-use super::{Family, Reader, SessionCaps};
+use super::{AS_TRANS, Family, Reader, SessionCaps};
 use crate::error::{Error, ErrorAction};
 use bytes::{BufMut, BytesMut};
 use ipnet::{IpNet, Ipv4Net};
@@ -89,9 +89,24 @@ impl Update {
     /// (`caps.four_octet_as` false) and an ASN above 65535 in the path, AS_PATH carries
     /// AS_TRANS and AS4_PATH the real path (RFC 6793 §4.2.2).
     pub fn announce(a: &Announcement, caps: &SessionCaps) -> Update {
+        // The AS_PATH as it will be on the wire, so that a decode gives it back equal.
+        let wire_path: Vec<u32> = if caps.four_octet_as {
+            a.as_path.clone()
+        } else {
+            a.as_path
+                .iter()
+                .map(|&asn| {
+                    if asn > u32::from(u16::MAX) {
+                        u32::from(AS_TRANS)
+                    } else {
+                        asn
+                    }
+                })
+                .collect()
+        };
         let mut attributes = vec![
             Attribute::new(AttributeValue::Origin(Origin::Igp)),
-            Attribute::new(AttributeValue::AsPath(AsPath::sequence(&a.as_path))),
+            Attribute::new(AttributeValue::AsPath(AsPath::sequence(&wire_path))),
         ];
         let mut nlri = Vec::new();
         match a.next_hop {
