@@ -378,7 +378,8 @@ impl Attribute {
         Attribute { flags, value }
     }
 
-    /// Decodes one attribute value; `None` for the value means the attribute is kept raw.
+    /// Decodes one attribute: known types interpreted (or an RFC 7606 verdict), the
+    /// rest kept raw.
     pub(crate) fn decode(
         flags: u8,
         kind: u8,

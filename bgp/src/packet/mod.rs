@@ -1,8 +1,10 @@
 //! The BGP-4 wire format: one module per message, framing here.
 //!
 //! Every decoded message encodes back to the same bytes (values this codec does not
-//! interpret are kept raw), which the fixture tests check on messages captured from
-//! BIRD, FRR and GoBGP.
+//! interpret are kept raw, attribute flags are kept as received), which the fixture
+//! tests check on messages captured from BIRD, FRR and GoBGP. Two reserved octets are
+//! the exception, ignored on receipt and sent as zero as RFC 4760 says: the one in the
+//! multiprotocol capability and the one after MP_REACH_NLRI's next hop.
 
 pub mod attribute;
 pub mod notification;
