@@ -151,3 +151,45 @@ fn features(msg: &Message, seen: &mut BTreeSet<&'static str>) {
         _ => {}
     }
 }
+
+/// The OPENs real routers sent pass our OPEN checks and negotiate what the session had.
+#[test]
+fn real_opens_negotiate() {
+    use bgp_proto::session::{Config, GracefulRestartConfig, PeerAs, check_open};
+    for dir in sessions() {
+        let sent = open_of(&std::fs::read(dir.join("sent-open.bin")).unwrap());
+        let received = open_of(&std::fs::read(dir.join("00-open.bin")).unwrap());
+        let config = Config {
+            local_as: sent.asn(),
+            peer_as: PeerAs::Exact(4_200_000_000),
+            router_id: sent.bgp_id,
+            hold_time: sent.hold_time,
+            keepalive_time: None,
+            connect_retry: std::time::Duration::from_secs(5),
+            passive: true,
+            families: sent.families().collect(),
+            graceful_restart: Some(GracefulRestartConfig {
+                restart_time: 120,
+                restarting: false,
+                forwarding: true,
+            }),
+        };
+        let n =
+            check_open(&config, &received).unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+        assert_eq!(
+            n.hold_time,
+            received.hold_time.min(sent.hold_time),
+            "{}",
+            dir.display()
+        );
+        assert_eq!(n.families, config.families, "{}", dir.display());
+        assert!(n.graceful_restart, "{}", dir.display());
+        assert!(n.peer_route_refresh, "{}", dir.display());
+        assert_eq!(n.internal, dir.ends_with("ibgp-v4"), "{}", dir.display());
+        assert!(
+            n.caps.four_octet_as,
+            "{}: the routers all have the capability",
+            dir.display()
+        );
+    }
+}
