@@ -29,6 +29,44 @@ fn lb_service(name: &str, cluster_ip: &str, annotations: Value) -> Value {
     service
 }
 
+fn node_object(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+           "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+           "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+/// The node MetalLB's speaker elects for `ip`: sha256("<node>#<ip>"), smallest first.
+fn metallb_owner(nodes: &[&str], ip: &str) -> String {
+    use sha2::{Digest, Sha256};
+    nodes
+        .iter()
+        .min_by_key(|node| Sha256::digest(format!("{node}#{ip}").as_bytes()).to_vec())
+        .unwrap()
+        .to_string()
+}
+
+fn services_output(cluster: &Cluster, args: &str) -> String {
+    let out = cluster.node().exec(&format!(
+        "RUST_LOG=off {} services --socket {} {args}",
+        crate::AGENT,
+        cluster.status_socket().display()
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn services_json(cluster: &Cluster) -> Value {
+    serde_json::from_str(&services_output(cluster, "--json")).unwrap()
+}
+
+fn services_text(cluster: &Cluster) -> String {
+    services_output(cluster, "")
+}
+
 #[test]
 #[ignore = "needs the kernel lab"]
 fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresses() {
@@ -46,6 +84,9 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
             ),
             json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
                    "metadata": {"name": "lan", "namespace": "metallb-system"}, "spec": {}}),
+            node_object(testkit::cluster::NODE_NAME),
+            node_object("node-b"),
+            node_object("node-c"),
         ],
     );
     cluster.write(
