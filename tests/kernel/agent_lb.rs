@@ -83,7 +83,8 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
                 json!({"autoAssign": false}),
             ),
             json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-                   "metadata": {"name": "lan", "namespace": "metallb-system"}, "spec": {}}),
+                   "metadata": {"name": "lan", "namespace": "metallb-system"},
+                   "spec": {"ipAddressPools": ["lan"]}}),
             node_object(testkit::cluster::NODE_NAME),
             node_object("node-b"),
             node_object("node-c"),
@@ -124,6 +125,39 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
         cluster.log()
     );
     assert!(cluster.wait_for("http://192.168.50.210/", Duration::from_secs(10)));
+
+    // `ipvs-proxy services` shows who announces each address: the layer-2 owner is
+    // the node MetalLB's speaker would pick (the smallest sha256("<node>#<ip>")), and
+    // `pinned`'s pool has no advertisement.
+    let report = services_json(&cluster);
+    let rows = report["load_balancers"]
+        .as_array()
+        .expect("a load-balancer section")
+        .clone();
+    let row = |address: &str| {
+        rows.iter()
+            .find(|row| row["address"] == address)
+            .unwrap_or_else(|| panic!("{address} in {rows:#?}"))
+            .clone()
+    };
+    let web = row("192.168.50.200");
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["pool"], "lan");
+    let expected = metallb_owner(
+        &[testkit::cluster::NODE_NAME, "node-b", "node-c"],
+        "192.168.50.200",
+    );
+    assert_eq!(web["layer2"]["owner"], expected.as_str(), "{web:#}");
+    assert_eq!(web["layer2"]["eligible"].as_array().unwrap().len(), 3);
+    let pinned = row("192.168.50.210");
+    assert_eq!(pinned["pool"], "manual");
+    assert!(pinned["layer2"]["owner"].is_null());
+    assert!(pinned["layer2"]["why"].as_str().is_some(), "{pinned:#}");
+    let text = services_text(&cluster);
+    assert!(
+        text.contains("192.168.50.200") && text.contains(&expected),
+        "{text}"
+    );
 
     // A third Service while `lan` has one address left gets it; a fourth finds the
     // pool exhausted and is not served (the others are undisturbed).
