@@ -4,6 +4,7 @@
 mod config;
 mod config_detect_local;
 mod events;
+mod lb_ipam_alloc;
 mod model;
 mod model_incremental;
 mod source_kube;

@@ -26,7 +26,9 @@
 //!    Service's `serviceAllocation` selects (lower `priority` first, `0` after every
 //!    prioritized pool), then of the auto-assigning pools without `serviceAllocation`.
 //!    A `PreferDualStack` Service keeping one address gets the other family from the
-//!    same pool when one is free.
+//!    same pool when one is free (unless it requested exactly that one address:
+//!    MetalLB adds the second one and then drops both as "not what was requested",
+//!    on every pass).
 //!
 //! Running it again on its own output (each Service's ingress set to what it was
 //! given) changes nothing: every assignment is valid, so step 2 keeps it.
@@ -320,6 +322,7 @@ pub fn allocate<'a>(
             if let Ok(assignment) = &mut outcome.result
                 && service.dual_stack
                 && assignment.ips.len() == 1
+                && service.requested_ips.is_empty()
                 && let Some(extra) = state.second_family(index, assignment)
             {
                 state.place(index, &[extra]);
