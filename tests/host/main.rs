@@ -1,6 +1,7 @@
 //! Host tests: everything that needs no kernel lab (configuration, model, plan,
 //! sources, Events), one module per area, in one binary so the suite links once.
 
+mod apiserver_stateful;
 mod config;
 mod config_detect_local;
 mod events;
