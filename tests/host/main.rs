@@ -5,6 +5,7 @@ mod apiserver_stateful;
 mod config;
 mod config_detect_local;
 mod events;
+mod lb_ipam;
 mod lb_ipam_alloc;
 mod model;
 mod model_incremental;

@@ -393,6 +393,9 @@ async fn confirm_lease(leases: &Api<Lease>, options: &IpamOptions) -> Option<Ins
 type EventStream<K> = Pin<Box<dyn Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send>>;
 
 /// One watch event of either stream.
+// One lives at a time, moved straight into the session: boxing would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Change {
     Service(Result<watcher::Event<Service>, watcher::Error>),
     Namespace(Result<watcher::Event<Namespace>, watcher::Error>),
@@ -410,6 +413,9 @@ async fn next_event(session: &mut Option<Session>) -> Change {
 }
 
 /// What the controller knows of one Service.
+// Nearly every entry is `Ours`: boxing it would add an allocation per Service to save
+// space on the rare others.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 enum Tracked {
     /// A LoadBalancer of ours.
@@ -667,7 +673,7 @@ impl Session {
                 unfinished = true;
                 break;
             }
-            if !confirmed_until.is_some_and(|until| Instant::now() < until) {
+            if confirmed_until.is_none_or(|until| Instant::now() >= until) {
                 // The Lease ran out while writing: not one more write.
                 return false;
             }
