@@ -96,6 +96,9 @@ struct Counters {
 struct Publication {
     service: ServiceKey,
     regarding: ObjectReference,
+    type_: EventType,
+    reason: String,
+    action: String,
     note: String,
 }
 
@@ -213,10 +216,37 @@ impl EventReporter {
             self.enqueue(Publication {
                 service: service.clone(),
                 regarding,
+                type_: EventType::Warning,
+                reason: REASON.to_string(),
+                action: ACTION.to_string(),
                 note: truncate(&reason, NOTE_LIMIT),
             });
             self.reported.insert(service.clone(), reason);
         }
+    }
+
+    /// Publishes one Event regarding `service` with its own type, reason and action
+    /// (the LoadBalancer IPAM's `IPAllocated`, `AllocationFailed`, ...). Unlike
+    /// [`EventReporter::report`] it does not deduplicate: the caller decides what is
+    /// news. `regarding` as in [`EventReporter::report`]. Never waits on the API
+    /// server.
+    pub fn publish(
+        &self,
+        service: &ServiceKey,
+        regarding: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        self.enqueue(Publication {
+            service: service.clone(),
+            regarding: regarding.unwrap_or_else(|| key_reference(service)),
+            type_,
+            reason: reason.to_string(),
+            action: action.to_string(),
+            note: truncate(note, NOTE_LIMIT),
+        });
     }
 
     /// The counts of Events queued, published, failed and dropped so far.
@@ -258,7 +288,7 @@ impl EventReporter {
                 };
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 self.metrics.error(EVENT_ERROR_KIND);
-                warn!(service = %publication.service, "Event {REASON} not published: {why}");
+                warn!(service = %publication.service, "Event {} not published: {why}", publication.reason);
             }
         }
     }
@@ -315,10 +345,10 @@ async fn publish_queued(
         // repeat. Which reports are new is decided by the EventReporter instead.
         let recorder = Recorder::new(client.clone(), reporter.clone());
         let event = Event {
-            type_: EventType::Warning,
-            reason: REASON.to_string(),
+            type_: publication.type_,
+            reason: publication.reason.clone(),
             note: Some(publication.note),
-            action: ACTION.to_string(),
+            action: publication.action,
             secondary: None,
         };
         let outcome =
@@ -326,7 +356,7 @@ async fn publish_queued(
         let failure = match outcome {
             Ok(Ok(())) => {
                 counters.published.fetch_add(1, Ordering::Relaxed);
-                debug!(service = %publication.service, "Event {REASON} published");
+                debug!(service = %publication.service, "Event {} published", publication.reason);
                 continue;
             }
             Ok(Err(kube::Error::Api(status))) => {
@@ -346,6 +376,6 @@ async fn publish_queued(
         };
         counters.failed.fetch_add(1, Ordering::Relaxed);
         metrics.error(EVENT_ERROR_KIND);
-        warn!(service = %publication.service, "Event {REASON} not published: {failure}");
+        warn!(service = %publication.service, "Event {} not published: {failure}", publication.reason);
     }
 }

@@ -6,6 +6,8 @@ mod config;
 mod config_detect_local;
 mod events;
 mod lb_decision;
+mod lb_ipam;
+mod lb_ipam_alloc;
 mod model;
 mod model_incremental;
 mod source_kube;

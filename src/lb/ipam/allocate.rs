@@ -26,7 +26,9 @@
 //!    Service's `serviceAllocation` selects (lower `priority` first, `0` after every
 //!    prioritized pool), then of the auto-assigning pools without `serviceAllocation`.
 //!    A `PreferDualStack` Service keeping one address gets the other family from the
-//!    same pool when one is free.
+//!    same pool when one is free (unless it requested exactly that one address:
+//!    MetalLB adds the second one and then drops both as "not what was requested",
+//!    on every pass).
 //!
 //! Running it again on its own output (each Service's ingress set to what it was
 //! given) changes nothing: every assignment is valid, so step 2 keeps it.
@@ -42,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
-use metallb_config::{LbConfig, Pool};
+use metallb_config::{IpRange, LbConfig, Pool};
 
 use crate::lb::service::{LbService, ServicePort};
 use crate::model::{Family, ServiceKey};
@@ -274,6 +276,7 @@ pub fn allocate<'a>(
         used: HashMap::new(),
         by_sharing_key: HashMap::new(),
         first_free: HashMap::new(),
+        shared_hint: HashMap::new(),
     };
     for (key, ips) in &frozen {
         for ip in ips.iter() {
@@ -320,6 +323,7 @@ pub fn allocate<'a>(
             if let Ok(assignment) = &mut outcome.result
                 && service.dual_stack
                 && assignment.ips.len() == 1
+                && service.requested_ips.is_empty()
                 && let Some(extra) = state.second_family(index, assignment)
             {
                 state.place(index, &[extra]);
@@ -419,6 +423,10 @@ struct State<'a> {
     /// Addresses are only ever taken during one run, so the hint only moves forward
     /// and a full pool is not scanned again for every Service.
     first_free: HashMap<(&'a str, usize), u128>,
+    /// (range start, sharing key, backend key, ports) → no address of the range
+    /// before this one can be joined by a Service with them (see
+    /// [`State::first_shared`]).
+    shared_hint: HashMap<(IpAddr, &'a str, &'a str, BTreeSet<ServicePort>), IpAddr>,
 }
 
 impl<'a> State<'a> {
@@ -725,22 +733,58 @@ impl<'a> State<'a> {
                 continue;
             }
             let free = self.first_free(pool, range_index);
-            let shared = service.sharing_key.as_deref().and_then(|key| {
-                self.by_sharing_key
-                    .get(key)?
-                    .range(range.start..=range.end)
-                    .copied()
-                    .find(|ip| pool.may_assign(*ip) && self.may_join(index, *ip).is_ok())
-            });
-            let best = match (free, shared) {
-                (Some(free), Some(shared)) => Some(free.min(shared)),
-                (free, shared) => free.or(shared),
+            // A shared address wins only when it comes before the first free one.
+            let shared = match service.sharing_key.as_deref() {
+                Some(key) => self.first_shared(pool, index, key, range, free),
+                None => None,
             };
-            if best.is_some() {
-                return best;
+            if let Some(best) = shared.or(free) {
+                return Some(best);
             }
         }
         None
+    }
+
+    /// The first address of `range` before `free` used by Services with sharing key
+    /// `key` that the Service may join.
+    fn first_shared(
+        &mut self,
+        pool: &Pool,
+        index: usize,
+        key: &'a str,
+        range: &IpRange,
+        free: Option<IpAddr>,
+    ) -> Option<IpAddr> {
+        let service = self.services[index];
+        let signature = (
+            range.start,
+            key,
+            service.backend_key.as_str(),
+            service.ports.iter().copied().collect::<BTreeSet<_>>(),
+        );
+        // Services alike (same key, backends and ports) are refused by the same
+        // addresses, and an address refused stays refused in this run (its users only
+        // grow): the scan resumes where the last one of them stopped, so thousands of
+        // sharing Services do not each walk every shared address.
+        let start = self
+            .shared_hint
+            .get(&signature)
+            .copied()
+            .unwrap_or(range.start);
+        let shared = self.by_sharing_key.get(key)?;
+        let mut candidates = match free {
+            Some(free) if start < free => shared.range(start..free),
+            Some(_) => return None,
+            None if start <= range.end => shared.range(start..=range.end),
+            None => return None,
+        };
+        let found = candidates
+            .find(|ip| pool.may_assign(**ip) && self.may_join(index, **ip).is_ok())
+            .copied();
+        if let Some(found) = found {
+            self.shared_hint.insert(signature, found);
+        }
+        found
     }
 
     /// The first address of the range nobody uses and the pool may hand out.
@@ -1191,5 +1235,82 @@ mod tests {
         holder.ingress_ips = vec![ip("10.0.0.1")];
         let allocation = run(&LbConfig::default(), &[holder]);
         assert_eq!(refusal(&allocation, "holder"), Refusal::NoPools);
+    }
+}
+
+#[cfg(test)]
+mod scale {
+    use super::*;
+
+    /// 10 000 Services in one /18: fresh allocation, then the steady state (every
+    /// Service keeping its address) the controller recomputes on each change.
+    #[test]
+    fn ten_thousand_services() {
+        let pool = Pool {
+            name: "big".into(),
+            labels: BTreeMap::new(),
+            ranges: vec!["10.0.0.0/18".parse().unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: true,
+            allocation: None,
+        };
+        let config = LbConfig {
+            pools: [("big".to_string(), pool)].into(),
+            ..LbConfig::default()
+        };
+        let mut services: Vec<LbService> = (0..10_000)
+            .map(|index| {
+                let mut service = tests_support::service(&format!("s{index:05}"));
+                if index % 3 == 0 {
+                    service.sharing_key = Some("shared".into());
+                    service.ports = vec![ServicePort {
+                        protocol: "TCP",
+                        port: 1000 + (index % 7) as u16,
+                    }];
+                }
+                service
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let fresh = allocate(&config, &services, [], &NamespaceLabels::new());
+        let fresh_time = started.elapsed();
+        assert_eq!(fresh.assignments().count(), 10_000);
+        for service in &mut services {
+            service.ingress_ips = fresh.ips(&service.key).unwrap().to_vec();
+        }
+        let started = std::time::Instant::now();
+        let steady = allocate(&config, &services, [], &NamespaceLabels::new());
+        let steady_time = started.elapsed();
+        assert!(steady.services.values().all(|outcome| outcome.kept));
+        eprintln!("10k Services: fresh {fresh_time:?}, steady {steady_time:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::*;
+
+    pub fn service(name: &str) -> LbService {
+        LbService {
+            key: ServiceKey::new("shop", name),
+            uid: None,
+            created: None,
+            labels: BTreeMap::new(),
+            load_balancer_class: None,
+            requested_ips: vec![],
+            requested_pool: None,
+            sharing_key: None,
+            allocated_from_pool: None,
+            families: vec![Family::V4],
+            dual_stack: false,
+            require_dual_stack: false,
+            ports: vec![ServicePort {
+                protocol: "TCP",
+                port: 80,
+            }],
+            local_traffic_policy: false,
+            backend_key: String::new(),
+            ingress_ips: vec![],
+        }
     }
 }
