@@ -80,8 +80,9 @@ pub struct PlanReport {
     pub pools: Vec<PoolPlan>,
     /// Every LoadBalancer Service of ours: its addresses, or why it has none.
     pub services: Vec<ServicePlan>,
-    /// Per address announced by layer 2: the owner, the eligible nodes, the
-    /// interfaces (with a node: only the addresses it owns).
+    /// Per address an L2Advertisement selects: the owner, the eligible nodes, the
+    /// interfaces, or why nobody owns it (with a node: only the addresses it owns
+    /// and those nobody owns).
     pub layer2: Vec<L2Plan>,
     /// Per node, peer and route: what is sent over BGP (with a node: only its own).
     pub bgp: Vec<BgpRoutePlan>,
@@ -228,10 +229,11 @@ pub struct NotAnnounced {
     pub service: String,
     /// Its addresses.
     pub addresses: Vec<IpAddr>,
-    /// Why layer 2 does not announce it (shown when an L2Advertisement selects it,
-    /// or when nothing announces it at all).
+    /// Why layer 2 does not announce it, when no advertisement selects it at all
+    /// (otherwise its [`L2Plan`] rows say why).
     pub layer2: Option<String>,
-    /// Why BGP does not announce it (same rule).
+    /// Why BGP does not announce it, when a BGPAdvertisement selects it or no
+    /// L2Advertisement does.
     pub bgp: Option<String>,
 }
 
@@ -562,7 +564,9 @@ fn layer2_plans(decision: &Decision, node: Option<&str>) -> Vec<L2Plan> {
             continue;
         }
         let owner = l2.owner().map(str::to_string);
-        if node.is_some() && owner.as_deref() != node {
+        // With a node: the addresses it owns, and those nobody owns (a cluster-wide
+        // fact, like a problem).
+        if node.is_some() && owner.is_some() && owner.as_deref() != node {
             continue;
         }
         for &ip in &service.ips {
@@ -683,17 +687,16 @@ fn as_text<S: serde::Serializer>(prefix: &IpNet, serializer: S) -> Result<S::Ok,
 
 fn not_announced(service: &ServiceDecision) -> Option<NotAnnounced> {
     let (l2, bgp) = (&service.l2, &service.bgp);
-    let nothing = l2.why.is_some() && bgp.why.is_some();
-    let l2_why = l2
-        .why
-        .clone()
-        .filter(|_| !l2.advertisements.is_empty() || bgp.advertisements.is_empty());
+    // An address an L2Advertisement selects has its layer-2 row, with the reason
+    // when nobody owns it; here only the Services no advertisement selects at all.
+    let unselected = l2.advertisements.is_empty() && bgp.advertisements.is_empty();
+    let l2_why = l2.why.clone().filter(|_| unselected);
     let bgp_why = bgp
         .why
         .clone()
         .filter(|_| !bgp.advertisements.is_empty() || l2.advertisements.is_empty())
         // One reason said once (no pool holds the addresses, ...).
-        .filter(|why| !nothing || l2_why.as_ref() != Some(why));
+        .filter(|why| l2_why.as_ref() != Some(why));
     (l2_why.is_some() || bgp_why.is_some()).then(|| NotAnnounced {
         service: service.service.to_string(),
         addresses: service.ips.clone(),
