@@ -704,3 +704,123 @@ fn not_announced(service: &ServiceDecision) -> Option<NotAnnounced> {
         bgp: bgp_why,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::static_dir::parse_manifests;
+
+    const CLUSTER: &str = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: lan, namespace: metallb-system}
+spec: {addresses: [192.168.1.240/30]}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: lan, namespace: metallb-system}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-b}
+---
+# MetalLB gave it an address of a pool since removed.
+apiVersion: v1
+kind: Service
+metadata: {name: moved, namespace: shop, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec: {type: LoadBalancer, clusterIP: 10.96.0.1, ports: [{port: 80}]}
+status: {loadBalancer: {ingress: [{ip: 10.1.2.3}]}}
+---
+# No endpoint: nobody owns its address.
+apiVersion: v1
+kind: Service
+metadata: {name: idle, namespace: shop, creationTimestamp: "2026-01-02T00:00:00Z"}
+spec: {type: LoadBalancer, clusterIP: 10.96.0.2, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: moved-1, namespace: shop, labels: {kubernetes.io/service-name: moved}}
+addressType: IPv4
+endpoints: [{addresses: [10.244.0.1], nodeName: node-b}]
+"#;
+
+    fn manifests(text: &str) -> Manifests {
+        parse_manifests("test.yaml", text).unwrap()
+    }
+
+    #[test]
+    fn an_address_of_a_removed_pool_is_released_and_replaced() {
+        let report = plan(&manifests(CLUSTER), &PlanOptions::default());
+        assert!(report.valid, "{report:?}");
+        let moved = &report.services[1];
+        assert_eq!(moved.name, "moved");
+        assert_eq!(moved.outcome, AllocationOutcome::Assigned);
+        assert_eq!(
+            moved.addresses,
+            ["192.168.1.240".parse::<IpAddr>().unwrap()]
+        );
+        let reason = moved.reason.as_deref().unwrap();
+        assert!(reason.starts_with("released 10.1.2.3: "), "{reason}");
+        assert_eq!(report.pools[0].in_use, 2);
+    }
+
+    #[test]
+    fn a_node_sees_its_own_addresses_and_those_nobody_owns() {
+        let every = plan(&manifests(CLUSTER), &PlanOptions::default());
+        let rows: Vec<(String, Option<String>)> = every
+            .layer2
+            .iter()
+            .map(|l2| (l2.ip.to_string(), l2.owner.clone()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("192.168.1.240".to_string(), Some("node-a".to_string())),
+                ("192.168.1.241".to_string(), None),
+            ]
+        );
+        assert_eq!(
+            every.layer2[1].why.as_deref(),
+            Some("no ready or serving endpoint")
+        );
+        let options = |node: &str| PlanOptions {
+            node: Some(node.to_string()),
+            ..PlanOptions::default()
+        };
+        let a = plan(&manifests(CLUSTER), &options("node-a"));
+        assert_eq!(a.layer2, every.layer2);
+        let b = plan(&manifests(CLUSTER), &options("node-b"));
+        assert_eq!(b.layer2, every.layer2[1..]);
+        assert_eq!(b.services, every.services);
+    }
+
+    #[test]
+    fn without_pools_the_manifests_addresses_are_used_as_written() {
+        let text = CLUSTER.replacen("kind: IPAddressPool", "kind: Ignored", 1);
+        let mut loaded =
+            manifests(&text.replacen("apiVersion: metallb.io/v1beta1", "apiVersion: v1", 1));
+        loaded.warnings.clear();
+        let report = plan(&loaded, &PlanOptions::default());
+        assert!(report.pools.is_empty());
+        assert_eq!(report.services[1].outcome, AllocationOutcome::AsWritten);
+        assert_eq!(
+            report.services[1].addresses,
+            ["10.1.2.3".parse::<IpAddr>().unwrap()]
+        );
+        assert!(report.services[0].addresses.is_empty());
+        // An address in no pool is not announced, and the report says why.
+        assert_eq!(
+            report.not_announced,
+            [NotAnnounced {
+                service: "shop/moved".into(),
+                addresses: vec!["10.1.2.3".parse().unwrap()],
+                layer2: Some("no address pool holds 10.1.2.3".into()),
+                bgp: None,
+            }]
+        );
+    }
+}
