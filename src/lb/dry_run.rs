@@ -123,7 +123,7 @@ impl From<&ConfigProblem> for PlanProblem {
 pub struct PoolPlan {
     /// Its name.
     pub name: String,
-    /// Its ranges, `first-last`.
+    /// Its ranges: a CIDR when the range is one, else `first-last`.
     pub ranges: Vec<String>,
     /// Hands out addresses to Services that did not ask for it.
     pub auto_assign: bool,
@@ -321,7 +321,7 @@ pub fn plan(manifests: &Manifests, options: &PlanOptions) -> PlanReport {
         .values()
         .map(|pool| PoolPlan {
             name: pool.name.clone(),
-            ranges: pool.ranges.iter().map(ToString::to_string).collect(),
+            ranges: pool.ranges.iter().map(range_text).collect(),
             auto_assign: pool.auto_assign,
             avoid_buggy_ips: pool.avoid_buggy_ips,
             in_use: report
@@ -546,6 +546,16 @@ fn service_plans(
     }
     plans.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     plans
+}
+
+/// A range as an operator writes it: a CIDR when it is one, else `first-last`.
+fn range_text(range: &metallb_config::IpRange) -> String {
+    let max = if range.start.is_ipv4() { 32 } else { 128 };
+    (0..=max)
+        .filter_map(|length| IpNet::new(range.start, length).ok())
+        .find(|net| net.network() == range.start && net.broadcast() == range.end)
+        .map(|net| net.to_string())
+        .unwrap_or_else(|| range.to_string())
 }
 
 /// The pool holding every one of `ips`.

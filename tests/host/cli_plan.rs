@@ -225,7 +225,7 @@ fn the_legacy_configmap_is_planned_like_the_custom_resources() {
         json!([
             {"name": "lan", "ranges": ["192.168.20.10-192.168.20.20"], "autoAssign": false,
              "avoidBuggyIps": false, "inUse": 1},
-            {"name": "routed", "ranges": ["10.50.0.0-10.50.0.255"], "autoAssign": true,
+            {"name": "routed", "ranges": ["10.50.0.0/24"], "autoAssign": true,
              "avoidBuggyIps": false, "inUse": 1},
         ])
     );
