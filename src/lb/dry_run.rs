@@ -499,6 +499,13 @@ fn service_plans(
             .map(<[IpAddr]>::to_vec)
             .unwrap_or_else(|| lb.ingress_ips.clone());
         let outcome = allocation.services.get(&lb.key);
+        // The same inputs give the same allocation: the reasons describe exactly the
+        // addresses the allocator wrote.
+        debug_assert!(
+            !active || addresses.as_slice() == allocation.ips(&lb.key).unwrap_or_default(),
+            "the dry run's allocation differs from the allocator's for {}",
+            lb.key
+        );
         let (kind, reason) = match outcome {
             _ if !active => (AllocationOutcome::AsWritten, None),
             None => (AllocationOutcome::Refused, None),
