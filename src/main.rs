@@ -30,6 +30,9 @@ enum Command {
     List(cli::list::ListArgs),
     /// Show what the running agent programmed for each Service, and what is wrong.
     Services(cli::services::ServicesArgs),
+    /// Show what the agent would do with a directory of exported objects (LoadBalancer
+    /// addresses, announcements, invalid MetalLB objects), touching nothing.
+    Plan(cli::plan::PlanArgs),
     /// Check that this node is ready for IPVS mode.
     Check(cli::check::CheckArgs),
     /// Print the version.
@@ -40,11 +43,11 @@ enum Command {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn init_logging() {
+fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         // Colours only on a terminal: container logs and files get plain text.
@@ -53,13 +56,18 @@ fn init_logging() {
 }
 
 fn main() -> Result<()> {
-    init_logging();
     // Installed as (or linked to) `ipvsadm`, the binary lists like ipvsadm.
     let argv: Vec<String> = std::env::args().collect();
     if argv.first().and_then(|a| a.rsplit('/').next()) == Some("ipvsadm") {
+        init_logging("info");
         return cli::list::ipvsadm_main(argv);
     }
     let cli = Cli::parse();
+    // `plan` reports everything itself; the library's logs would only repeat it.
+    init_logging(match cli.command {
+        Command::Plan(_) => "error",
+        _ => "info",
+    });
     match cli.command {
         Command::Version => {
             println!("ipvs-proxy {}", env!("CARGO_PKG_VERSION"));
@@ -70,5 +78,6 @@ fn main() -> Result<()> {
         Command::List(args) => cli::list::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Services(args) => cli::services::run(args),
+        Command::Plan(args) => cli::plan::run(args),
     }
 }

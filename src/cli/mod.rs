@@ -4,6 +4,7 @@
 pub mod check;
 pub mod cleanup;
 pub mod list;
+pub mod plan;
 pub mod run;
 pub mod services;
 

@@ -9,11 +9,14 @@
 //! - `decision`: per LoadBalancer IP, who announces it: the advertisements, the
 //!   eligible nodes, the layer-2 owner ranked as MetalLB ranks it, and the BGP
 //!   announcements per node and peer. Pure and incremental.
+//! - [`dry_run`]: all of the above on a directory of exported objects, for
+//!   `ipvs-proxy plan`.
 //!
 //! The announcers in [`crate::announce`] act on the decision; nothing here does I/O
 //! except the IPAM controller.
 
 pub mod decision;
+pub mod dry_run;
 pub mod ipam;
 pub mod service;
 pub mod static_alloc;

@@ -2,6 +2,7 @@
 //! sources, Events), one module per area, in one binary so the suite links once.
 
 mod apiserver_stateful;
+mod cli_plan;
 mod config;
 mod config_detect_local;
 mod events;
