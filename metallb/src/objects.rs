@@ -42,6 +42,54 @@ impl MetalLbObjects {
             && self.legacy.is_none()
     }
 
+    /// The objects in `namespace` (or with none, as a manifest may leave it out): the
+    /// Kubernetes source reads MetalLB's objects in one namespace only, and a
+    /// directory of manifests is read the same way. Each object left out is named in
+    /// `ignored` so the caller can say so.
+    pub fn in_namespace(&self, namespace: &str, ignored: &mut Vec<String>) -> MetalLbObjects {
+        fn keep<T: Resource<DynamicType = ()> + Clone>(
+            items: &[T],
+            namespace: &str,
+            ignored: &mut Vec<String>,
+        ) -> Vec<T> {
+            items
+                .iter()
+                .filter(|item| {
+                    let meta = item.meta();
+                    match meta.namespace.as_deref() {
+                        None => true,
+                        Some(ns) if ns == namespace => true,
+                        Some(ns) => {
+                            ignored.push(format!(
+                                "{} {ns}/{}: ignored: MetalLB's objects are read in namespace {namespace} (metallbNamespace)",
+                                T::kind(&()),
+                                meta.name.as_deref().unwrap_or_default()
+                            ));
+                            false
+                        }
+                    }
+                })
+                .cloned()
+                .collect()
+        }
+        let legacy = self
+            .legacy
+            .as_ref()
+            .filter(|config_map| {
+                keep(std::slice::from_ref(*config_map), namespace, ignored).len() == 1
+            })
+            .cloned();
+        MetalLbObjects {
+            pools: keep(&self.pools, namespace, ignored),
+            l2_advertisements: keep(&self.l2_advertisements, namespace, ignored),
+            bgp_advertisements: keep(&self.bgp_advertisements, namespace, ignored),
+            peers: keep(&self.peers, namespace, ignored),
+            bfd_profiles: keep(&self.bfd_profiles, namespace, ignored),
+            communities: keep(&self.communities, namespace, ignored),
+            legacy,
+        }
+    }
+
     /// Adds one object given as JSON (a manifest document or an API object) if it is
     /// a MetalLB kind. Returns `Ok(false)` for anything else, so a caller can offer
     /// every document of a directory. A ConfigMap counts only when it is MetalLB's

@@ -92,6 +92,8 @@ pub(crate) struct LoadBalancers {
     reported: BTreeSet<String>,
     /// Unsupported fields already warned about (once per object and field).
     warned: BTreeSet<UnsupportedField>,
+    /// Where MetalLB's objects are read (a manifests directory may hold others).
+    metallb_namespace: String,
 }
 
 impl LoadBalancers {
@@ -104,6 +106,7 @@ impl LoadBalancers {
             problems: Vec::new(),
             reported: BTreeSet::new(),
             warned: BTreeSet::new(),
+            metallb_namespace: settings.metallb_namespace.clone(),
         }
     }
 
@@ -174,7 +177,15 @@ impl LoadBalancers {
                         )
                     })
                     .collect();
-                self.set_objects(&objects.metallb, namespaces)
+                // Read as the Kubernetes source reads them: in one namespace only.
+                let mut ignored = Vec::new();
+                let metallb = objects
+                    .metallb
+                    .in_namespace(&self.metallb_namespace, &mut ignored);
+                for message in ignored {
+                    warn!("{message}");
+                }
+                self.set_objects(&metallb, namespaces)
             }
             LbChange::MetalLb(objects) => self.set_objects(&objects, NamespaceLabels::new()),
             LbChange::Nodes(nodes) => {

@@ -9,13 +9,13 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use ipvs_proxy::lb::dry_run::{self, AllocationOutcome, PlanOptions, PlanReport};
 use ipvs_proxy::source::SourceError;
-use ipvs_proxy::source::static_dir::{load_dir, parse_manifests};
+use ipvs_proxy::source::static_dir::load_dir;
 
 /// Arguments of `ipvs-proxy plan`.
 #[derive(Debug, Args)]
@@ -46,9 +46,10 @@ pub fn run(args: PlanArgs) -> Result<()> {
     };
     let report = match load_dir(&args.manifests) {
         Ok(manifests) => dry_run::plan(&manifests, &options),
-        Err(SourceError::Parse { .. }) => {
-            PlanReport::unreadable(every_parse_error(&args.manifests), &options)
-        }
+        Err(SourceError::Parse { .. }) => PlanReport::unreadable(
+            ipvs_proxy::source::static_dir::parse_errors(&args.manifests),
+            &options,
+        ),
         Err(error) => {
             return Err(error).context("cannot read the manifests directory");
         }
@@ -70,41 +71,6 @@ pub fn run(args: PlanArgs) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// Every file's parse error (the directory reader stops at the first; an operator
-/// fixing an export wants them all at once).
-fn every_parse_error(dir: &Path) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| Some(entry.ok()?.path()))
-        .filter(|path| {
-            let name = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .unwrap_or_default();
-            !name.starts_with('.')
-                && [".yaml", ".yml", ".json"]
-                    .iter()
-                    .any(|ext| name.ends_with(ext))
-                && path.is_file()
-        })
-        .collect();
-    files.sort();
-    let mut errors = Vec::new();
-    for path in files {
-        let label = path.display().to_string();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                if let Err(error) = parse_manifests(&label, &text) {
-                    errors.push(error.to_string());
-                }
-            }
-            Err(error) => errors.push(format!("cannot read {label}: {error}")),
-        }
-    }
-    errors
 }
 
 /// Left-aligned columns, each as wide as its widest cell; the last is not padded.

@@ -21,12 +21,11 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
-use kube::Resource;
-use metallb_config::{ConfigProblem, LbConfig, MetalLbObjects, PeerAsn, Validated, validate};
+use metallb_config::{ConfigProblem, LbConfig, PeerAsn, Validated, validate};
 use serde::Serialize;
 
 use super::decision::{Decision, Inputs, Interfaces, ServiceDecision, decide};
-use super::ipam::allocate::{NamespaceLabels, allocate};
+use super::ipam::allocate::NamespaceLabels;
 use super::service::{LbService, LbServiceError, ingress_ips};
 use super::static_alloc::StaticAllocator;
 use crate::model::ServiceKey;
@@ -250,11 +249,10 @@ pub fn plan(manifests: &Manifests, options: &PlanOptions) -> PlanReport {
     let class = options.class.as_deref();
 
     // MetalLB's configuration, as the agent validates it.
-    let objects = in_namespace(
-        &manifests.cluster.metallb,
-        &options.metallb_namespace,
-        &mut report.warnings,
-    );
+    let objects = manifests
+        .cluster
+        .metallb
+        .in_namespace(&options.metallb_namespace, &mut report.warnings);
     let Validated {
         config,
         problems,
@@ -315,7 +313,7 @@ pub fn plan(manifests: &Manifests, options: &PlanOptions) -> PlanReport {
             _ => None,
         })
         .unwrap_or_default();
-    report.services = service_plans(&manifests.services, &config, &namespaces, &allocator, class);
+    report.services = service_plans(&manifests.services, &config, &allocator, class);
     report.pools = config
         .pools
         .values()
@@ -354,6 +352,7 @@ pub fn plan(manifests: &Manifests, options: &PlanOptions) -> PlanReport {
         node: options.node.as_deref().unwrap_or(""),
         live: None,
         class,
+        ignore_exclude_label: false,
     });
     let node = options.node.as_deref();
     report.layer2 = layer2_plans(&decision, node);
@@ -380,55 +379,6 @@ impl PlanReport {
             unreadable: errors,
             ..PlanReport::default()
         }
-    }
-}
-
-/// MetalLB's objects in `namespace` (or without one); the others are warned about.
-fn in_namespace(
-    objects: &MetalLbObjects,
-    namespace: &str,
-    warnings: &mut Vec<String>,
-) -> MetalLbObjects {
-    fn keep<T: Resource<DynamicType = ()> + Clone>(
-        items: &[T],
-        namespace: &str,
-        warnings: &mut Vec<String>,
-    ) -> Vec<T> {
-        items
-            .iter()
-            .filter(|item| {
-                let meta = item.meta();
-                match meta.namespace.as_deref() {
-                    None => true,
-                    Some(ns) if ns == namespace => true,
-                    Some(ns) => {
-                        warnings.push(format!(
-                            "{} {ns}/{}: ignored: MetalLB's objects are read in namespace {namespace} (metallbNamespace)",
-                            T::kind(&()),
-                            meta.name.as_deref().unwrap_or_default()
-                        ));
-                        false
-                    }
-                }
-            })
-            .cloned()
-            .collect()
-    }
-    let legacy = objects
-        .legacy
-        .as_ref()
-        .filter(|config_map| {
-            keep(std::slice::from_ref(*config_map), namespace, warnings).len() == 1
-        })
-        .cloned();
-    MetalLbObjects {
-        pools: keep(&objects.pools, namespace, warnings),
-        l2_advertisements: keep(&objects.l2_advertisements, namespace, warnings),
-        bgp_advertisements: keep(&objects.bgp_advertisements, namespace, warnings),
-        peers: keep(&objects.peers, namespace, warnings),
-        bfd_profiles: keep(&objects.bfd_profiles, namespace, warnings),
-        communities: keep(&objects.communities, namespace, warnings),
-        legacy,
     }
 }
 
@@ -468,7 +418,6 @@ fn service_problem(key: &ServiceKey, error: &LbServiceError) -> PlanProblem {
 fn service_plans(
     manifests: &[Service],
     config: &LbConfig,
-    namespaces: &NamespaceLabels,
     allocator: &StaticAllocator,
     class: Option<&str>,
 ) -> Vec<ServicePlan> {
@@ -485,12 +434,7 @@ fn service_plans(
             None => {}
         }
     }
-    let allocation = allocate(
-        config,
-        readable.iter(),
-        frozen.iter().map(|(key, ips, _)| (key, ips.as_slice())),
-        namespaces,
-    );
+    let allocation = allocator.allocation();
     let active = allocator.is_active();
     let mut plans = Vec::new();
     for lb in &readable {
@@ -499,13 +443,6 @@ fn service_plans(
             .map(<[IpAddr]>::to_vec)
             .unwrap_or_else(|| lb.ingress_ips.clone());
         let outcome = allocation.services.get(&lb.key);
-        // The same inputs give the same allocation: the reasons describe exactly the
-        // addresses the allocator wrote.
-        debug_assert!(
-            !active || addresses.as_slice() == allocation.ips(&lb.key).unwrap_or_default(),
-            "the dry run's allocation differs from the allocator's for {}",
-            lb.key
-        );
         let (kind, reason) = match outcome {
             _ if !active => (AllocationOutcome::AsWritten, None),
             None => (AllocationOutcome::Refused, None),

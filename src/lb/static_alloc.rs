@@ -34,6 +34,8 @@ pub struct StaticAllocator {
     written: BTreeMap<ServiceKey, Vec<IpAddr>>,
     /// The last allocation's refusals, to log each once.
     refused: BTreeMap<ServiceKey, String>,
+    /// The last allocation, with its reasons (for `ipvs-proxy plan`).
+    last: Allocation,
 }
 
 impl StaticAllocator {
@@ -144,6 +146,11 @@ impl StaticAllocator {
         self.written.get(service).map(Vec::as_slice)
     }
 
+    /// The last allocation computed, with each Service's outcome and reasons.
+    pub fn allocation(&self) -> &Allocation {
+        &self.last
+    }
+
     /// Records `service` if it is a LoadBalancer Service of ours; returns whether.
     fn remember(&mut self, service: &Service) -> bool {
         let ours = LbService::from_service(service, self.class.as_deref()).is_some();
@@ -219,6 +226,7 @@ impl StaticAllocator {
         }
         self.written = written;
         self.refused = refused;
+        self.last = allocation;
         changed
     }
 

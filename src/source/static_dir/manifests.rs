@@ -298,3 +298,15 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, SourceError> {
         warnings: merged.warnings,
     })
 }
+
+/// Every manifest file's read or parse error in `dir`, not only the first as
+/// [`load_dir`] reports: an operator fixing an export wants them all at once.
+pub fn parse_errors(dir: &Path) -> Vec<String> {
+    match manifest_files(dir) {
+        Ok(files) => files
+            .iter()
+            .filter_map(|path| read_file(path).err().map(|error| error.to_string()))
+            .collect(),
+        Err(error) => vec![error.to_string()],
+    }
+}

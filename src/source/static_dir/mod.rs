@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::SourceEvent;
-pub use manifests::{ClusterObjects, Manifests, load_dir, parse_manifests};
+pub use manifests::{ClusterObjects, Manifests, load_dir, parse_errors, parse_manifests};
 use poll::DirState;
 
 /// How often [`spawn_static`] checks the directory for changes.
