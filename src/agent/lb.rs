@@ -11,8 +11,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
-use metallb_config::{ConfigProblem, MetalLbObjects, UnsupportedField, Validated, validate};
+use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use kube::runtime::events::EventType;
+use metallb_config::{
+    ConfigProblem, LbConfig, MetalLbObjects, UnsupportedField, Validated, validate,
+};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::LoadBalancerSettings;
@@ -20,6 +24,7 @@ use crate::lb::decision::AnnounceModel;
 use crate::lb::ipam::allocate::NamespaceLabels;
 use crate::lb::static_alloc::StaticAllocator;
 use crate::model::ServiceKey;
+use crate::observe::k8s_events::EventReporter;
 use crate::source::SourceEvent;
 use crate::source::cluster_nodes::NodesWatch;
 use crate::source::metallb::MetalLbWatch;
@@ -35,7 +40,19 @@ pub(crate) enum LbInputs {
         metallb: MetalLbWatch,
         /// Every Node.
         nodes: NodesWatch,
+        /// Whether this agent is the cluster's IPAM leader (`None` without IPAM).
+        leading: Option<watch::Receiver<bool>>,
     },
+}
+
+/// What the agent shares with the cluster when it has an API server: the validated
+/// configuration for the IPAM controller, and Events on invalid MetalLB objects.
+pub(crate) struct LbCluster {
+    /// The IPAM controller's configuration input.
+    pub(crate) config: watch::Sender<Arc<LbConfig>>,
+    /// Publishes Events regarding MetalLB objects (only while leading the IPAM, so
+    /// one agent in the cluster reports each problem, not every node).
+    pub(crate) events: EventReporter,
 }
 
 /// One change of the LoadBalancer inputs.
@@ -46,6 +63,8 @@ pub(crate) enum LbChange {
     MetalLb(Arc<MetalLbObjects>),
     /// The Nodes.
     Nodes(Arc<BTreeMap<String, Node>>),
+    /// This agent became (or stopped being) the IPAM leader.
+    Leading(bool),
 }
 
 impl LbInputs {
@@ -59,8 +78,19 @@ impl LbInputs {
                         return Some(LbChange::Cluster(objects));
                     }
                 }
-                LbInputs::Kubernetes { metallb, nodes } => {
+                LbInputs::Kubernetes {
+                    metallb,
+                    nodes,
+                    leading,
+                } => {
                     tokio::select! {
+                        changed = changed_or_pending(leading) => {
+                            match changed {
+                                Ok(now) => return Some(LbChange::Leading(now)),
+                                // The IPAM controller ended: keep the other inputs.
+                                Err(_) => *leading = None,
+                            }
+                        }
                         changed = metallb.changed() => {
                             changed.ok()?;
                             if let Some(objects) = metallb.borrow_and_update().clone() {
@@ -80,6 +110,19 @@ impl LbInputs {
     }
 }
 
+/// The next value of an optional watch; pending forever without one.
+async fn changed_or_pending(
+    leading: &mut Option<watch::Receiver<bool>>,
+) -> Result<bool, watch::error::RecvError> {
+    match leading {
+        Some(receiver) => {
+            receiver.changed().await?;
+            Ok(*receiver.borrow_and_update())
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// The agent's LoadBalancer state.
 pub(crate) struct LoadBalancers {
     /// The announce decision.
@@ -94,11 +137,22 @@ pub(crate) struct LoadBalancers {
     warned: BTreeSet<UnsupportedField>,
     /// Where MetalLB's objects are read (a manifests directory may hold others).
     metallb_namespace: String,
+    /// The IPAM configuration and the Events, with the Kubernetes source.
+    cluster: Option<LbCluster>,
+    /// Whether this agent leads the IPAM (and so reports invalid objects as Events).
+    leading: bool,
+    /// The problems already published as Events while leading.
+    evented: BTreeSet<String>,
 }
 
 impl LoadBalancers {
     /// The state for `node`; `static_source` turns the local allocation on.
-    pub(crate) fn new(settings: &LoadBalancerSettings, node: &str, static_source: bool) -> Self {
+    pub(crate) fn new(
+        settings: &LoadBalancerSettings,
+        node: &str,
+        static_source: bool,
+        cluster: Option<LbCluster>,
+    ) -> Self {
         let class = settings.load_balancer_class.clone();
         LoadBalancers {
             announce: AnnounceModel::new(node, class.clone()),
@@ -107,6 +161,9 @@ impl LoadBalancers {
             reported: BTreeSet::new(),
             warned: BTreeSet::new(),
             metallb_namespace: settings.metallb_namespace.clone(),
+            cluster,
+            leading: false,
+            evented: BTreeSet::new(),
         }
     }
 
@@ -193,6 +250,16 @@ impl LoadBalancers {
                 self.announce.set_nodes(&nodes);
                 Vec::new()
             }
+            LbChange::Leading(leading) => {
+                if leading != self.leading {
+                    info!(leading, "LoadBalancer IPAM leadership");
+                }
+                self.leading = leading;
+                // A new leader reports what is wrong now; the old one's Events stay.
+                self.evented.clear();
+                self.publish_problems();
+                Vec::new()
+            }
         }
     }
 
@@ -226,6 +293,10 @@ impl LoadBalancers {
             "MetalLB configuration loaded"
         );
         self.problems = problems;
+        self.publish_problems();
+        if let Some(cluster) = &self.cluster {
+            cluster.config.send_replace(Arc::new(config.clone()));
+        }
         self.announce.set_config(config.clone());
         match &mut self.allocator {
             Some(allocator) => {
@@ -237,6 +308,33 @@ impl LoadBalancers {
             }
             None => Vec::new(),
         }
+    }
+
+    /// While leading the IPAM: one `Warning` Event (`InvalidConfiguration`) per new
+    /// problem, regarding the MetalLB object at fault.
+    fn publish_problems(&mut self) {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| self.leading) else {
+            return;
+        };
+        let mut current = BTreeSet::new();
+        for problem in &self.problems {
+            let text = problem.to_string();
+            if !self.evented.contains(&text) {
+                let regarding = problem_reference(problem, &self.metallb_namespace);
+                // The reporter keys its log lines by a Service-like key: the object's.
+                let key = ServiceKey::new(problem.namespace.clone(), problem.name.clone());
+                cluster.events.publish(
+                    &key,
+                    Some(regarding),
+                    EventType::Warning,
+                    "InvalidConfiguration",
+                    "ValidateMetalLBConfiguration",
+                    &text,
+                );
+            }
+            current.insert(text);
+        }
+        self.evented = current;
     }
 
     /// Logs each problem once while it lasts.
@@ -251,5 +349,37 @@ impl LoadBalancers {
             info!("MetalLB problem gone: {fixed}");
         }
         self.reported = current;
+    }
+}
+
+/// The object a problem is about, for its Event (`kubectl describe` finds it).
+fn problem_reference(problem: &ConfigProblem, metallb_namespace: &str) -> ObjectReference {
+    let (api_version, kind, name) = if problem.namespace.is_empty() {
+        // A part of the legacy ConfigMap: the Event goes on the ConfigMap itself.
+        ("v1", "ConfigMap", "config")
+    } else if problem.kind == "BGPPeer" {
+        (
+            "metallb.io/v1beta2",
+            problem.kind.as_str(),
+            problem.name.as_str(),
+        )
+    } else {
+        (
+            "metallb.io/v1beta1",
+            problem.kind.as_str(),
+            problem.name.as_str(),
+        )
+    };
+    let namespace = if problem.namespace.is_empty() {
+        metallb_namespace
+    } else {
+        problem.namespace.as_str()
+    };
+    ObjectReference {
+        api_version: Some(api_version.to_string()),
+        kind: Some(kind.to_string()),
+        namespace: Some(namespace.to_string()),
+        name: Some(name.to_string()),
+        ..ObjectReference::default()
     }
 }

@@ -167,7 +167,7 @@ pub async fn run(
     let start::Started {
         mut agent,
         mut events,
-        tasks,
+        mut tasks,
         mut node_object,
         lb_inputs,
     } = start::start(&options).await?;
@@ -210,6 +210,9 @@ pub async fn run(
     let min_sync = agent.config.ipvs.min_sync_period;
     let mut resync =
         tokio::time::interval(agent.config.ipvs.sync_period.max(Duration::from_secs(1)));
+    // A full sync slower than the period (a loaded node) must not queue a burst of
+    // full syncs that would keep updates waiting.
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
     let mut last_sync = Instant::now();
     let mut node_watch_open = tasks.node.is_some();
@@ -291,6 +294,7 @@ pub async fn run(
             }
         }
     }
+    tasks.stop_ipam().await;
     tasks.abort();
     if let Some(server) = status_server {
         server.abort();

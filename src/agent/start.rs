@@ -24,9 +24,11 @@ use crate::plan::DrainStarts;
 use crate::preflight::caps;
 use crate::source::{self, SourceEvent};
 
-use super::lb::{LbInputs, LoadBalancers};
+use super::lb::{LbCluster, LbInputs, LoadBalancers};
 use super::rules::RuleSets;
 use super::{Agent, AgentError, AgentOptions, SourceChoice};
+use crate::lb::ipam::controller::{IpamHandle, IpamOptions, spawn_ipam};
+use metallb_config::LbConfig;
 
 /// The background tasks the agent owns; aborted when it stops.
 pub(super) struct Tasks {
@@ -34,6 +36,8 @@ pub(super) struct Tasks {
     pub(super) node: Option<JoinHandle<()>>,
     /// The MetalLB and Nodes watchers.
     load_balancers: Vec<JoinHandle<()>>,
+    /// The cluster IPAM controller (Kubernetes source, `loadBalancer.ipam`).
+    pub(super) ipam: Option<IpamHandle>,
 }
 
 impl Tasks {
@@ -44,6 +48,19 @@ impl Tasks {
         }
         for task in &self.load_balancers {
             task.abort();
+        }
+        if let Some(ipam) = &self.ipam {
+            ipam.abort();
+        }
+    }
+
+    /// Stops the IPAM controller gracefully: no more writes, and its Lease is released
+    /// so another agent takes over at once instead of after the Lease runs out.
+    pub(super) async fn stop_ipam(&mut self) {
+        if let Some(ipam) = self.ipam.take()
+            && let Err(error) = ipam.stop().await
+        {
+            warn!("the IPAM controller stopped with an error: {error}");
         }
     }
 }
@@ -108,6 +125,10 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
     // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
     let lb_settings = &config.extensions.load_balancer;
     let mut lb_tasks = Vec::new();
+    let mut ipam = None;
+    // The validated MetalLB configuration for the IPAM controller, and the Events on
+    // invalid MetalLB objects (sent by the IPAM leader only, so N nodes do not send N).
+    let mut lb_cluster: Option<LbCluster> = None;
     let (source_task, node_task, node_object, event_reporter, lb_inputs) = match &options.source {
         SourceChoice::Static(dir) => {
             info!(dir = %dir.display(), "static source");
@@ -149,7 +170,28 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
                 );
                 let (nodes, nodes_task) = source::cluster_nodes::spawn_nodes_watch(client.clone());
                 lb_tasks.extend([metallb_task, nodes_task]);
-                Some(LbInputs::Kubernetes { metallb, nodes })
+                let (config_tx, config_rx) = watch::channel(Arc::new(LbConfig::default()));
+                let leading = if lb_settings.ipam {
+                    let mut options = IpamOptions::new(node.clone());
+                    options.lease_namespace = lb_settings.ipam_lease_namespace.clone();
+                    options.lease_name = lb_settings.ipam_lease_name.clone();
+                    options.load_balancer_class = lb_settings.load_balancer_class.clone();
+                    let handle = spawn_ipam(client.clone(), options, config_rx, metrics.clone());
+                    let leading = handle.writing();
+                    ipam = Some(handle);
+                    Some(leading)
+                } else {
+                    None
+                };
+                lb_cluster = Some(LbCluster {
+                    config: config_tx,
+                    events: EventReporter::new(client.clone(), &node, metrics.clone()),
+                });
+                Some(LbInputs::Kubernetes {
+                    metallb,
+                    nodes,
+                    leading,
+                })
             } else {
                 None
             };
@@ -166,6 +208,7 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
         source: source_task,
         node: node_task,
         load_balancers: lb_tasks,
+        ipam,
     };
 
     sysctls::apply(config, &metrics);
@@ -230,6 +273,7 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
             lb_settings,
             &node,
             matches!(options.source, SourceChoice::Static(_)),
+            lb_cluster,
         )
     });
     let node_info = NodeInfo {

@@ -111,7 +111,7 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
     let _agent = cluster.start_in_process();
 
     assert!(
-        wait_until(Duration::from_secs(20), || {
+        wait_until(Duration::from_secs(60), || {
             let table = cluster.ipvs();
             table.contains("192.168.50.200:80") && table.contains("192.168.50.210:80")
         }),
@@ -180,7 +180,7 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
     ];
     cluster.write("services.json", &services);
     assert!(
-        wait_until(Duration::from_secs(20), || cluster
+        wait_until(Duration::from_secs(60), || cluster
             .ipvs()
             .contains("192.168.50.201:80")),
         "{}",
@@ -195,7 +195,7 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
     ));
     cluster.write("services.json", &services);
     assert!(
-        wait_until(Duration::from_secs(20), || cluster
+        wait_until(Duration::from_secs(60), || cluster
             .ipvs()
             .contains("10.96.0.44:80")),
         "{}",
@@ -219,7 +219,7 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
     services.retain(|object| object["metadata"]["name"] != "web");
     cluster.write("services.json", &services);
     assert!(
-        wait_until(Duration::from_secs(20), || {
+        wait_until(Duration::from_secs(60), || {
             let table = cluster.ipvs();
             table.contains("192.168.50.200:80") && !table.contains("10.96.0.41:80")
         }),
@@ -228,4 +228,162 @@ fn static_source_allocates_from_metallb_pools_and_the_kernel_serves_the_addresse
     );
     assert!(cluster.ipvs().contains("192.168.50.201:80"));
     assert!(cluster.wait_for("http://192.168.50.200/", Duration::from_secs(10)));
+}
+
+/// The agent binary against an in-process API server (the real list/watch protocol,
+/// status PATCH, Leases): the agent's IPAM leads, writes the address and pool into the
+/// Service, the agent programs and announces it, and an invalid MetalLB object gets
+/// an Event.
+#[test]
+#[ignore = "needs the kernel lab"]
+fn with_an_api_server_the_agent_allocates_writes_status_and_serves_the_address() {
+    use netns_lab::Topology;
+    use testkit::store_server::StoreServer;
+
+    let Topology {
+        client,
+        node,
+        mut pods,
+    } = Topology::builder("lbk")
+        .client_net("192.168.60")
+        .pod_net("192.168.50")
+        .build();
+    let host = pods.remove(0).ns;
+    let _web = host.http_server(8080, "web");
+    let dir = std::env::temp_dir().join(format!("lbk-{}", node.name()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        format!(
+            "{}---\napiVersion: ipvs-proxy.io/v1alpha1\nkind: IpvsProxyConfiguration\n\
+             loadBalancer:\n  ipamLeaseNamespace: metallb-system\n",
+            testkit::LAB_AGENT_CONFIG
+        ),
+    )
+    .unwrap();
+
+    let mut web = testkit::k8s::service(
+        "lab",
+        "web",
+        json!({"type": "LoadBalancer", "clusterIP": "10.96.0.51", "clusterIPs": ["10.96.0.51"],
+               "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}),
+    );
+    web["metadata"]["uid"] = json!("6f1b2c3d-0000-4000-8000-000000000051");
+    let server = StoreServer::with_objects([
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lab"}}),
+        node_object("node-a"),
+        node_object("node-b"),
+        pool("public", &["203.0.113.10-203.0.113.11"], json!({})),
+        // Overlaps `public`: left out, with an Event saying so.
+        pool("shadow", &["203.0.113.11/32"], json!({})),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+               "metadata": {"name": "all", "namespace": "metallb-system"}, "spec": {}}),
+        web,
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+               "metadata": {"name": "web-1", "namespace": "lab",
+                            "labels": {"kubernetes.io/service-name": "web"}},
+               "addressType": "IPv4",
+               "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+               "endpoints": [{"addresses": ["192.168.50.10"], "nodeName": "node-a",
+                              "conditions": {"ready": true}}]}),
+    ]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = node.run(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        listener
+    });
+    runtime
+        .block_on(async { server.serve_on(tokio::net::TcpListener::from_std(listener).unwrap()) });
+    std::fs::write(dir.join("kubeconfig"), server.kubeconfig_as("node-a")).unwrap();
+    let socket = std::path::PathBuf::from(format!("/run/lbk-{}.sock", node.name()));
+    let log = dir.join("agent.log");
+    let _agent = node.spawn(&format!(
+        "{} run --config {} --kubeconfig {} --hostname-override node-a --status-socket {} >> {} 2>&1",
+        crate::AGENT,
+        dir.join("config.yaml").display(),
+        dir.join("kubeconfig").display(),
+        socket.display(),
+        log.display()
+    ));
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // The IPAM writes the first address of the pool and the pool annotation.
+    let service_path = "/api/v1/namespaces/lab/services/web";
+    assert!(
+        wait_until(Duration::from_secs(90), || server
+            .get(service_path)
+            .is_some_and(
+                |s| s["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.10"
+            )),
+        "{:#?}\n{}",
+        server.get(service_path),
+        agent_log()
+    );
+    // Only the status subresource and a PATCH of the annotation were written.
+    let writes: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.is_write() && r.path.contains("/services/"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.iter().all(|w| w.starts_with("PATCH")), "{writes:?}");
+
+    // The agent programs the written address, and the client reaches the backend.
+    client.sh("ip route add 203.0.113.0/24 via 192.168.60.1");
+    assert!(
+        wait_until(Duration::from_secs(30), || node
+            .sh("ipvsadm -Ln")
+            .contains("203.0.113.10:80")),
+        "{}\n{}",
+        node.sh("ipvsadm -Ln"),
+        agent_log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            client
+                .exec("curl -sS --max-time 2 http://203.0.113.10/")
+                .status
+                .success()
+        }),
+        "{}",
+        agent_log()
+    );
+
+    // Events: the allocation on the Service, the overlapping pool on the pool.
+    let events = || server.list("/apis/events.k8s.io/v1/namespaces/lab/events");
+    assert!(
+        wait_until(Duration::from_secs(60), || events()
+            .iter()
+            .any(|e| e["reason"] == "IPAllocated")),
+        "{:#?}",
+        events()
+    );
+    let pool_events = || server.list("/apis/events.k8s.io/v1/namespaces/metallb-system/events");
+    assert!(
+        wait_until(Duration::from_secs(60), || pool_events().iter().any(|e| {
+            e["reason"] == "InvalidConfiguration" && e["regarding"]["name"] == "shadow"
+        })),
+        "{:#?}\n{}",
+        pool_events(),
+        agent_log()
+    );
+
+    // `ipvs-proxy services` shows the address with its pool and MetalLB's owner.
+    let out = node.exec(&format!(
+        "RUST_LOG=off {} services --json --socket {}",
+        crate::AGENT,
+        socket.display()
+    ));
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let row = &report["load_balancers"][0];
+    assert_eq!(row["address"], "203.0.113.10");
+    assert_eq!(row["pool"], "public");
+    assert_eq!(
+        row["layer2"]["owner"],
+        metallb_owner(&["node-a", "node-b"], "203.0.113.10").as_str(),
+        "{row:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
