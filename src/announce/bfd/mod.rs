@@ -240,7 +240,7 @@ impl BfdManager {
     }
 
     /// Removes every session (AdminDown to each peer) and stops receiving.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let keys: Vec<SessionKey> = self.sessions().into_iter().map(|(k, _)| k).collect();
         for key in keys {
             let _ = self.remove_session(key).await;

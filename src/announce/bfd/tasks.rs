@@ -222,7 +222,7 @@ pub(super) async fn session(
                     let actions = session.admin_down(Instant::now());
                     out.apply(&session, actions).await;
                     let _ = reply.send(());
-                    linger(&mut session, &out).await;
+                    linger(&mut session, &out, &shared).await;
                     tracing::debug!(session = %key, "BFD session removed");
                     return;
                 }
@@ -236,12 +236,16 @@ pub(super) async fn session(
 
 /// After the first AdminDown, the session's own timer repeats it (at the slow rate) for
 /// about a detection time, so that one lost packet does not leave the peer to time the
-/// session out instead.
-async fn linger(session: &mut Session, out: &Output<'_>) {
+/// session out instead. A new session for the same addresses ends this at once: the
+/// peer would take our old AdminDown for news about the new session.
+async fn linger(session: &mut Session, out: &Output<'_>, shared: &Shared) {
     let until =
         Instant::now() + session.transmit_interval() * u32::from(session.config().detect_mult);
     while let Some(deadline) = session.next_deadline().filter(|d| *d < until) {
         sleep_until(Some(deadline)).await;
+        if shared.with_entry(out.key, |_| ()).is_some() {
+            return;
+        }
         let actions = session.poll_timers(Instant::now());
         out.apply(session, actions).await;
     }
