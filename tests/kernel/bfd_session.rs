@@ -453,7 +453,15 @@ fn bfd_session_two_managers() {
         "B not Up after A re-added: {:?}",
         *rx_b.borrow()
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // The removed session's repeated AdminDowns (it lingers about 3 s) must have stopped
+    // when the new one came: B would take them for news about the new session.
+    rx_b.borrow_and_update();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !rx_b.has_changed().unwrap() && rx_b.borrow().is_up(),
+        "B's session was disturbed after A re-added its session: {:?}",
+        *rx_b.borrow()
+    );
 
     // A vanishes without a word: B detects it.
     let gone = Instant::now();
@@ -472,4 +480,46 @@ fn bfd_session_two_managers() {
         took.as_millis(),
         b.stats()
     );
+}
+
+/// An IPv6 link-local pair needs its interface (the scope of both addresses, and
+/// `SO_BINDTODEVICE`): two managers reach Up over `fe80::` addresses on eth0, and a
+/// session without its interface is refused.
+#[test]
+#[ignore = "needs the kernel lab"]
+fn bfd_session_ipv6_link_local() {
+    let (a_ns, b_ns) = (Netns::new("bfsl"), Netns::new("bfsl"));
+    veth(
+        &a_ns,
+        "eth0",
+        "fd00:bf1::1/64",
+        &b_ns,
+        "eth0",
+        "fd00:bf1::2/64",
+    );
+    a_ns.sh("ip addr add fe80::a/64 dev eth0 nodad");
+    b_ns.sh("ip addr add fe80::b/64 dev eth0 nodad");
+    let (ll_a, ll_b): (IpAddr, IpAddr) = ("fe80::a".parse().unwrap(), "fe80::b".parse().unwrap());
+    let (a, b) = (Node::new(&a_ns), Node::new(&b_ns));
+    let key_a = SessionKey {
+        peer: ll_b,
+        local: ll_a,
+    };
+    let key_b = SessionKey {
+        peer: ll_a,
+        local: ll_b,
+    };
+    let refused = a.with(move |m| async move { m.add_session(key_a, Config::default(), None) });
+    assert!(refused.is_err(), "a link-local session without interface");
+    let mut rx_a = a
+        .with(move |m| async move { m.add_session(key_a, Config::default(), Some("eth0")) })
+        .unwrap();
+    let mut rx_b = b
+        .with(move |m| async move { m.add_session(key_b, Config::default(), Some("eth0")) })
+        .unwrap();
+    for (node, rx) in [(&a, &mut rx_a), (&b, &mut rx_b)] {
+        let up = node.wait_for(rx, Duration::from_secs(20), SessionState::is_up);
+        assert!(up.is_some(), "no Up over link-local: {:?}", *rx.borrow());
+    }
+    assert_eq!(a.stats().no_session, 0, "{:?}", a.stats());
 }
