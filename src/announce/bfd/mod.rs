@@ -330,3 +330,47 @@ fn random_u32() -> u32 {
     );
     (h.finish() >> 16) as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(peer: &str, local: &str) -> SessionKey {
+        SessionKey {
+            peer: peer.parse().unwrap(),
+            local: local.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn addresses_are_checked_before_any_socket() {
+        let ok = |k, i| check_addresses(k, i).is_ok();
+        assert!(ok(key("10.0.0.1", "10.0.0.2"), None));
+        assert!(ok(key("fd00::1", "fd00::2"), None));
+        assert!(ok(key("fe80::1", "fe80::2"), Some("eth0")));
+        assert!(!ok(key("10.0.0.1", "fd00::2"), None), "mixed families");
+        assert!(!ok(key("0.0.0.0", "10.0.0.2"), None), "unspecified peer");
+        assert!(!ok(key("10.0.0.1", "0.0.0.0"), None), "unspecified local");
+        assert!(!ok(key("224.0.0.5", "10.0.0.2"), None), "multicast peer");
+        assert!(
+            !ok(key("fe80::1", "fe80::2"), None),
+            "link-local without interface"
+        );
+    }
+
+    #[test]
+    fn peer_admin_down_only_when_down_because_of_it() {
+        let mut s = SessionState::default();
+        assert!(!s.is_up() && !s.peer_admin_down());
+        s.remote_state = State::AdminDown;
+        assert!(s.peer_admin_down());
+        s.state = State::AdminDown;
+        assert!(!s.peer_admin_down(), "our own AdminDown");
+    }
+
+    #[test]
+    fn discriminators_vary() {
+        let drawn: std::collections::HashSet<u32> = (0..64).map(|_| random_u32()).collect();
+        assert!(drawn.len() > 60, "{drawn:?}");
+    }
+}

@@ -168,7 +168,7 @@ pub(super) async fn receive(socket: RxSocket, shared: Arc<Shared>) {
         };
         let Some(queue) = shared.route(&packet, datagram.from.ip(), datagram.to) else {
             bump(&c.no_session);
-            tracing::debug!(from = %datagram.from, to = ?datagram.to, your_discriminator = packet.your_discriminator, "BFD packet for no session");
+            tracing::debug!(from = %datagram.from, to = ?datagram.to, ifindex = ?datagram.ifindex, your_discriminator = packet.your_discriminator, "BFD packet for no session");
             continue;
         };
         match queue.try_send(Inbound { packet, at }) {
