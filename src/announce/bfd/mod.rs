@@ -94,7 +94,9 @@ impl Default for SessionState {
 pub struct Stats {
     /// Datagrams read from the port 3784 sockets.
     pub received: u64,
-    /// Discarded for a TTL / hop limit other than 255 (GTSM: they crossed a router).
+    /// Discarded in user space for a TTL / hop limit other than 255 (GTSM: they crossed
+    /// a router). The kernel's socket filter drops those first (counted in the socket's
+    /// `drops`, `/proc/net/udp`), so this stays zero unless the filter let one through.
     pub bad_ttl: u64,
     /// Discarded as no BFD control packet (RFC 5880 §6.8.6 checks of the packet alone).
     pub malformed: u64,

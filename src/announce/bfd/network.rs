@@ -2,13 +2,15 @@
 //! UDP port 3784, and one transmitting socket per session.
 //!
 //! GTSM (RFC 5881 §5): every packet leaves with TTL / hop limit 255, and a packet that
-//! arrives with anything else crossed a router and is discarded. The receiving socket
-//! asks the kernel for each datagram's TTL (`IP_RECVTTL` / `IPV6_RECVHOPLIMIT`) and
-//! [`Datagram::ttl`] is checked before the payload is even parsed. The kernel could drop
-//! such packets itself (`IP_MINTTL` / `IPV6_MINHOPCOUNT`), but neither nix nor socket2
-//! offers those options and a raw `setsockopt` needs `unsafe`, which the workspace
-//! forbids (a `forbid` cannot be allowed locally); the check in user space discards
-//! exactly the same packets, and counts them.
+//! arrives with anything else crossed a router and is discarded. The kernel drops them
+//! before they reach the receiving socket's queue, through a socket filter (classic BPF,
+//! four instructions: load the TTL / hop limit from the IP header, accept 255 only),
+//! so a flood from beyond the link never wakes the receive task. `IP_MINTTL` /
+//! `IPV6_MINHOPCOUNT` would do the same, but neither nix nor socket2 offers them and a
+//! raw `setsockopt` needs `unsafe`, which the workspace forbids (a `forbid` cannot be
+//! allowed locally); socket2's `attach_filter` is safe. The socket also asks for each
+//! datagram's TTL (`IP_RECVTTL` / `IPV6_RECVHOPLIMIT`) and [`Datagram::ttl`] is checked
+//! again in user space, so GTSM holds even if the filter were lost.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -18,7 +20,7 @@ use bfd_proto::packet::{CONTROL_PORT, SOURCE_PORTS, TTL};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
 };
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -114,6 +116,9 @@ impl RxSocket {
             }
         }
         socket
+            .attach_filter(&gtsm_filter(family))
+            .map_err(sock_err("SO_ATTACH_FILTER", addr))?;
+        socket
             .set_nonblocking(true)
             .map_err(sock_err("O_NONBLOCK", addr))?;
         socket.bind(&addr.into()).map_err(sock_err("bind", addr))?;
@@ -129,6 +134,28 @@ impl RxSocket {
             })
             .await
     }
+}
+
+/// The GTSM socket filter: accept a datagram only if its IPv4 TTL or IPv6 hop limit is
+/// 255. Offsets from `SKF_NET_OFF` address the IP header (a UDP socket's filter
+/// otherwise starts at the UDP header): the TTL is byte 8 of an IPv4 header, the hop
+/// limit byte 7 of an IPv6 one.
+fn gtsm_filter(family: Family) -> [SockFilter; 4] {
+    use nix::libc::{BPF_ABS, BPF_B, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, SKF_NET_OFF};
+    let ttl_offset = match family {
+        Family::V4 => 8,
+        Family::V6 => 7,
+    };
+    // Two's complement on purpose: the kernel reads `k` as a signed offset.
+    let at = (SKF_NET_OFF + ttl_offset) as u32;
+    let code = |c: u32| u16::try_from(c).unwrap_or(0);
+    [
+        SockFilter::new(code(BPF_LD | BPF_B | BPF_ABS), 0, 0, at),
+        // Equal: fall through to accept; else skip it to drop.
+        SockFilter::new(code(BPF_JMP | BPF_JEQ | BPF_K), 0, 1, TTL.into()),
+        SockFilter::new(code(BPF_RET | BPF_K), 0, 0, u32::MAX),
+        SockFilter::new(code(BPF_RET | BPF_K), 0, 0, 0),
+    ]
 }
 
 /// One `recvmsg` with the ancillary data; `WouldBlock` when nothing is queued.
