@@ -548,4 +548,13 @@ fn bfd_session_ipv6_link_local() {
         assert!(up.is_some(), "no Up over link-local: {:?}", *rx.borrow());
     }
     assert_eq!(a.stats().no_session, 0, "{:?}", a.stats());
+
+    // A shuts down: its sessions end with AdminDown, which B hears.
+    a.with(|m| async move { m.shutdown().await });
+    assert!(a.manager.as_ref().unwrap().sessions().is_empty());
+    let down = b.wait_for(&mut rx_b, Duration::from_secs(3), |s| !s.is_up());
+    assert!(
+        down.is_some_and(|s| s.peer_admin_down()),
+        "B did not hear A's shutdown: {down:?}"
+    );
 }

@@ -241,11 +241,22 @@ impl BfdManager {
         answer.await.map_err(|_| Error::SessionGone(key))
     }
 
-    /// Removes every session (AdminDown to each peer) and stops receiving.
+    /// Removes every session (AdminDown to all peers at once) and closes the receive
+    /// sockets: the end of the manager's life (the agent stopping without graceful
+    /// restart).
     pub async fn shutdown(&self) {
-        let keys: Vec<SessionKey> = self.sessions().into_iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let _ = self.remove_session(key).await;
+        let removals = self
+            .sessions()
+            .into_iter()
+            .map(|(key, _)| self.remove_session(key));
+        futures_util::future::join_all(removals).await;
+        for (_, task) in self
+            .receivers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+        {
+            task.abort();
         }
     }
 
