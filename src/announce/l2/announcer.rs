@@ -484,9 +484,13 @@ impl Announcer {
             })
             .collect();
         let unplaced = ips.values().filter(|names| names.is_empty()).count();
-        for (ip, names) in &ips {
-            if names.is_empty() {
-                tracing::warn!(%ip, "no usable interface to answer for the address on");
+        {
+            // Warned once when an address loses its last interface, not at every event.
+            let before = self.status.borrow();
+            for (ip, names) in &ips {
+                if names.is_empty() && before.ips.get(ip).is_none_or(|was| !was.is_empty()) {
+                    tracing::warn!(%ip, "no usable interface to answer for the address on");
+                }
             }
         }
         self.metrics
