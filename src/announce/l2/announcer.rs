@@ -1,5 +1,5 @@
 //! The layer-2 announcer: answers ARP and Neighbor Solicitations for exactly the
-//! LoadBalancer IPs this node owns, on the interfaces the [`interfaces`](super::interfaces)
+//! LoadBalancer IPs this node owns, on the interfaces the [`interfaces`]
 //! rule picks, and announces each IP when it starts answering for it.
 //!
 //! # Use
