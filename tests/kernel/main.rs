@@ -33,6 +33,7 @@ mod cli_services;
 mod conntrack_cleanup;
 mod detect_local;
 mod iptables;
+mod l2_announce;
 mod l2_network;
 mod lab_smoke;
 mod netif;

@@ -7,16 +7,24 @@
 //!   codec of the `neighbor-frames` crate.
 //! - [`respond`]: the receive loop of one interface, answering for the addresses an
 //!   ownership check accepts.
+//! - [`announcer`]: the announcer the agent runs ([`spawn_l2_announcer`]): responders
+//!   on the interfaces [`interfaces`] chooses for the IPs this node owns, takeover
+//!   bursts, and the [`metrics`].
 //!
-//! Which node owns which IP (the election) and which interfaces announce are decided
-//! elsewhere; this module only answers for what it is told.
+//! Which node owns which IP (the election) is decided elsewhere (`lb::decision`);
+//! this module answers for what it is told.
 
+pub mod announcer;
+pub mod interfaces;
+pub mod metrics;
 pub mod network;
 
 use std::net::IpAddr;
 
 use neighbor_frames::{FrameError, MacAddr, Request, arp, ndp, parse};
 
+pub use announcer::{L2Handle, L2Options, L2Status, TAKEOVER_BURST, Wanted, spawn_l2_announcer};
+pub use metrics::L2Metrics;
 pub use network::{FrameKind, FrameSocket, Interface, L2Error, SolicitedNodeGroups};
 
 /// Receive buffer size: an Ethernet frame of the usual MTU, its header included. A

@@ -68,6 +68,9 @@ pub enum L2Error {
         /// Why it failed (not found, netlink error, no Ethernet address).
         reason: String,
     },
+    /// The rtnetlink socket watching links could not be opened.
+    #[error("rtnetlink: {0}")]
+    Netlink(String),
 }
 
 /// Which frames a [`FrameSocket`] receives.
