@@ -30,6 +30,8 @@ enum Command {
     List(cli::list::ListArgs),
     /// Show what the running agent programmed for each Service, and what is wrong.
     Services(cli::services::ServicesArgs),
+    /// Show this node's BGP neighbours: state, uptime, prefixes sent, BFD.
+    Bgp(cli::bgp::BgpArgs),
     /// Check that this node is ready for IPVS mode.
     Check(cli::check::CheckArgs),
     /// Print the version.
@@ -70,5 +72,6 @@ fn main() -> Result<()> {
         Command::List(args) => cli::list::run(args),
         Command::Check(args) => cli::check::run(args),
         Command::Services(args) => cli::services::run(args),
+        Command::Bgp(args) => cli::bgp::run(args),
     }
 }

@@ -17,4 +17,5 @@
 //! The agent publishes the desired state after each sync; announcers subscribe to it and
 //! never touch IPVS, ipsets or iptables.
 
+pub mod bgp;
 pub mod l2;
