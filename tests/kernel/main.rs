@@ -24,6 +24,7 @@ mod agent_lb;
 mod agent_migration;
 mod agent_policy;
 mod agent_scale;
+mod bgp_speaker;
 mod bridge;
 mod caps;
 mod cli_check;

@@ -51,13 +51,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bgp_proto::session::PeerAs;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::lb::decision::Route;
 
+pub use bgp_proto::session::PeerAs;
 pub use error::BgpError;
 pub use metrics::BgpMetrics;
 pub use render::render_text;
