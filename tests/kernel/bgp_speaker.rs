@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipvs_proxy::announce::bgp::{
-    NeighborStatus, Password, PeerAs, PeerConfig, PeerRoutes, SessionState, SpeakerOptions,
-    spawn_bgp_speaker,
+    BfdSessions, BfdState, NeighborStatus, Password, PeerAs, PeerConfig, PeerRoutes, SessionState,
+    SpeakerOptions, spawn_bgp_speaker,
 };
 use ipvs_proxy::lb::decision::Route;
 use netns_lab::{Netns, veth, wait_until};
@@ -813,4 +813,74 @@ fn gobgp_learns_an_ipv6_prefix_over_an_ipv6_session() {
         !gobgp("global rib -a ipv6").contains("2001:db8:100::10")
     });
     assert!(gone, "{}", gobgp("global rib -a ipv6"));
+}
+
+// --- BFD input ----------------------------------------------------------------------
+
+/// The BFD states the test sets by hand, standing in for `announce::bfd`'s manager
+/// (the speaker only reads a `watch::Receiver<bool>` per peer).
+struct Switch(watch::Receiver<bool>);
+
+impl BfdSessions for Switch {
+    fn watch(&self, _peer: &PeerConfig) -> Option<watch::Receiver<bool>> {
+        Some(self.0.clone())
+    }
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn bfd_going_down_closes_the_session_at_once() {
+    let (r, nodes) = star("bgpb", 1);
+    let bird = Bird::start(
+        r,
+        "bfd",
+        "10.0.0.1",
+        // Without graceful restart the router drops our routes when the connection
+        // closes.
+        &format!(
+            "protocol bgp node1 {{\n  local 10.0.1.1 as {ROUTER_AS};\n  neighbor 10.0.1.2 as {NODE_AS};\n  \
+             passive on;\n  ipv4 {{ import all; export none; }};\n}}\n"
+        ),
+    );
+    let (bfd, bfd_rx) = watch::channel(true);
+    let dir = lab_dir("bfd-markers");
+    let mut o = options("node1", "10.0.1.2", &dir.join("n1"));
+    o.bfd = Some(Arc::new(Switch(bfd_rx)));
+    let mut p = peer("router", NODE_AS, ROUTER_AS, "10.0.1.1");
+    p.bfd_profile = Some("fast".into());
+    // A long retry, so the session stays down long enough to be seen.
+    p.connect_time = Duration::from_secs(8);
+    let speaker = Speaker::start(
+        &nodes[0],
+        o,
+        vec![p],
+        routes_for("router", &[route(VIP, &[], None)]),
+    );
+    let routed = wait_until(Duration::from_secs(60), || {
+        bird.fib("198.51.100.10").contains("via 10.0.1.2")
+    });
+    assert!(routed, "{}", bird.show("show protocols all node1"));
+    assert!(wait_until(Duration::from_secs(2), || speaker
+        .status("router")
+        .is_some_and(|s| s.bfd == BfdState::Up)));
+
+    let down_at = Instant::now();
+    bfd.send(false).unwrap();
+    let gone = wait_until(Duration::from_secs(5), || {
+        !bird.fib("198.51.100.10").contains("via")
+    });
+    assert!(gone, "{}", bird.show("show protocols all node1"));
+    // Well within the 90 s hold time: the connection closed at once.
+    assert!(down_at.elapsed() < Duration::from_secs(5));
+    let status = speaker.status("router").unwrap();
+    assert_eq!(status.bfd, BfdState::Down);
+    assert_ne!(status.state, SessionState::Established);
+    assert_eq!(status.last_error.as_deref(), Some("BFD went down"));
+
+    // BFD up again: the session comes back on the next attempt.
+    bfd.send(true).unwrap();
+    let back = wait_until(Duration::from_secs(60), || {
+        bird.fib("198.51.100.10").contains("via 10.0.1.2")
+    });
+    assert!(back, "{}", bird.show("show protocols all node1"));
 }
