@@ -442,6 +442,9 @@ fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
     assert!(both, "{}", bird.show("show protocols all node1"));
     assert!(first.status("router").unwrap().graceful_restart);
     assert!(marker.exists());
+    // A fresh start: no restart state (R bit) in our OPEN.
+    let caps = bird.show("show protocols all node1");
+    assert!(!caps.contains("Restart recovery"), "{caps}");
 
     // Watch the FIB for any gap in the first prefix from now on.
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -495,6 +498,9 @@ fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
         bird.show("show route all")
     );
     assert!(restarted_at.elapsed() < Duration::from_secs(60));
+    // The restart state (R bit) came from the marker the first run left.
+    let caps = bird.show("show protocols all node1");
+    assert!(caps.contains("Restart recovery"), "{caps}");
     watching.store(false, std::sync::atomic::Ordering::SeqCst);
     watcher.join().unwrap();
     assert_eq!(
@@ -735,10 +741,15 @@ exit
 
 #[test]
 #[ignore = "needs the kernel lab"]
-fn gobgp_learns_an_ipv6_prefix_over_an_ipv6_session() {
+fn gobgp_learns_ipv6_prefixes_over_an_ipv6_session_and_a_dual_stack_one() {
     let r = Netns::new("bgp6r");
     let n = Netns::new("bgp6n");
     veth(&r, "r1", "fd00:1::1/64", &n, "eth0", "fd00:1::2/64");
+    // A second node on IPv4, dual stack, with an IPv6 address of its own on the link.
+    let n2 = Netns::new("bgp6d");
+    veth(&r, "r2", "10.0.2.1/24", &n2, "eth0", "10.0.2.2/24");
+    r.sh("ip addr add fd00:2::1/64 dev r2 nodad");
+    n2.sh("ip addr add fd00:2::2/64 dev eth0 nodad");
     let dir = lab_dir("gobgp6");
     let conf = format!(
         r#"[global.config]
@@ -758,6 +769,18 @@ fn gobgp_learns_an_ipv6_prefix_over_an_ipv6_session() {
       afi-safi-name = "ipv6-unicast"
     [neighbors.afi-safis.mp-graceful-restart.config]
       enabled = true
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.0.2.2"
+    peer-as = {NODE_AS}
+  [neighbors.transport.config]
+    passive-mode = true
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
 "#
     );
     std::fs::write(dir.join("gobgpd.toml"), conf).unwrap();
@@ -806,6 +829,35 @@ fn gobgp_learns_an_ipv6_prefix_over_an_ipv6_session() {
     assert!(rib.contains("64512:1:1"), "{rib}");
     assert!(!gobgp("global rib -a ipv4").contains("198.51.100.10"));
     assert_eq!(speaker.status("router").unwrap().prefixes_sent, 1);
+
+    // Dual stack over IPv4: the IPv4 prefix with the session's address as NEXT_HOP,
+    // the IPv6 one in MP_REACH_NLRI with the node's IPv6 address.
+    let mut o = options("node2", "10.0.2.2", &markers.join("n2"));
+    o.node_ipv6 = Some("fd00:2::2".parse().unwrap());
+    let mut p = peer("router", NODE_AS, ROUTER_AS, "10.0.2.1");
+    p.dual_stack = true;
+    let dual = Speaker::start(
+        &n2,
+        o,
+        vec![p],
+        routes_for(
+            "router",
+            &[
+                route("2001:db8:200::20/128", &[], None),
+                route("198.51.100.20/32", &[], None),
+            ],
+        ),
+    );
+    let learned = wait_until(Duration::from_secs(60), || {
+        gobgp("global rib -a ipv6").contains("2001:db8:200::20/128")
+            && gobgp("global rib -a ipv4").contains("198.51.100.20/32")
+    });
+    assert!(learned, "{}", gobgp("neighbor 10.0.2.2"));
+    let v6 = gobgp("global rib -a ipv6 2001:db8:200::20/128");
+    assert!(v6.contains("fd00:2::2"), "next hop: {v6}");
+    let v4 = gobgp("global rib -a ipv4 198.51.100.20/32");
+    assert!(v4.contains("10.0.2.2"), "next hop: {v4}");
+    assert_eq!(dual.status("router").unwrap().prefixes_sent, 2);
 
     // Withdrawn when the route goes.
     speaker.routes.send(routes_for("router", &[])).unwrap();
