@@ -411,3 +411,61 @@ pub fn spawn_bgp_speaker(
         restart_marker,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metallb_peers_convert_with_defaults_and_unnumbered_ones_are_skipped() {
+        let mut peer = metallb_config::Peer {
+            name: "r1".into(),
+            my_asn: 64512,
+            peer_asn: metallb_config::PeerAsn::External,
+            address: Some("10.0.0.1".parse().unwrap()),
+            interface: None,
+            source_address: None,
+            port: 1179,
+            hold_time: Some(Duration::from_secs(30)),
+            keepalive_time: None,
+            connect_time: None,
+            router_id: None,
+            node_selectors: Vec::new(),
+            password: None,
+            bfd_profile: Some("fast".into()),
+            graceful_restart: true,
+            ebgp_multihop: false,
+            dual_stack: false,
+        };
+        let cfg = PeerConfig::from_metallb(&peer, Some("pw".into())).unwrap();
+        assert_eq!(cfg.peer_as, PeerAs::External);
+        assert_eq!(cfg.port, 1179);
+        assert_eq!(cfg.hold_time, 30);
+        assert_eq!(cfg.connect_time, DEFAULT_CONNECT_TIME);
+        assert_eq!(cfg.password, Some(Password("pw".into())));
+        assert!(!format!("{cfg:?}").contains("pw\""), "{cfg:?}");
+        assert!(cfg.graceful_restart);
+        assert_eq!(cfg.bfd_profile.as_deref(), Some("fast"));
+        peer.address = None;
+        peer.interface = Some("eth0".into());
+        assert_eq!(PeerConfig::from_metallb(&peer, None), None);
+    }
+
+    #[tokio::test]
+    async fn the_restart_marker_is_kept_by_a_graceful_stop_and_removed_by_a_full_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("sub/bgp.running");
+        let mut options = SpeakerOptions::new("n1", "10.0.0.2".parse().unwrap());
+        options.restart_marker = Some(marker.clone());
+        let (_peers_tx, peers) = watch::channel(Vec::new());
+        let (_routes_tx, routes) = watch::channel(PeerRoutes::new());
+        let handle = spawn_bgp_speaker(options.clone(), peers.clone(), routes.clone());
+        assert!(marker.exists());
+        assert_eq!(handle.status(), Vec::new());
+        handle.shutdown(true).await;
+        assert!(marker.exists(), "a graceful stop keeps the marker");
+        let handle = spawn_bgp_speaker(options, peers, routes);
+        handle.shutdown(false).await;
+        assert!(!marker.exists(), "a full stop removes the marker");
+    }
+}
