@@ -451,6 +451,30 @@ mod tests {
         assert_eq!(PeerConfig::from_metallb(&peer, None), None);
     }
 
+    #[test]
+    fn the_bgp_reply_has_the_status_sockets_json_shape() {
+        // The status socket's generic error (`StatusReply::Error`) reads as ours.
+        let error: BgpReply = serde_json::from_str(r#"{"error":"unknown request"}"#).unwrap();
+        assert_eq!(error, BgpReply::Error("unknown request".into()));
+        let reply = BgpReply::Neighbors(vec![NeighborStatus {
+            name: "r".into(),
+            address: "10.0.0.1".parse().unwrap(),
+            port: 179,
+            local_as: 64512,
+            peer_as: None,
+            state: SessionState::Active,
+            since_secs: 1,
+            prefixes_sent: 0,
+            updates_sent: 0,
+            graceful_restart: false,
+            bfd: BfdState::None,
+            last_error: None,
+        }]);
+        let text = serde_json::to_string(&reply).unwrap();
+        assert!(text.starts_with(r#"{"neighbors":[{"name":"r""#), "{text}");
+        assert_eq!(serde_json::from_str::<BgpReply>(&text).unwrap(), reply);
+    }
+
     #[tokio::test]
     async fn the_restart_marker_is_kept_by_a_graceful_stop_and_removed_by_a_full_one() {
         let dir = tempfile::tempdir().unwrap();
