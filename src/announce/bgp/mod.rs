@@ -353,11 +353,36 @@ pub struct BgpHandle {
     restart_marker: Option<PathBuf>,
 }
 
+/// A cloneable view of the neighbours' status, for whoever answers `ipvs-proxy bgp`
+/// (the status socket) while the agent keeps the [`BgpHandle`] to shut it down.
+#[derive(Debug, Clone)]
+pub struct BgpStatusView(Arc<Shared>);
+
+impl BgpStatusView {
+    /// Every neighbour's status, by name.
+    pub fn neighbors(&self) -> Vec<NeighborStatus> {
+        let status = self.0.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.values().map(tasks::StatusCell::snapshot).collect()
+    }
+
+    /// The answer to a `bgp` request, as one JSON line (newline included).
+    pub fn reply_line(&self) -> String {
+        let mut line = serde_json::to_string(&BgpReply::Neighbors(self.neighbors()))
+            .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode the neighbours: {e}\"}}"));
+        line.push('\n');
+        line
+    }
+}
+
 impl BgpHandle {
     /// Every neighbour's status, by name.
     pub fn status(&self) -> Vec<NeighborStatus> {
-        let status = self.shared.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.values().map(tasks::StatusCell::snapshot).collect()
+        self.status_view().neighbors()
+    }
+
+    /// A view of the status that outlives borrowing the handle.
+    pub fn status_view(&self) -> BgpStatusView {
+        BgpStatusView(self.shared.clone())
     }
 
     /// Stops every session and waits for the tasks to end. With `graceful` and graceful
@@ -486,6 +511,7 @@ mod tests {
         let handle = spawn_bgp_speaker(options.clone(), peers.clone(), routes.clone());
         assert!(marker.exists());
         assert_eq!(handle.status(), Vec::new());
+        assert_eq!(handle.status_view().reply_line(), "{\"neighbors\":[]}\n");
         handle.shutdown(true).await;
         assert!(marker.exists(), "a graceful stop keeps the marker");
         let handle = spawn_bgp_speaker(options, peers, routes);
