@@ -33,6 +33,8 @@ enum Command {
     /// Show what the agent would do with a directory of exported objects (LoadBalancer
     /// addresses, announcements, invalid MetalLB objects), touching nothing.
     Plan(cli::plan::PlanArgs),
+    /// Show this node's BGP neighbours: state, uptime, prefixes sent, BFD.
+    Bgp(cli::bgp::BgpArgs),
     /// Check that this node is ready for IPVS mode.
     Check(cli::check::CheckArgs),
     /// Print the version.
@@ -79,5 +81,6 @@ fn main() -> Result<()> {
         Command::Check(args) => cli::check::run(args),
         Command::Services(args) => cli::services::run(args),
         Command::Plan(args) => cli::plan::run(args),
+        Command::Bgp(args) => cli::bgp::run(args),
     }
 }

@@ -18,4 +18,5 @@
 //! never touch IPVS, ipsets or iptables.
 
 pub mod bfd;
+pub mod bgp;
 pub mod l2;

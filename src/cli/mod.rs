@@ -1,6 +1,7 @@
 //! The subcommands: each parses its flags and calls into the library. No subcommand
 //! imports another; what two share lives here or in the library.
 
+pub mod bgp;
 pub mod check;
 pub mod cleanup;
 pub mod list;

@@ -25,6 +25,7 @@ mod agent_migration;
 mod agent_policy;
 mod agent_scale;
 mod bfd_session;
+mod bgp_speaker;
 mod bridge;
 mod caps;
 mod cli_check;
