@@ -16,3 +16,5 @@
 //!
 //! The agent publishes the desired state after each sync; announcers subscribe to it and
 //! never touch IPVS, ipsets or iptables.
+
+pub mod membership;
