@@ -33,4 +33,5 @@ mod conntrack_cleanup;
 mod detect_local;
 mod iptables;
 mod lab_smoke;
+mod membership;
 mod netif;
