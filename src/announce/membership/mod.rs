@@ -10,9 +10,9 @@
 //!
 //! # Timing
 //!
-//! See [`tuning`]: probe every 200 ms, 60 ms for a direct ack, 300 ms of suspicion, so a
-//! dead, frozen or cut-off agent leaves the others' live sets in about 0.7 s at 3 nodes
-//! (bound ~1.1 s for one detector; more members, more probers, sooner); an agent that
+//! See [`tuning`]: probe every 200 ms, 60 ms for a direct ack, 400 ms of suspicion, so a
+//! dead, frozen or cut-off agent leaves the others' live sets in about 0.8 s at 3 nodes
+//! (bound ~1.2 s for one detector; more members, more probers, sooner); an agent that
 //! stops with [`Membership::leave`] (SIGTERM) tells every live member and is dropped at
 //! once. Steady traffic is a ping and an ack per member per period: ≈ 3 kB/s per node.
 //!
