@@ -39,6 +39,22 @@
 //! only, with a third reaching both, is not a split at all: SWIM's indirect probes go
 //! through the third and both stay live.
 //!
+//! The two sides do not split at the same speed: the majority side drops the cut-off
+//! node within the detection time (0.35 s in the lab), while the cut-off node, which
+//! probes one member a period and suspects them one after the other, sees itself alone
+//! only after about 2.5 s at 3 nodes. So the window where two nodes answer starts
+//! late on the isolated side; the owner election could shorten it further by refusing
+//! to own anything while this node sees fewer than half of the nodes it expects, at
+//! the cost of a single-node cluster owning nothing — a decision for the agent.
+//!
+//! # Seeds
+//!
+//! Seeds are the Node objects' names and InternalIPs ([`Seed`]); a member accepts a join
+//! request addressed to its own name only. Every rejoin period (1 s), each seed whose
+//! node is not live is sent one join request: at start, when alone, after a partition
+//! and for new nodes. A node that stays dead costs one small datagram a second from each
+//! member.
+//!
 //! Stopping without leaving (SIGKILL, crash, power loss) and a link going down look
 //! alike to the others: detection time. A node whose own link goes down sees everyone
 //! else leave; the agent should not act on that (it cannot answer ARP anyway).
