@@ -370,7 +370,19 @@ impl Driver {
                     Ok((len, _from)) => self.receive(&buf[..len]),
                     Err(error) => tracing::debug!(%error, "membership receive"),
                 },
-                () = sleep_until(next) => self.fire_due_timers(),
+                () = sleep_until(next) => {
+                    // Datagrams that arrived while this task was not running (a stall,
+                    // a busy runtime) are read before the timeouts are judged, so a
+                    // stall of this agent does not make it suspect peers that answered
+                    // in time. Bounded, so a flood cannot hold the timers back.
+                    for _ in 0..64 {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((len, _from)) => self.receive(&buf[..len]),
+                            Err(_) => break,
+                        }
+                    }
+                    self.fire_due_timers();
+                }
                 _ = rejoin.tick() => self.join_missing_seeds(),
             }
             self.flush().await;
