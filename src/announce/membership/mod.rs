@@ -14,8 +14,8 @@
 //! dead, frozen or cut-off agent leaves the others' live sets in about 0.8 s at 3 nodes
 //! (bound ~1.2 s for one detector; more members, more probers, sooner); an agent that
 //! stops with [`Membership::leave`] (SIGTERM) tells every live member and is dropped at
-//! once. Steady traffic is a ping and an ack per member per period: ≈ 1.8 kB/s per node
-//! on the wire (measured at 3 nodes), whatever the cluster size.
+//! once. Steady traffic is a ping and an ack per member per period: 1.3–1.8 kB/s per
+//! node on the wire (measured at 3 nodes), whatever the cluster size.
 //!
 //! # Security
 //!
@@ -41,9 +41,9 @@
 //! through the third and both stay live.
 //!
 //! The two sides do not split at the same speed: the majority side drops the cut-off
-//! node within the detection time (0.35 s in the lab), while the cut-off node, which
+//! node within the detection time (0.3–1 s in the lab), while the cut-off node, which
 //! probes one member a period and suspects them one after the other, sees itself alone
-//! only after about 2.5 s at 3 nodes. So the window where two nodes answer starts
+//! only after about 2–2.5 s at 3 nodes. So the window where two nodes answer starts
 //! late on the isolated side; the owner election could shorten it further by refusing
 //! to own anything while this node sees fewer than half of the nodes it expects, at
 //! the cost of a single-node cluster owning nothing — a decision for the agent.

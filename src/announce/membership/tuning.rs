@@ -30,8 +30,8 @@
 //! one ping (≈ 10 datagrams a second, whatever the cluster size, plus the odd roster
 //! exchange), each ≈ 55 bytes of foca message + 53 bytes of sealing + 28 of IP/UDP.
 //! [`Tuning::steady_bytes_per_second`] bounds it (≈ 2.8 kB/s for 60-byte messages); the
-//! kernel lab measured 1.3–1.4 kB/s of UDP payload, 1.7–1.8 kB/s on the wire, about 13
-//! datagrams a second per node at 3 nodes (memberlist's defaults: ~1 ping a second, but
+//! kernel lab measured 1.0–1.4 kB/s of UDP payload, 1.3–1.8 kB/s on the wire, 10–13
+//! datagrams a second per node at 3 nodes (five runs) (memberlist's defaults: ~1 ping a second, but
 //! TCP push-pull syncs every 30 s).
 
 use std::num::{NonZeroU8, NonZeroUsize};
