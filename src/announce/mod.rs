@@ -20,3 +20,4 @@
 pub mod bfd;
 pub mod bgp;
 pub mod l2;
+pub mod membership;

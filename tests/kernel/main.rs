@@ -37,4 +37,5 @@ mod iptables;
 mod l2_announce;
 mod l2_network;
 mod lab_smoke;
+mod membership;
 mod netif;
