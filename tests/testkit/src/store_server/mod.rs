@@ -20,9 +20,18 @@
 //!   [`AccessPolicy`] (else `403`), and [`Reachability`] to lose and regain the server
 //!   (for everyone, or one client).
 //!
+//! Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`) is
+//! served from the same table, to every user.
+//!
+//! Not modelled: namespaces as a precondition of creating in them (and their
+//! deletion), admission and validation of object content, conversion between versions
+//! (objects are only relabelled), `resourceVersionMatch` on lists (a list is always the
+//! current state), and authorization of unknown paths (`404` before `403`).
+//!
 //! Clients are told apart by their bearer token, which is taken as the user name
 //! ([`StoreServer::client_as`]); nothing is authenticated.
 
+pub mod discovery;
 pub mod fields;
 pub mod policy;
 pub mod query;
@@ -343,24 +352,9 @@ impl StoreServer {
     /// stored. Finalizers are ignored.
     pub fn delete(&self, path: &str) -> Option<Value> {
         let target = parse_path(path).ok()?;
-        let mut store = self.store();
         let name = target.name.as_deref()?;
-        let mut object = store.get(target.resource, ns_of(&target), name).ok()?;
-        if let Some(metadata) = object["metadata"].as_object_mut() {
-            metadata.remove("finalizers");
-        }
-        let _ = store.update(
-            target.resource,
-            ns_of(&target),
-            name,
-            false,
-            Some("testkit"),
-            false,
-            |_, _| Ok(object),
-        );
-        store
-            .delete(target.resource, ns_of(&target), name, &Value::Null, false)
-            .ok()
+        let deleted = self.store().remove(target.resource, ns_of(&target), name)?;
+        Some(served(deleted, target.resource, &target.version))
     }
 
     /// Who owns which fields of the object at `path` (server-side apply's bookkeeping):
@@ -540,7 +534,15 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
         Err(_) => return None,
     };
     let query = parse_query(&raw_query);
+    let addr = *shared.addr.lock().unwrap();
+    let discovery = (method == Method::GET)
+        .then(|| discovery::document(&path, addr))
+        .flatten();
     let response = match parse_path(&path) {
+        _ if discovery.is_some() => {
+            record.verb = "get".to_string();
+            json_response(200, &discovery.unwrap_or_default())
+        }
         Err(_) => json_response(
             404,
             &json!({
@@ -775,6 +777,7 @@ fn write_or_get(shared: &Arc<Shared>, request: &Incoming) -> Result<(u16, Value)
                     target.namespace.as_deref(),
                     object,
                     manager,
+                    false,
                     true,
                     dry_run,
                 )?,
@@ -906,13 +909,12 @@ fn apply(
         if status {
             return Err(ApiError::not_found(resource, &name));
         }
-        let mut owners = fields::Owners::default();
-        let object = owners.apply(manager, &json!({}), &applied, force);
         let created = store.create(
             resource,
             target.namespace.as_deref(),
-            object,
+            applied,
             manager,
+            true,
             true,
             dry_run,
         )?;
@@ -1051,7 +1053,6 @@ fn watch_response(shared: &Arc<Shared>, request: &Incoming) -> Response<Body> {
     let current_rv = store.resource_version();
     let (backlog, changes, end_after_backlog, last_rv) = match store.watch(target.resource, start) {
         Ok((backlog, changes)) => {
-            let last_rv = backlog.last().map_or(current_rv, |c| c.rv.max(current_rv));
             let mut lines: VecDeque<Bytes> = backlog
                 .iter()
                 .filter_map(|change| filter.event(change))
@@ -1059,7 +1060,7 @@ fn watch_response(shared: &Arc<Shared>, request: &Incoming) -> Response<Body> {
             if initial_events {
                 lines.push_back(filter.bookmark(current_rv, true));
             }
-            (lines, changes, false, last_rv)
+            (lines, changes, false, current_rv)
         }
         Err(compacted) => {
             let rv = request
@@ -1074,10 +1075,7 @@ fn watch_response(shared: &Arc<Shared>, request: &Incoming) -> Response<Body> {
             });
             (
                 VecDeque::from([event_line("ERROR", &gone)]),
-                store
-                    .watch(target.resource, WatchStart::After(current_rv))
-                    .expect("the current version is retained")
-                    .1,
+                store.subscribe(),
                 true,
                 current_rv,
             )
