@@ -9,6 +9,9 @@
 //! - Paths: `/api/v1/...` and `/apis/<group>/<version>/...`, namespaced
 //!   (`/namespaces/<ns>/<plural>[/<name>[/status]]`), cluster-scoped, and the
 //!   all-namespaces collection of namespaced resources.
+//! - Patches: JSON merge patch (RFC 7386), JSON patch (RFC 6902), server-side apply
+//!   (field ownership and conflicts, see [`fields`]); a strategic merge patch is taken
+//!   as a merge patch (lists replaced, not merged by key).
 //! - Status subresource: `/status` reads the object and writes only `.status`; writes
 //!   to the object keep the stored `.status`; a client's create drops `.status`.
 //! - Watches resume from a resourceVersion within the retained history (older: an
@@ -30,6 +33,18 @@
 //!
 //! Clients are told apart by their bearer token, which is taken as the user name
 //! ([`StoreServer::client_as`]); nothing is authenticated.
+//!
+//! ```ignore
+//! let server = StoreServer::with_objects([k8s::fixture::<Value>("svc-web.json")]);
+//! server.serve().await;
+//! server.set_policy(AccessPolicy::Rules(vec![
+//!     Rule::allow(&["get", "list", "watch"], "", &["services"]),
+//!     Rule::allow(&["patch"], "", &["services/status"]),
+//! ]));
+//! let services: kube::Api<Service> = kube::Api::all(server.client_as("node-a"));
+//! // ... the code under test runs against `services` ...
+//! assert!(server.requests().iter().all(|r| r.user != "node-b" || !r.is_write()));
+//! ```
 
 pub mod discovery;
 pub mod fields;
@@ -717,6 +732,18 @@ fn list(shared: &Arc<Shared>, request: &Incoming) -> Result<(u16, Value), ApiErr
     ))
 }
 
+/// Removes the keys of strategic-merge directives, at every depth.
+fn strip_directives(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|key, _| !key.starts_with('$'));
+            map.values_mut().for_each(strip_directives);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
 /// Applies a PATCH body of `content_type` to `object`.
 fn patched(
     object: &Value,
@@ -728,8 +755,16 @@ fn patched(
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let mut result = object.clone();
     match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/merge-patch+json" => {
             json_patch::merge(&mut result, &parse_body(body)?);
+        }
+        // A strategic merge patch is taken as a merge patch: lists are replaced rather
+        // than merged by key, and its `$` directives (`$patch`, `$setElementOrder/...`,
+        // `$retainKeys`) are dropped rather than obeyed.
+        "application/strategic-merge-patch+json" => {
+            let mut patch = parse_body(body)?;
+            strip_directives(&mut patch);
+            json_patch::merge(&mut result, &patch);
         }
         "application/json-patch+json" => {
             let operations: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
@@ -1176,4 +1211,42 @@ pub fn kubeconfig(addr: SocketAddr, user: &str) -> String {
          contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: {user}\n\
          current-context: lab\nusers:\n- name: {user}\n  user:\n    token: {user}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches() {
+        let service = resources::by_path("", "v1", "services").unwrap();
+        let object = json!({"spec": {"ports": [{"port": 80}, {"port": 443}], "type": "ClusterIP"}});
+        let strategic = Bytes::from(
+            json!({"$setElementOrder/ports": [{"port": 443}], "spec": {"ports": [{"port": 443}], "type": null}})
+                .to_string(),
+        );
+        let result = patched(
+            &object,
+            "application/strategic-merge-patch+json",
+            &strategic,
+            service,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(result, json!({"spec": {"ports": [{"port": 443}]}}));
+        let json_patch = Bytes::from(
+            json!([{"op": "replace", "path": "/spec/type", "value": "NodePort"}]).to_string(),
+        );
+        let result = patched(
+            &object,
+            "application/json-patch+json",
+            &json_patch,
+            service,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(result["spec"]["type"], "NodePort");
+        let error = patched(&object, "text/plain", &json_patch, service, "x").unwrap_err();
+        assert_eq!(error.code, 415);
+    }
 }
