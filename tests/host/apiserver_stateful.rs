@@ -867,6 +867,37 @@ async fn lists_paginate_select_and_stream() {
         first.metadata.resource_version
     );
 
+    // Across namespaces, one object a page, in the store's (namespace, name) order:
+    // `a/z` comes before `a-b/c` although `a-b/c` sorts first as a string.
+    server.apply(testkit::k8s::cluster_ip_service("a", "z", "10.96.1.1"));
+    server.apply(testkit::k8s::cluster_ip_service("a-b", "c", "10.96.1.2"));
+    let all: Api<Service> = Api::all(server.client());
+    let (mut paged, mut token) = (Vec::new(), None::<String>);
+    loop {
+        let mut params = ListParams::default().limit(1);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = all.list(&params).await.unwrap();
+        paged.extend(page.items.into_iter().map(|s| s.metadata.name.unwrap()));
+        token = page.metadata.continue_;
+        if token.is_none() {
+            break;
+        }
+    }
+    let whole: Vec<String> = all
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.metadata.name.unwrap())
+        .collect();
+    assert_eq!(paged, whole);
+    assert_eq!(whole.len(), 9);
+    server.delete("/api/v1/namespaces/a/services/z").unwrap();
+    server.delete("/api/v1/namespaces/a-b/services/c").unwrap();
+
     let odd = api
         .list(&ListParams::default().labels("parity=odd"))
         .await

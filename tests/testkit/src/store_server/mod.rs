@@ -550,14 +550,15 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
     };
     let query = parse_query(&raw_query);
     let addr = *shared.addr.lock().unwrap();
-    let discovery = (method == Method::GET)
-        .then(|| discovery::document(&path, addr))
-        .flatten();
+    if method == Method::GET
+        && let Some(document) = discovery::document(&path, addr)
+    {
+        record.verb = "get".to_string();
+        record.status = 200;
+        shared.log.lock().unwrap().push(record);
+        return Some(json_response(200, &document));
+    }
     let response = match parse_path(&path) {
-        _ if discovery.is_some() => {
-            record.verb = "get".to_string();
-            json_response(200, &discovery.unwrap_or_default())
-        }
         Err(_) => json_response(
             404,
             &json!({
@@ -689,13 +690,14 @@ fn list(shared: &Arc<Shared>, request: &Incoming) -> Result<(u16, Value), ApiErr
         .list(resource, target.namespace.as_deref(), &labels, &fields)
         .into_iter()
         .filter(|object| {
+            // Compared as (namespace, name), the order the store lists in.
             after.as_ref().is_none_or(|after| {
-                let key = format!(
-                    "{}/{}",
+                let (after_ns, after_name) = after.split_once('/').unwrap_or(("", after));
+                let key = (
                     object["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    object["metadata"]["name"].as_str().unwrap_or_default()
+                    object["metadata"]["name"].as_str().unwrap_or_default(),
                 );
-                key.as_str() > after.as_str()
+                key > (after_ns, after_name)
             })
         })
         .collect();
