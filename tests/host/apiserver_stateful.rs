@@ -1081,3 +1081,103 @@ async fn discovery_finds_the_metallb_resources() {
             .is_some()
     );
 }
+
+/// The agent's own Kubernetes source against the stateful server, allowed only what
+/// it needs to read (everything else is forbidden): the early read of the API
+/// server's Service, the snapshot, changes made by "the cluster", and a relist after
+/// its watch was cut and the history compacted.
+#[tokio::test]
+async fn the_agents_source_follows_the_store_with_read_only_access() {
+    use ipvs_proxy::source::SourceEvent;
+    use ipvs_proxy::source::kubernetes::spawn_with_client;
+    use kube::ResourceExt;
+
+    let server = serving(vec![
+        fixture("svc-kubernetes.json"),
+        fixture("eps-kubernetes.json"),
+        fixture("svc-web.json"),
+        fixture("eps-web.json"),
+        fixture("svc-headless.json"),
+    ])
+    .await;
+    server.set_policy(AccessPolicy::Rules(vec![
+        Rule::allow(&["get", "list", "watch"], "", &["services"]),
+        Rule::allow(
+            &["get", "list", "watch"],
+            "discovery.k8s.io",
+            &["endpointslices"],
+        ),
+    ]));
+    let (tx, mut events) = tokio::sync::mpsc::channel(64);
+    let task = spawn_with_client(
+        server.client_as("system:serviceaccount:kube-system:ipvs-proxy"),
+        tx,
+    );
+    let mut next_event = async || {
+        tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("a source event within 20 s")
+            .expect("the source goes on")
+    };
+    let SourceEvent::Early { services, .. } = next_event().await else {
+        panic!("the early event first")
+    };
+    assert_eq!(services[0].name_any(), "kubernetes");
+    let SourceEvent::Snapshot { services, slices } = next_event().await else {
+        panic!("then the snapshot")
+    };
+    let mut names: Vec<String> = services.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    let expected_services = server
+        .list("/api/v1/services")
+        .iter()
+        .filter(|s| {
+            s["metadata"]["labels"]
+                .get("service.kubernetes.io/headless")
+                .is_none()
+        })
+        .count();
+    assert_eq!(names.len(), expected_services, "{names:?}");
+    assert!(names.contains(&"web".to_string()));
+    assert_eq!(slices.len(), 2);
+
+    let mut web = server.get(WEB).unwrap();
+    web["spec"]["sessionAffinity"] = json!("ClientIP");
+    server.apply(web);
+    let SourceEvent::ServiceApplied(applied) = next_event().await else {
+        panic!("the change")
+    };
+    assert_eq!(
+        applied.spec.unwrap().session_affinity.as_deref(),
+        Some("ClientIP")
+    );
+
+    // Cut, changed and compacted while away: the watch cannot resume, so the source
+    // lists again and hands over the whole new view.
+    server.set_reachability(Reachability::Refuse);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.delete(WEB).unwrap();
+    server.compact();
+    server.set_reachability(Reachability::Up);
+    loop {
+        match next_event().await {
+            SourceEvent::ServicesRelisted(services) => {
+                assert!(services.iter().all(|s| s.name_any() != "web"));
+                break;
+            }
+            SourceEvent::ServiceDeleted(key) => panic!("resumed past a compaction: {key:?}"),
+            _ => {}
+        }
+    }
+    let forbidden = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 403)
+        .count();
+    assert_eq!(
+        forbidden, 0,
+        "the source needs nothing beyond reading Services and slices"
+    );
+    assert!(server.requests().iter().all(|r| !r.is_write()));
+    task.abort();
+}
