@@ -827,3 +827,357 @@ async fn two_lease_managers_race_for_one_lease() {
     );
     drop(other_rx);
 }
+
+#[tokio::test]
+async fn lists_paginate_select_and_stream() {
+    let services: Vec<Value> = (0..7)
+        .map(|i| {
+            let mut s = testkit::k8s::cluster_ip_service(
+                "default",
+                &format!("svc-{i}"),
+                &format!("10.96.0.{i}"),
+            );
+            s["metadata"]["labels"] = json!({"parity": if i % 2 == 0 { "even" } else { "odd" }});
+            s
+        })
+        .collect();
+    let server = serving(services).await;
+    let api: Api<Service> = Api::namespaced(server.client(), "default");
+
+    // Pages of 3 with a continue token, all at the first page's version.
+    let first = api.list(&ListParams::default().limit(3)).await.unwrap();
+    assert_eq!(first.items.len(), 3);
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let second = api
+        .list(&ListParams::default().limit(3).continue_token(&token))
+        .await
+        .unwrap();
+    let third = api
+        .list(
+            &ListParams::default()
+                .limit(3)
+                .continue_token(&second.metadata.continue_.clone().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((second.items.len(), third.items.len()), (3, 1));
+    assert_eq!(third.metadata.continue_, None);
+    assert_eq!(
+        second.metadata.resource_version,
+        first.metadata.resource_version
+    );
+
+    // Across namespaces, one object a page, in the store's (namespace, name) order:
+    // `a/z` comes before `a-b/c` although `a-b/c` sorts first as a string.
+    server.apply(testkit::k8s::cluster_ip_service("a", "z", "10.96.1.1"));
+    server.apply(testkit::k8s::cluster_ip_service("a-b", "c", "10.96.1.2"));
+    let all: Api<Service> = Api::all(server.client());
+    let (mut paged, mut token) = (Vec::new(), None::<String>);
+    loop {
+        let mut params = ListParams::default().limit(1);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = all.list(&params).await.unwrap();
+        paged.extend(page.items.into_iter().map(|s| s.metadata.name.unwrap()));
+        token = page.metadata.continue_;
+        if token.is_none() {
+            break;
+        }
+    }
+    let whole: Vec<String> = all
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.metadata.name.unwrap())
+        .collect();
+    assert_eq!(paged, whole);
+    assert_eq!(whole.len(), 9);
+    server.delete("/api/v1/namespaces/a/services/z").unwrap();
+    server.delete("/api/v1/namespaces/a-b/services/c").unwrap();
+
+    let odd = api
+        .list(&ListParams::default().labels("parity=odd"))
+        .await
+        .unwrap();
+    assert_eq!(odd.items.len(), 3);
+    let not_even = api
+        .list(&ListParams::default().labels("parity!=even,parity"))
+        .await
+        .unwrap();
+    assert_eq!(not_even.items.len(), 3);
+    let one = api
+        .list(&ListParams::default().fields("metadata.name=svc-4"))
+        .await
+        .unwrap();
+    assert_eq!(one.items.len(), 1);
+    let bad = api
+        .list(&ListParams::default().labels("a b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&bad, kube::Error::Api(s) if s.code == 400),
+        "{bad:?}"
+    );
+
+    // A watcher paging its list, and one using streaming lists (sendInitialEvents),
+    // both see every object, then a change.
+    for config in [
+        watcher::Config::default().page_size(2),
+        watcher::Config::default().streaming_lists(),
+    ] {
+        let mut stream = watcher::watcher(api.clone(), config).boxed();
+        let mut initial = 0;
+        loop {
+            match next(&mut stream).await {
+                Event::InitApply(_) => initial += 1,
+                Event::InitDone => break,
+                _ => {}
+            }
+        }
+        assert_eq!(initial, 7);
+        let patch = Patch::Merge(json!({"metadata": {"labels": {"parity": "none"}}}));
+        api.patch("svc-0", &PatchParams::default(), &patch)
+            .await
+            .unwrap();
+        let Event::Apply(s) = next(&mut stream).await else {
+            panic!("no Apply")
+        };
+        assert_eq!(s.metadata.labels.unwrap()["parity"], "none");
+        api.patch(
+            "svc-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"parity": "even"}}})),
+        )
+        .await
+        .unwrap();
+        next(&mut stream).await;
+    }
+    let streamed = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.contains("sendInitialEvents=true"))
+        .count();
+    assert_eq!(streamed, 1);
+}
+
+#[tokio::test]
+async fn finalizers_dry_run_and_delete_collection() {
+    let server = serving(vec![fixture("svc-web.json"), fixture("eps-web.json")]).await;
+    let api: Api<Service> = Api::namespaced(server.client(), "default");
+
+    // A dry run answers as if it wrote, and writes nothing.
+    let before = server.resource_version();
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let answered = api
+        .patch(
+            "web",
+            &dry,
+            &Patch::Merge(json!({"spec": {"sessionAffinity": "ClientIP"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answered.spec.unwrap().session_affinity.as_deref(),
+        Some("ClientIP")
+    );
+    assert_eq!(server.resource_version(), before);
+    assert_eq!(server.get(WEB).unwrap()["spec"]["sessionAffinity"], "None");
+
+    // A finalizer holds the deletion until it is removed.
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold"]}})),
+    )
+    .await
+    .unwrap();
+    api.delete("web", &DeleteParams::default()).await.unwrap();
+    let held = api.get("web").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert!(server.get(WEB).is_none());
+
+    // Preconditions, then a delete of a whole collection by label.
+    let slices: Api<DynamicObject> = Api::namespaced_with(
+        server.client(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice"),
+            "endpointslices",
+        ),
+    );
+    let slice = slices
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let name = slice.metadata.name.clone().unwrap();
+    let wrong = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some("1".into()),
+            uid: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let error = slices.delete(&name, &wrong).await.unwrap_err();
+    assert!(
+        matches!(&error, kube::Error::Api(s) if s.code == 409),
+        "{error:?}"
+    );
+    slices
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("kubernetes.io/service-name=web"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        server
+            .list("/apis/discovery.k8s.io/v1/endpointslices")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn discovery_finds_the_metallb_resources() {
+    let server = serving(Vec::new()).await;
+    let discovery = kube::Discovery::new(server.client()).run().await.unwrap();
+    let group = discovery.get("metallb.io").expect("the metallb.io group");
+    let (peers, capabilities) = group.recommended_kind("BGPPeer").expect("BGPPeer");
+    assert_eq!(
+        (peers.version.as_str(), peers.plural.as_str()),
+        ("v1beta2", "bgppeers")
+    );
+    assert!(
+        capabilities
+            .subresources
+            .iter()
+            .any(|(sub, _)| sub.plural == "bgppeers/status" || sub.plural == "status")
+    );
+    let (leases, _) = discovery
+        .get("coordination.k8s.io")
+        .unwrap()
+        .recommended_kind("Lease")
+        .unwrap();
+    assert_eq!(leases.plural, "leases");
+    assert!(
+        discovery
+            .get("")
+            .unwrap()
+            .recommended_kind("Service")
+            .is_some()
+    );
+}
+
+/// The agent's own Kubernetes source against the stateful server, allowed only what
+/// it needs to read (everything else is forbidden): the early read of the API
+/// server's Service, the snapshot, changes made by "the cluster", and a relist after
+/// its watch was cut and the history compacted.
+#[tokio::test]
+async fn the_agents_source_follows_the_store_with_read_only_access() {
+    use ipvs_proxy::source::SourceEvent;
+    use ipvs_proxy::source::kubernetes::spawn_with_client;
+    use kube::ResourceExt;
+
+    let server = serving(vec![
+        fixture("svc-kubernetes.json"),
+        fixture("eps-kubernetes.json"),
+        fixture("svc-web.json"),
+        fixture("eps-web.json"),
+        fixture("svc-headless.json"),
+    ])
+    .await;
+    server.set_policy(AccessPolicy::Rules(vec![
+        Rule::allow(&["get", "list", "watch"], "", &["services"]),
+        Rule::allow(
+            &["get", "list", "watch"],
+            "discovery.k8s.io",
+            &["endpointslices"],
+        ),
+    ]));
+    let (tx, mut events) = tokio::sync::mpsc::channel(64);
+    let task = spawn_with_client(
+        server.client_as("system:serviceaccount:kube-system:ipvs-proxy"),
+        tx,
+    );
+    let mut next_event = async || {
+        tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("a source event within 20 s")
+            .expect("the source goes on")
+    };
+    let SourceEvent::Early { services, .. } = next_event().await else {
+        panic!("the early event first")
+    };
+    assert_eq!(services[0].name_any(), "kubernetes");
+    let SourceEvent::Snapshot { services, slices } = next_event().await else {
+        panic!("then the snapshot")
+    };
+    let mut names: Vec<String> = services.iter().map(|s| s.name_any()).collect();
+    names.sort();
+    let expected_services = server
+        .list("/api/v1/services")
+        .iter()
+        .filter(|s| {
+            s["metadata"]["labels"]
+                .get("service.kubernetes.io/headless")
+                .is_none()
+        })
+        .count();
+    assert_eq!(names.len(), expected_services, "{names:?}");
+    assert!(names.contains(&"web".to_string()));
+    assert_eq!(slices.len(), 2);
+
+    let mut web = server.get(WEB).unwrap();
+    web["spec"]["sessionAffinity"] = json!("ClientIP");
+    server.apply(web);
+    let SourceEvent::ServiceApplied(applied) = next_event().await else {
+        panic!("the change")
+    };
+    assert_eq!(
+        applied.spec.unwrap().session_affinity.as_deref(),
+        Some("ClientIP")
+    );
+
+    // Cut, changed and compacted while away: the watch cannot resume, so the source
+    // lists again and hands over the whole new view.
+    server.set_reachability(Reachability::Refuse);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.delete(WEB).unwrap();
+    server.compact();
+    server.set_reachability(Reachability::Up);
+    loop {
+        match next_event().await {
+            SourceEvent::ServicesRelisted(services) => {
+                assert!(services.iter().all(|s| s.name_any() != "web"));
+                break;
+            }
+            SourceEvent::ServiceDeleted(key) => panic!("resumed past a compaction: {key:?}"),
+            _ => {}
+        }
+    }
+    let forbidden = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 403)
+        .count();
+    assert_eq!(
+        forbidden, 0,
+        "the source needs nothing beyond reading Services and slices"
+    );
+    assert!(server.requests().iter().all(|r| !r.is_write()));
+    task.abort();
+}

@@ -54,6 +54,13 @@ pub fn leaves(value: &Value) -> BTreeMap<String, &Value> {
 }
 
 impl Owners {
+    /// Ownership of a new object: `manager` owns every field (`apply`: in its apply
+    /// entry).
+    pub fn created(manager: &str, apply: bool, object: &Value) -> Owners {
+        let paths = leaves(object).into_keys().collect();
+        Owners(BTreeMap::from([((manager.to_string(), apply), paths)]))
+    }
+
     /// Ownership after an update by `manager` from `old` to `new`: it owns what it
     /// changed or added; removed fields have no owner any more.
     pub fn record_update(&mut self, manager: &str, old: &Value, new: &Value) {

@@ -9,6 +9,9 @@
 //! - Paths: `/api/v1/...` and `/apis/<group>/<version>/...`, namespaced
 //!   (`/namespaces/<ns>/<plural>[/<name>[/status]]`), cluster-scoped, and the
 //!   all-namespaces collection of namespaced resources.
+//! - Patches: JSON merge patch (RFC 7386), JSON patch (RFC 6902), server-side apply
+//!   (field ownership and conflicts, see [`fields`]); a strategic merge patch is taken
+//!   as a merge patch (lists replaced, not merged by key).
 //! - Status subresource: `/status` reads the object and writes only `.status`; writes
 //!   to the object keep the stored `.status`; a client's create drops `.status`.
 //! - Watches resume from a resourceVersion within the retained history (older: an
@@ -20,9 +23,30 @@
 //!   [`AccessPolicy`] (else `403`), and [`Reachability`] to lose and regain the server
 //!   (for everyone, or one client).
 //!
+//! Discovery (`/version`, `/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`) is
+//! served from the same table, to every user.
+//!
+//! Not modelled: namespaces as a precondition of creating in them (and their
+//! deletion), admission and validation of object content, conversion between versions
+//! (objects are only relabelled), `resourceVersionMatch` on lists (a list is always the
+//! current state), and authorization of unknown paths (`404` before `403`).
+//!
 //! Clients are told apart by their bearer token, which is taken as the user name
 //! ([`StoreServer::client_as`]); nothing is authenticated.
+//!
+//! ```ignore
+//! let server = StoreServer::with_objects([k8s::fixture::<Value>("svc-web.json")]);
+//! server.serve().await;
+//! server.set_policy(AccessPolicy::Rules(vec![
+//!     Rule::allow(&["get", "list", "watch"], "", &["services"]),
+//!     Rule::allow(&["patch"], "", &["services/status"]),
+//! ]));
+//! let services: kube::Api<Service> = kube::Api::all(server.client_as("node-a"));
+//! // ... the code under test runs against `services` ...
+//! assert!(server.requests().iter().all(|r| r.user != "node-b" || !r.is_write()));
+//! ```
 
+pub mod discovery;
 pub mod fields;
 pub mod policy;
 pub mod query;
@@ -343,24 +367,9 @@ impl StoreServer {
     /// stored. Finalizers are ignored.
     pub fn delete(&self, path: &str) -> Option<Value> {
         let target = parse_path(path).ok()?;
-        let mut store = self.store();
         let name = target.name.as_deref()?;
-        let mut object = store.get(target.resource, ns_of(&target), name).ok()?;
-        if let Some(metadata) = object["metadata"].as_object_mut() {
-            metadata.remove("finalizers");
-        }
-        let _ = store.update(
-            target.resource,
-            ns_of(&target),
-            name,
-            false,
-            Some("testkit"),
-            false,
-            |_, _| Ok(object),
-        );
-        store
-            .delete(target.resource, ns_of(&target), name, &Value::Null, false)
-            .ok()
+        let deleted = self.store().remove(target.resource, ns_of(&target), name)?;
+        Some(served(deleted, target.resource, &target.version))
     }
 
     /// Who owns which fields of the object at `path` (server-side apply's bookkeeping):
@@ -540,6 +549,15 @@ async fn handle(shared: Arc<Shared>, request: Request<hyper::body::Incoming>) ->
         Err(_) => return None,
     };
     let query = parse_query(&raw_query);
+    let addr = *shared.addr.lock().unwrap();
+    if method == Method::GET
+        && let Some(document) = discovery::document(&path, addr)
+    {
+        record.verb = "get".to_string();
+        record.status = 200;
+        shared.log.lock().unwrap().push(record);
+        return Some(json_response(200, &document));
+    }
     let response = match parse_path(&path) {
         Err(_) => json_response(
             404,
@@ -672,13 +690,14 @@ fn list(shared: &Arc<Shared>, request: &Incoming) -> Result<(u16, Value), ApiErr
         .list(resource, target.namespace.as_deref(), &labels, &fields)
         .into_iter()
         .filter(|object| {
+            // Compared as (namespace, name), the order the store lists in.
             after.as_ref().is_none_or(|after| {
-                let key = format!(
-                    "{}/{}",
+                let (after_ns, after_name) = after.split_once('/').unwrap_or(("", after));
+                let key = (
                     object["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    object["metadata"]["name"].as_str().unwrap_or_default()
+                    object["metadata"]["name"].as_str().unwrap_or_default(),
                 );
-                key.as_str() > after.as_str()
+                key > (after_ns, after_name)
             })
         })
         .collect();
@@ -715,6 +734,18 @@ fn list(shared: &Arc<Shared>, request: &Incoming) -> Result<(u16, Value), ApiErr
     ))
 }
 
+/// Removes the keys of strategic-merge directives, at every depth.
+fn strip_directives(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|key, _| !key.starts_with('$'));
+            map.values_mut().for_each(strip_directives);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
 /// Applies a PATCH body of `content_type` to `object`.
 fn patched(
     object: &Value,
@@ -726,8 +757,16 @@ fn patched(
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let mut result = object.clone();
     match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/merge-patch+json" => {
             json_patch::merge(&mut result, &parse_body(body)?);
+        }
+        // A strategic merge patch is taken as a merge patch: lists are replaced rather
+        // than merged by key, and its `$` directives (`$patch`, `$setElementOrder/...`,
+        // `$retainKeys`) are dropped rather than obeyed.
+        "application/strategic-merge-patch+json" => {
+            let mut patch = parse_body(body)?;
+            strip_directives(&mut patch);
+            json_patch::merge(&mut result, &patch);
         }
         "application/json-patch+json" => {
             let operations: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
@@ -775,6 +814,7 @@ fn write_or_get(shared: &Arc<Shared>, request: &Incoming) -> Result<(u16, Value)
                     target.namespace.as_deref(),
                     object,
                     manager,
+                    false,
                     true,
                     dry_run,
                 )?,
@@ -906,13 +946,12 @@ fn apply(
         if status {
             return Err(ApiError::not_found(resource, &name));
         }
-        let mut owners = fields::Owners::default();
-        let object = owners.apply(manager, &json!({}), &applied, force);
         let created = store.create(
             resource,
             target.namespace.as_deref(),
-            object,
+            applied,
             manager,
+            true,
             true,
             dry_run,
         )?;
@@ -1051,7 +1090,6 @@ fn watch_response(shared: &Arc<Shared>, request: &Incoming) -> Response<Body> {
     let current_rv = store.resource_version();
     let (backlog, changes, end_after_backlog, last_rv) = match store.watch(target.resource, start) {
         Ok((backlog, changes)) => {
-            let last_rv = backlog.last().map_or(current_rv, |c| c.rv.max(current_rv));
             let mut lines: VecDeque<Bytes> = backlog
                 .iter()
                 .filter_map(|change| filter.event(change))
@@ -1059,7 +1097,7 @@ fn watch_response(shared: &Arc<Shared>, request: &Incoming) -> Response<Body> {
             if initial_events {
                 lines.push_back(filter.bookmark(current_rv, true));
             }
-            (lines, changes, false, last_rv)
+            (lines, changes, false, current_rv)
         }
         Err(compacted) => {
             let rv = request
@@ -1074,10 +1112,7 @@ fn watch_response(shared: &Arc<Shared>, request: &Incoming) -> Response<Body> {
             });
             (
                 VecDeque::from([event_line("ERROR", &gone)]),
-                store
-                    .watch(target.resource, WatchStart::After(current_rv))
-                    .expect("the current version is retained")
-                    .1,
+                store.subscribe(),
                 true,
                 current_rv,
             )
@@ -1178,4 +1213,42 @@ pub fn kubeconfig(addr: SocketAddr, user: &str) -> String {
          contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: {user}\n\
          current-context: lab\nusers:\n- name: {user}\n  user:\n    token: {user}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches() {
+        let service = resources::by_path("", "v1", "services").unwrap();
+        let object = json!({"spec": {"ports": [{"port": 80}, {"port": 443}], "type": "ClusterIP"}});
+        let strategic = Bytes::from(
+            json!({"$setElementOrder/ports": [{"port": 443}], "spec": {"ports": [{"port": 443}], "type": null}})
+                .to_string(),
+        );
+        let result = patched(
+            &object,
+            "application/strategic-merge-patch+json",
+            &strategic,
+            service,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(result, json!({"spec": {"ports": [{"port": 443}]}}));
+        let json_patch = Bytes::from(
+            json!([{"op": "replace", "path": "/spec/type", "value": "NodePort"}]).to_string(),
+        );
+        let result = patched(
+            &object,
+            "application/json-patch+json",
+            &json_patch,
+            service,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(result["spec"]["type"], "NodePort");
+        let error = patched(&object, "text/plain", &json_patch, service, "x").unwrap_err();
+        assert_eq!(error.code, 415);
+    }
 }

@@ -123,6 +123,54 @@ pub struct Attributes {
 }
 
 impl AccessPolicy {
+    /// The rules of RBAC `Role` and `ClusterRole` objects (as JSON, e.g. read from the
+    /// manifests a deployment applies): a Role's rules hold in its namespace, a
+    /// ClusterRole's everywhere. Other objects (bindings, ...) are skipped, so a whole
+    /// manifest can be given; the bindings' subjects are not checked: the rules hold
+    /// for every user. `nonResourceURLs` rules are skipped.
+    pub fn from_rbac(objects: &[Value]) -> AccessPolicy {
+        let strings = |value: &Value| -> Vec<String> {
+            value
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut rules = Vec::new();
+        for object in objects {
+            let namespace = match object["kind"].as_str() {
+                Some("Role") => Some(
+                    object["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("default"),
+                ),
+                Some("ClusterRole") => None,
+                _ => continue,
+            };
+            for rule in object["rules"].as_array().into_iter().flatten() {
+                if rule.get("resources").is_none() {
+                    continue;
+                }
+                rules.push(Rule {
+                    verbs: strings(&rule["verbs"]),
+                    groups: strings(&rule["apiGroups"]),
+                    resources: strings(&rule["resources"]),
+                    namespaces: namespace.map(|ns| vec![ns.to_string()]),
+                    names: rule
+                        .get("resourceNames")
+                        .map(strings)
+                        .filter(|n| !n.is_empty()),
+                    users: None,
+                });
+            }
+        }
+        AccessPolicy::Rules(rules)
+    }
+
     /// Whether the request is allowed.
     pub fn allows(&self, request: &Attributes) -> bool {
         match self {
@@ -169,4 +217,82 @@ pub fn forbidden(request: &Attributes) -> Value {
         "details": details,
         "code": 403,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        sub: Option<&str>,
+        ns: Option<&str>,
+        name: Option<&str>,
+    ) -> Attributes {
+        Attributes {
+            user: "u".into(),
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.map(String::from),
+            namespace: ns.map(String::from),
+            name: name.map(String::from),
+        }
+    }
+
+    #[test]
+    fn rbac_objects() {
+        let policy = AccessPolicy::from_rbac(&[
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                   "metadata": {"name": "proxy"},
+                   "rules": [{"apiGroups": [""], "resources": ["services", "nodes"], "verbs": ["get", "list", "watch"]},
+                             {"apiGroups": [""], "resources": ["services/status"], "verbs": ["patch"]},
+                             {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                   "metadata": {"name": "ipam", "namespace": "kube-system"},
+                   "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "resourceNames": ["ipam"], "verbs": ["get", "update", "patch"]}]}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "x"}}),
+        ]);
+        assert!(policy.allows(&request("list", "", "services", None, None, None)));
+        assert!(policy.allows(&request(
+            "patch",
+            "",
+            "services",
+            Some("status"),
+            Some("default"),
+            Some("web")
+        )));
+        assert!(!policy.allows(&request(
+            "patch",
+            "",
+            "services",
+            None,
+            Some("default"),
+            Some("web")
+        )));
+        let lease = |ns, name| {
+            request(
+                "patch",
+                "coordination.k8s.io",
+                "leases",
+                None,
+                Some(ns),
+                Some(name),
+            )
+        };
+        assert!(policy.allows(&lease("kube-system", "ipam")));
+        assert!(!policy.allows(&lease("default", "ipam")));
+        assert!(!policy.allows(&lease("kube-system", "other")));
+        assert!(!policy.allows(&request(
+            "create",
+            "coordination.k8s.io",
+            "leases",
+            None,
+            Some("kube-system"),
+            None
+        )));
+    }
 }

@@ -289,6 +289,11 @@ impl Store {
         Ok((backlog, receiver))
     }
 
+    /// Every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.events.subscribe()
+    }
+
     fn next_uid(&mut self) -> String {
         self.serial += 1;
         format!("5eed0000-0000-4000-8000-{:012x}", self.serial)
@@ -355,8 +360,9 @@ impl Store {
         object
     }
 
-    /// Creates `object` in `namespace`. `from_api`: as a client's POST (a status is
-    /// dropped where status is a subresource); otherwise as the test seeds it.
+    /// Creates `object` in `namespace`; `manager` owns its fields (`apply`: as its
+    /// server-side apply entry). `from_api`: as a client's POST (a status is dropped
+    /// where status is a subresource); otherwise as the test seeds it.
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
@@ -364,6 +370,7 @@ impl Store {
         namespace: Option<&str>,
         mut object: Value,
         manager: &str,
+        apply: bool,
         from_api: bool,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
@@ -411,8 +418,7 @@ impl Store {
         metadata["uid"] = json!(self.next_uid());
         metadata["creationTimestamp"] = json!(now());
         metadata["generation"] = json!(1);
-        let mut owners = Owners::default();
-        owners.record_update(manager, &json!({}), &object);
+        let owners = Owners::created(manager, apply, &object);
         if dry_run {
             object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
             return Ok(object);
@@ -565,6 +571,17 @@ impl Store {
         Ok(self.commit(resource, namespace, name, None))
     }
 
+    /// Deletes an object at once, finalizers or not; returns it as deleted.
+    pub fn remove(
+        &mut self,
+        resource: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        self.get(resource, namespace, name).ok()?;
+        Some(self.commit(resource, namespace, name, None))
+    }
+
     fn set_deletion(
         &mut self,
         resource: &ResourceType,
@@ -595,7 +612,15 @@ impl Store {
             .unwrap_or_default()
             .to_string();
         let Ok(old) = self.get(resource, namespace, &name) else {
-            return self.create(resource, Some(namespace), object, "testkit", false, false);
+            return self.create(
+                resource,
+                Some(namespace),
+                object,
+                "testkit",
+                false,
+                false,
+                false,
+            );
         };
         let mut new = object;
         new["apiVersion"] = old["apiVersion"].clone();
