@@ -639,6 +639,9 @@ impl Session {
         let writes = plan_writes(&self.tracked, &allocation, config);
 
         // Events that need no write.
+        reporter
+            .reported
+            .retain(|key, _| self.tracked.contains_key(key));
         for (key, tracked) in &self.tracked {
             match tracked {
                 Tracked::Unreadable { uid, error, .. } => reporter.once(
@@ -648,19 +651,18 @@ impl Session {
                     REASON_BAD_REQUEST,
                     &error.to_string(),
                 ),
-                Tracked::Ours(lb) => {
-                    if let Some(Err(refusal)) =
-                        allocation.services.get(key).map(|outcome| &outcome.result)
-                    {
-                        reporter.once(
-                            key,
-                            &lb.uid,
-                            EventType::Warning,
-                            REASON_FAILED,
-                            &format!("Failed to allocate IP for {key}: {refusal}"),
-                        );
+                Tracked::Ours(lb) => match allocation.services.get(key).map(|o| &o.result) {
+                    Some(Err(refusal)) => reporter.once(
+                        key,
+                        &lb.uid,
+                        EventType::Warning,
+                        REASON_FAILED,
+                        &format!("Failed to allocate IP for {key}: {refusal}"),
+                    ),
+                    _ => {
+                        reporter.reported.remove(key);
                     }
-                }
+                },
                 Tracked::Foreign { .. } => {}
             }
         }
@@ -706,13 +708,31 @@ impl Session {
     }
 }
 
-/// Deduplicated Events: one per Service and distinct message while leading.
+/// Events. The ones following a write are news by definition; the refusals, computed
+/// on every pass, are published once per Service and distinct message while leading
+/// (again after the Service was served in between).
 struct Reporter {
     events: EventReporter,
     reported: HashMap<ServiceKey, String>,
 }
 
 impl Reporter {
+    fn now(
+        &mut self,
+        key: &ServiceKey,
+        uid: &Option<String>,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        match type_ {
+            EventType::Normal => info!(service = %key, "IPAM: {reason}: {note}"),
+            EventType::Warning => warn!(service = %key, "IPAM: {reason}: {note}"),
+        }
+        self.events
+            .publish(key, Some(reference(key, uid)), type_, reason, ACTION, note);
+    }
+
     fn once(
         &mut self,
         key: &ServiceKey,
@@ -725,12 +745,7 @@ impl Reporter {
         if self.reported.get(key) == Some(&text) {
             return;
         }
-        match type_ {
-            EventType::Normal => info!(service = %key, "IPAM: {text}"),
-            EventType::Warning => warn!(service = %key, "IPAM: {text}"),
-        }
-        self.events
-            .publish(key, Some(reference(key, uid)), type_, reason, ACTION, note);
+        self.now(key, uid, type_, reason, note);
         self.reported.insert(key.clone(), text);
     }
 }
@@ -824,7 +839,7 @@ impl Write {
 
     fn report(&self, reporter: &mut Reporter) {
         if let Some((type_, reason, note)) = &self.event {
-            reporter.once(&self.key, &self.uid, *type_, reason, note);
+            reporter.now(&self.key, &self.uid, *type_, reason, note);
         }
     }
 }
