@@ -13,6 +13,6 @@ pub mod controller;
 
 pub use allocate::{
     Allocation, Assignment, Dropped, IpList, NamespaceLabels, Refusal, ServiceOutcome,
-    SharingConflict, allocate,
+    SharingConflict, allocate, allocate_objects,
 };
 pub use controller::{IpamError, IpamHandle, IpamOptions, spawn_ipam};
