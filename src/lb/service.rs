@@ -242,10 +242,9 @@ impl LbService {
         let ingress_ips = ingress_ips(service);
 
         Ok(LbService {
-            key: ServiceKey::new(
-                metadata.namespace.clone().unwrap_or_default(),
-                metadata.name.clone().unwrap_or_default(),
-            ),
+            // As the model keys Services (no namespace: `default`, as in a manifest
+            // applied without one), so the IPAM's and the model's keys agree.
+            key: ServiceKey::of_service(service),
             uid: metadata.uid.clone(),
             created: metadata.creation_timestamp.as_ref().map(|time| time.0),
             labels: metadata.labels.clone().unwrap_or_default(),

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipvs_proxy::lb::ipam::controller::{
-    IpamHandle, IpamOptions, REASON_ALLOCATED, REASON_CLEARED, REASON_FAILED, spawn_ipam,
+    IpamHandle, IpamOptions, REASON_ALLOCATED, REASON_BAD_REQUEST, REASON_CLEARED, REASON_FAILED,
+    spawn_ipam,
 };
 use ipvs_proxy::observe::metrics::Metrics;
 use metallb_config::{IpRange, LbConfig, Pool, ServiceAllocation};
@@ -90,7 +91,7 @@ fn options(identity: &str) -> IpamOptions {
 
 struct Controller {
     handle: IpamHandle,
-    _config: watch::Sender<Arc<LbConfig>>,
+    config: watch::Sender<Arc<LbConfig>>,
 }
 
 fn start(server: &StoreServer, identity: &str, config: LbConfig) -> Controller {
@@ -108,7 +109,7 @@ fn start(server: &StoreServer, identity: &str, config: LbConfig) -> Controller {
     );
     Controller {
         handle,
-        _config: sender,
+        config: sender,
     }
 }
 
@@ -509,4 +510,71 @@ async fn an_unreachable_api_server_stops_the_leaders_writes() {
     );
     a.handle.stop().await.unwrap();
     b.handle.stop().await.unwrap();
+}
+
+fn fixture_service(name: &str) -> Value {
+    fixture_services()
+        .into_iter()
+        .find(|service| service["metadata"]["name"] == name)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_configuration_change_moves_services_out_of_a_removed_pool_but_an_empty_one_writes_nothing()
+ {
+    let server = server_with(vec![fixture_service("web")]);
+    server.serve().await;
+    let controller = start(&server, "node-a", config(false));
+    wait_for_ingress(&server, "web", &["192.0.2.1"]).await;
+
+    // production is gone: web's address is in no pool any more; it gets spare's.
+    let mut spare_only = config(true);
+    spare_only.pools.remove("production");
+    controller.config.send_replace(Arc::new(spare_only));
+    wait_for_ingress(&server, "web", &["203.0.113.1"]).await;
+    wait_for_pool(&server, "web", Some("spare")).await;
+    let note = wait_for_event(&server, "web", REASON_ALLOCATED).await;
+    assert!(note.contains("from pool"), "{note}");
+
+    // No pool at all (as before MetalLB's objects are read): nothing is written.
+    server.clear_requests();
+    controller
+        .config
+        .send_replace(Arc::new(LbConfig::default()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(service_writes(&server), Vec::<RequestRecord>::new());
+    assert_eq!(ingress(&server, "web"), ["203.0.113.1"]);
+    controller.handle.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_service_whose_request_cannot_be_read_keeps_its_address_and_gets_an_event() {
+    // api holds 192.0.2.10 but its annotation is now garbage.
+    let mut api = fixture_service("api");
+    api["metadata"]["annotations"]["metallb.io/loadBalancerIPs"] = json!("192.0.2.10,ten");
+    api["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}});
+    // web asks for that very address.
+    let mut web = fixture_service("web");
+    web["metadata"]["annotations"] = json!({"metallb.io/loadBalancerIPs": "192.0.2.10"});
+    let server = server_with(vec![api, web]);
+    server.serve().await;
+    let controller = start(&server, "node-a", config(false));
+
+    let note = wait_for_event(&server, "api", REASON_BAD_REQUEST).await;
+    assert!(note.contains("\"ten\" is not an IP address"), "{note}");
+    let note = wait_for_event(&server, "web", REASON_FAILED).await;
+    assert!(
+        note.contains("192.0.2.10 is in use: held by shop/api, whose requests cannot be read"),
+        "{note}"
+    );
+    assert_eq!(ingress(&server, "api"), ["192.0.2.10"]);
+    assert_eq!(ingress(&server, "web"), Vec::<String>::new());
+    // Reported once, not on every pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failures = events_for(&server, "web")
+        .into_iter()
+        .filter(|(reason, _)| reason == REASON_FAILED)
+        .count();
+    assert_eq!(failures, 1);
+    controller.handle.stop().await.unwrap();
 }

@@ -470,3 +470,81 @@ proptest! {
         }
     }
 }
+
+/// The fixture Services as a manifests directory would hold them (with their
+/// creation times): served oldest first, the address MetalLB wrote kept, the
+/// unreadable and the foreign ones left alone.
+#[test]
+fn fixture_objects_are_served_oldest_first() {
+    use ipvs_proxy::lb::ipam::{Refusal, allocate_objects};
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/metallb/ipam-services.json"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut services: Vec<Service> = serde_json::from_value(list["items"].clone()).unwrap();
+    // One more whose request cannot be read, holding an address.
+    let mut broken = services[0].clone();
+    broken.metadata.name = Some("broken".into());
+    broken.metadata.annotations =
+        Some([("metallb.io/loadBalancerIPs".to_string(), "nope".to_string())].into());
+    broken.status = serde_json::from_value(
+        serde_json::json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}]}}),
+    )
+    .unwrap();
+    services.push(broken);
+    let namespaces: Vec<Namespace> =
+        vec![serde_json::from_value(serde_json::json!({"metadata": {"name": "shop"}})).unwrap()];
+    let config = LbConfig {
+        pools: [(
+            "production".to_string(),
+            Pool {
+                name: "production".into(),
+                labels: BTreeMap::new(),
+                ranges: vec![
+                    "192.0.2.0/28".parse().unwrap(),
+                    "2001:db8:5::/124".parse().unwrap(),
+                ],
+                auto_assign: true,
+                avoid_buggy_ips: true,
+                allocation: Some(ServiceAllocation {
+                    priority: 10,
+                    namespaces: vec!["shop".into()],
+                    ..ServiceAllocation::default()
+                }),
+            },
+        )]
+        .into(),
+        ..LbConfig::default()
+    };
+    let (allocation, problems) = allocate_objects(&config, &services, &namespaces, None);
+    let ips = |name: &str| -> Vec<String> {
+        allocation
+            .ips(&ServiceKey::new("shop", name))
+            .unwrap_or_default()
+            .iter()
+            .map(IpAddr::to_string)
+            .collect()
+    };
+    assert_eq!(ips("legacy"), ["192.0.2.1"]);
+    assert_eq!(ips("api"), ["192.0.2.10"]);
+    // web (10:00) before dns (10:05); .2 is held by the broken one.
+    assert_eq!(ips("web"), ["192.0.2.3"]);
+    assert_eq!(ips("dns"), ["192.0.2.4", "2001:db8:5::"]);
+    assert_eq!(
+        allocation.services[&ServiceKey::new("shop", "outside")].result,
+        Err(Refusal::NotInAnyPool("198.51.100.9".parse().unwrap()))
+    );
+    for name in ["elsewhere", "internal", "broken"] {
+        assert!(
+            !allocation
+                .services
+                .contains_key(&ServiceKey::new("shop", name))
+        );
+    }
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].0, ServiceKey::new("shop", "broken"));
+}

@@ -46,7 +46,9 @@ use std::net::IpAddr;
 
 use metallb_config::{IpRange, LbConfig, Pool};
 
-use crate::lb::service::{LbService, ServicePort};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+
+use crate::lb::service::{LbService, LbServiceError, ServicePort, ingress_ips};
 use crate::model::{Family, ServiceKey};
 
 /// Namespace name → its labels (for `serviceAllocation.namespaceSelectors`). A
@@ -357,6 +359,49 @@ pub fn allocate<'a>(
             .filter_map(|(service, outcome)| Some((service.key.clone(), outcome?)))
             .collect(),
     }
+}
+
+/// [`allocate`] on Kubernetes objects, for the callers that hold whole objects (the
+/// static source reading manifests, `ipvs-proxy plan`): the Services of class `class`
+/// (see [`LbService::from_service`]) and the Namespaces' labels. Returns the
+/// allocation and the Services whose requests cannot be read (they keep what they
+/// hold and appear only there).
+pub fn allocate_objects<'a>(
+    config: &LbConfig,
+    services: impl IntoIterator<Item = &'a Service>,
+    namespaces: impl IntoIterator<Item = &'a Namespace>,
+    class: Option<&str>,
+) -> (Allocation, Vec<(ServiceKey, LbServiceError)>) {
+    let mut readable = Vec::new();
+    let mut frozen = Vec::new();
+    let mut problems = Vec::new();
+    for service in services {
+        match LbService::from_service(service, class) {
+            Some(Ok(lb)) => readable.push(lb),
+            Some(Err(error)) => {
+                let key = ServiceKey::of_service(service);
+                frozen.push((key.clone(), ingress_ips(service)));
+                problems.push((key, error));
+            }
+            None => {}
+        }
+    }
+    let labels: NamespaceLabels = namespaces
+        .into_iter()
+        .map(|namespace| {
+            (
+                namespace.metadata.name.clone().unwrap_or_default(),
+                namespace.metadata.labels.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let allocation = allocate(
+        config,
+        &readable,
+        frozen.iter().map(|(key, ips)| (key, ips.as_slice())),
+        &labels,
+    );
+    (allocation, problems)
 }
 
 /// Who uses an address.

@@ -208,7 +208,8 @@ impl IpamHandle {
         (&mut self.task).await?
     }
 
-    /// Stops the controller abruptly, as a crash would: the Lease is left to run out.
+    /// Stops the controller without waiting. Its writes stop at once; the Lease
+    /// manager (a task of its own) still releases the Lease when it notices.
     pub fn abort(&self) {
         self.task.abort();
     }
@@ -289,6 +290,7 @@ async fn run(
         reported: HashMap::new(),
     };
 
+    let mut config_open = true;
     let result = loop {
         let holding = *held.borrow();
         let due = session.as_ref().and_then(|session| session.due);
@@ -300,22 +302,24 @@ async fn run(
                 }
                 if *held.borrow_and_update() {
                     info!(%lease, identity = %options.identity, "IPAM: holding the Lease");
-                    confirmed_until = confirm_lease(&leases, &options).await;
+                    confirmed_until = confirm_lease(&leases, &options, confirmed_until).await;
                 } else {
                     info!(%lease, identity = %options.identity, "IPAM: not holding the Lease");
                     confirmed_until = None;
                 }
             }
             _ = confirm.tick(), if holding => {
-                confirmed_until = confirm_lease(&leases, &options).await;
+                confirmed_until = confirm_lease(&leases, &options, confirmed_until).await;
             }
             _ = tokio::time::sleep_until(confirmed_until.unwrap_or_else(Instant::now)), if confirmed_until.is_some() => {
                 warn!(%lease, "IPAM: the Lease could not be confirmed in time; writes stop");
                 confirmed_until = None;
             }
-            changed = config.changed() => {
+            changed = config.changed(), if config_open => {
                 if changed.is_err() {
-                    break Ok(());
+                    // The source is gone (the agent is stopping): keep the last one.
+                    config_open = false;
+                    continue;
                 }
                 if let Some(session) = &mut session {
                     session.mark_dirty(options.settle);
@@ -370,12 +374,22 @@ async fn run(
     }
 }
 
-/// Reads the Lease back: until when this agent may write, or `None`.
-async fn confirm_lease(leases: &Api<Lease>, options: &IpamOptions) -> Option<Instant> {
+/// Reads the Lease back: until when this agent may write, or `None`. `before` is the
+/// previous answer (a failure is logged as a warning only when it ends a
+/// confirmation, not on every try of an outage).
+async fn confirm_lease(
+    leases: &Api<Lease>,
+    options: &IpamOptions,
+    before: Option<Instant>,
+) -> Option<Instant> {
     let lease = match leases.get(&options.lease_name).await {
         Ok(lease) => lease,
+        Err(error) if before.is_some() => {
+            warn!("IPAM: cannot read the Lease back: {error}; writes stop");
+            return None;
+        }
         Err(error) => {
-            warn!("IPAM: cannot read the Lease back: {error}");
+            debug!("IPAM: cannot read the Lease back: {error}");
             return None;
         }
     };
@@ -639,6 +653,9 @@ impl Session {
         let writes = plan_writes(&self.tracked, &allocation, config);
 
         // Events that need no write.
+        reporter
+            .reported
+            .retain(|key, _| self.tracked.contains_key(key));
         for (key, tracked) in &self.tracked {
             match tracked {
                 Tracked::Unreadable { uid, error, .. } => reporter.once(
@@ -648,19 +665,18 @@ impl Session {
                     REASON_BAD_REQUEST,
                     &error.to_string(),
                 ),
-                Tracked::Ours(lb) => {
-                    if let Some(Err(refusal)) =
-                        allocation.services.get(key).map(|outcome| &outcome.result)
-                    {
-                        reporter.once(
-                            key,
-                            &lb.uid,
-                            EventType::Warning,
-                            REASON_FAILED,
-                            &format!("Failed to allocate IP for {key}: {refusal}"),
-                        );
+                Tracked::Ours(lb) => match allocation.services.get(key).map(|o| &o.result) {
+                    Some(Err(refusal)) => reporter.once(
+                        key,
+                        &lb.uid,
+                        EventType::Warning,
+                        REASON_FAILED,
+                        &format!("Failed to allocate IP for {key}: {refusal}"),
+                    ),
+                    _ => {
+                        reporter.reported.remove(key);
                     }
-                }
+                },
                 Tracked::Foreign { .. } => {}
             }
         }
@@ -706,13 +722,31 @@ impl Session {
     }
 }
 
-/// Deduplicated Events: one per Service and distinct message while leading.
+/// Events. The ones following a write are news by definition; the refusals, computed
+/// on every pass, are published once per Service and distinct message while leading
+/// (again after the Service was served in between).
 struct Reporter {
     events: EventReporter,
     reported: HashMap<ServiceKey, String>,
 }
 
 impl Reporter {
+    fn now(
+        &mut self,
+        key: &ServiceKey,
+        uid: &Option<String>,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        match type_ {
+            EventType::Normal => info!(service = %key, "IPAM: {reason}: {note}"),
+            EventType::Warning => warn!(service = %key, "IPAM: {reason}: {note}"),
+        }
+        self.events
+            .publish(key, Some(reference(key, uid)), type_, reason, ACTION, note);
+    }
+
     fn once(
         &mut self,
         key: &ServiceKey,
@@ -725,12 +759,7 @@ impl Reporter {
         if self.reported.get(key) == Some(&text) {
             return;
         }
-        match type_ {
-            EventType::Normal => info!(service = %key, "IPAM: {text}"),
-            EventType::Warning => warn!(service = %key, "IPAM: {text}"),
-        }
-        self.events
-            .publish(key, Some(reference(key, uid)), type_, reason, ACTION, note);
+        self.now(key, uid, type_, reason, note);
         self.reported.insert(key.clone(), text);
     }
 }
@@ -824,7 +853,7 @@ impl Write {
 
     fn report(&self, reporter: &mut Reporter) {
         if let Some((type_, reason, note)) = &self.event {
-            reporter.once(&self.key, &self.uid, *type_, reason, note);
+            reporter.now(&self.key, &self.uid, *type_, reason, note);
         }
     }
 }
@@ -911,4 +940,126 @@ fn plan_writes(
         }
     }
     writes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+
+    fn service(value: Value) -> Service {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn lb_service(name: &str, annotations: Value, ingress: &[&str]) -> Service {
+        let ingress: Vec<Value> = ingress.iter().map(|ip| json!({"ip": ip})).collect();
+        service(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": "shop", "name": name, "uid": format!("uid-{name}"),
+                         "annotations": annotations},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": ingress}},
+        }))
+    }
+
+    fn config() -> LbConfig {
+        let pool = metallb_config::Pool {
+            name: "production".into(),
+            labels: BTreeMap::new(),
+            ranges: vec!["192.0.2.0/30".parse().unwrap()],
+            auto_assign: true,
+            avoid_buggy_ips: false,
+            allocation: None,
+        };
+        LbConfig {
+            pools: [("production".to_string(), pool)].into(),
+            ..LbConfig::default()
+        }
+    }
+
+    fn tracked(services: &[Service]) -> BTreeMap<ServiceKey, Tracked> {
+        services
+            .iter()
+            .filter_map(|service| {
+                Some((ServiceKey::of_service(service), Tracked::of(service, None)?))
+            })
+            .collect()
+    }
+
+    fn plan(services: &[Service]) -> Vec<Write> {
+        let tracked = tracked(services);
+        let ours = tracked.values().filter_map(|tracked| match tracked {
+            Tracked::Ours(lb) => Some(lb),
+            _ => None,
+        });
+        let allocation = allocate(&config(), ours, [], &NamespaceLabels::new());
+        plan_writes(&tracked, &allocation, &config())
+    }
+
+    #[test]
+    fn only_differences_are_written() {
+        let pool = json!({"metallb.io/ip-allocated-from-pool": "production"});
+        let writes = plan(&[
+            // Holds its address and pool: nothing to write.
+            lb_service("done", pool.clone(), &["192.0.2.0"]),
+            // Holds its address, no annotation (the old prefix is read too).
+            lb_service(
+                "old-prefix",
+                json!({"metallb.universe.tf/ip-allocated-from-pool": "production"}),
+                &["192.0.2.1"],
+            ),
+            lb_service("no-annotation", json!({}), &["192.0.2.2"]),
+            // New.
+            lb_service("new", json!({}), &[]),
+        ]);
+        let names: Vec<&str> = writes.iter().map(|write| &*write.key.name).collect();
+        assert_eq!(names, ["new", "no-annotation"]);
+        let production = Some(Some("production".to_string()));
+        assert_eq!(writes[0].ingress, Some(vec!["192.0.2.3".parse().unwrap()]));
+        assert_eq!(writes[0].pool, production);
+        assert_eq!(writes[1].ingress, None);
+        assert_eq!(writes[1].pool, production);
+        assert_eq!(writes[0].event.as_ref().unwrap().1, REASON_ALLOCATED);
+        assert!(writes[1].event.is_none());
+    }
+
+    #[test]
+    fn a_service_no_longer_ours_is_released_only_from_our_pools() {
+        let not_lb = |name: &str, pool: &str, ip: &str| {
+            service(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"namespace": "shop", "name": name,
+                             "annotations": {"metallb.io/ip-allocated-from-pool": pool}},
+                "spec": {"type": "ClusterIP"},
+                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}},
+            }))
+        };
+        let writes = plan(&[
+            not_lb("was-ours", "production", "192.0.2.1"),
+            not_lb("other-pool", "elsewhere", "198.51.100.1"),
+            not_lb("outside-our-pool", "production", "198.51.100.2"),
+        ]);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(&*writes[0].key.name, "was-ours");
+        assert_eq!(writes[0].ingress, Some(vec![]));
+        assert_eq!(writes[0].pool, Some(None));
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(IpamOptions::new("node-a").check().is_ok());
+        let mut options = IpamOptions::new("node-a");
+        options.lease_grace = options.lease_duration;
+        assert!(matches!(options.check(), Err(IpamError::Options(_))));
+        let mut options = IpamOptions::new("node-a");
+        options.confirm_interval = options.lease_grace;
+        assert!(
+            options
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("confirm interval")
+        );
+        assert!(IpamOptions::new("").check().is_err());
+    }
 }

@@ -1,9 +1,14 @@
 //! LoadBalancer IPAM: which address each LoadBalancer Service gets from MetalLB's
 //! pools.
 //!
-//! - [`allocate`]: the allocation as a pure function of the pools, the Services and
-//!   the namespaces' labels. The static source runs it on every node (same inputs,
-//!   same answer); the controller runs it in the cluster.
+//! - [`allocate`](mod@allocate): the allocation as a pure function of the pools, the
+//!   Services and the namespaces' labels ([`allocate_objects`] on whole objects). The
+//!   static source runs it on every node (same inputs, same answer); the controller
+//!   runs it in the cluster. Without an API server nothing is written back, so there
+//!   a Service keeps its address only as long as the inputs do not change the order
+//!   of service (oldest first by `creationTimestamp`, then by name): manifests that
+//!   must keep their addresses carry them (`status.loadBalancer.ingress`, or
+//!   `metallb.io/loadBalancerIPs`).
 //! - [`controller`]: the cluster's one active allocator, elected through a
 //!   `coordination.k8s.io` Lease, writing `status.loadBalancer.ingress` and the
 //!   `metallb.io/ip-allocated-from-pool` annotation.
@@ -13,6 +18,6 @@ pub mod controller;
 
 pub use allocate::{
     Allocation, Assignment, Dropped, IpList, NamespaceLabels, Refusal, ServiceOutcome,
-    SharingConflict, allocate,
+    SharingConflict, allocate, allocate_objects,
 };
 pub use controller::{IpamError, IpamHandle, IpamOptions, spawn_ipam};
