@@ -11,5 +11,6 @@ mod lb_ipam;
 mod lb_ipam_alloc;
 mod model;
 mod model_incremental;
+mod rbac;
 mod source_kube;
 mod source_static;
