@@ -51,19 +51,16 @@ async fn the_agent_needs_no_more_than_its_rbac_manifest() {
     // The proxy's source: Services and EndpointSlices.
     let (events_tx, mut events) = mpsc::channel(16);
     let source = ipvs_proxy::source::kubernetes::spawn_with_client(client.clone(), events_tx);
-    let first = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
-    let snapshot = loop {
-        match first {
-            Ok(Some(SourceEvent::Early { .. })) => {
-                match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-                    Ok(Some(event)) => break event,
-                    other => panic!("no snapshot: {other:?}"),
-                }
-            }
-            Ok(Some(event)) => break event,
+    // The API server's own Service may come first on its own; then the snapshot.
+    let mut snapshot = None;
+    while snapshot.is_none() {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(SourceEvent::Early { .. })) => {}
+            Ok(Some(event)) => snapshot = Some(event),
             other => panic!("no snapshot: {other:?}"),
         }
-    };
+    }
+    let snapshot = snapshot.unwrap();
     assert!(matches!(snapshot, SourceEvent::Snapshot { ref services, .. } if services.len() == 1));
 
     // MetalLB's objects and every Node.
