@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::config::LoadBalancerSettings;
 use crate::lb::decision::AnnounceModel;
-use crate::lb::ipam::allocate::NamespaceLabels;
+use crate::lb::ipam::allocate::{NamespaceLabels, namespace_labels};
 use crate::lb::static_alloc::StaticAllocator;
 use crate::model::ServiceKey;
 use crate::observe::k8s_events::EventReporter;
@@ -224,16 +224,7 @@ impl LoadBalancers {
             LbChange::Cluster(objects) => {
                 let nodes: Vec<Node> = objects.nodes.clone();
                 self.announce.set_nodes(&nodes);
-                let namespaces: NamespaceLabels = objects
-                    .namespaces
-                    .iter()
-                    .map(|namespace| {
-                        (
-                            namespace.metadata.name.clone().unwrap_or_default(),
-                            namespace.metadata.labels.clone().unwrap_or_default(),
-                        )
-                    })
-                    .collect();
+                let namespaces = namespace_labels(&objects.namespaces);
                 // Read as the Kubernetes source reads them: in one namespace only.
                 let mut ignored = Vec::new();
                 let metallb = objects

@@ -25,7 +25,7 @@ use metallb_config::{ConfigProblem, LbConfig, PeerAsn, Validated, validate};
 use serde::Serialize;
 
 use super::decision::{Decision, Inputs, Interfaces, ServiceDecision, decide};
-use super::ipam::allocate::NamespaceLabels;
+use super::ipam::allocate::namespace_labels;
 use super::service::{LbService, LbServiceError, ingress_ips};
 use super::static_alloc::StaticAllocator;
 use crate::model::ServiceKey;
@@ -289,17 +289,7 @@ pub fn plan(manifests: &Manifests, options: &PlanOptions) -> PlanReport {
     }
 
     // The allocation, exactly as the static source's allocator writes it.
-    let namespaces: NamespaceLabels = manifests
-        .cluster
-        .namespaces
-        .iter()
-        .map(|namespace| {
-            (
-                namespace.metadata.name.clone().unwrap_or_default(),
-                namespace.metadata.labels.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let namespaces = namespace_labels(&manifests.cluster.namespaces);
     let mut allocator = StaticAllocator::new(options.class.clone());
     allocator.set_config(config.clone(), namespaces.clone());
     let services = allocator

@@ -55,6 +55,21 @@ use crate::model::{Family, ServiceKey};
 /// namespace missing here has no labels.
 pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
+/// The namespaces' labels by name, from Namespace objects.
+pub fn namespace_labels<'a>(
+    namespaces: impl IntoIterator<Item = &'a k8s_openapi::api::core::v1::Namespace>,
+) -> NamespaceLabels {
+    namespaces
+        .into_iter()
+        .map(|namespace| {
+            (
+                namespace.metadata.name.clone().unwrap_or_default(),
+                namespace.metadata.labels.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 /// What a Service gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
@@ -386,15 +401,7 @@ pub fn allocate_objects<'a>(
             None => {}
         }
     }
-    let labels: NamespaceLabels = namespaces
-        .into_iter()
-        .map(|namespace| {
-            (
-                namespace.metadata.name.clone().unwrap_or_default(),
-                namespace.metadata.labels.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let labels = namespace_labels(namespaces);
     let allocation = allocate(
         config,
         &readable,
