@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod frr;
 mod topology;
 
 pub use topology::{Pod, Topology, TopologyBuilder};
