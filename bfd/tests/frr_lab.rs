@@ -110,13 +110,9 @@ impl Lab {
         let log = Arc::new(Mutex::new(Log::default()));
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (loop_log, local, peer) = (log.clone(), self.node_ip, self.router_ip);
-        let thread = self.node.thread(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(drive(loop_log, cmd_rx, local, peer, config, wait_for_bfdd))
-        });
+        let thread = self
+            .node
+            .thread_async(move || drive(loop_log, cmd_rx, local, peer, config, wait_for_bfdd));
         Driver {
             log,
             cmds,
