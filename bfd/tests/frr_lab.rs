@@ -10,14 +10,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bfd_proto::packet::{CONTROL_PORT, SOURCE_PORTS, TTL};
 use bfd_proto::{Action, Config, Diagnostic, Flags, Packet, Session, State};
-use netns_lab::{Background, Netns, host_sh, veth, wait_until};
+use netns_lab::frr::{Bfdd, bfdd_version};
+use netns_lab::{Netns, veth, wait_until};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -66,38 +66,9 @@ impl Log {
     }
 }
 
-/// A tmpfs for bfdd's Unix sockets (the lab's shared filesystem cannot hold them),
-/// unmounted on drop.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn new() -> RunDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(format!(
-            "/run/bfd-lab-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        host_sh(&format!(
-            "mkdir -p {0} && mount -t tmpfs bfdlab {0} && chown frr:frr {0}",
-            dir.display()
-        ));
-        RunDir(dir)
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).output();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// bfdd in a router namespace, peered with a node namespace over a veth.
 struct Lab {
-    // Field order is drop order: bfdd dies before its socket directory goes.
-    _bfdd: Background,
-    dir: RunDir,
+    bfdd: Bfdd,
     router: Netns,
     node: Netns,
     router_ip: IpAddr,
@@ -116,25 +87,9 @@ impl Lab {
             "eth0",
             &format!("{node_ip}/{plen}"),
         );
-        let dir = RunDir::new();
-        let d = dir.0.display();
-        // No `interface` on the peer: bfdd learns interfaces from zebra, which this lab
-        // does not run; a single-hop peer keyed by its addresses needs none.
-        std::fs::write(
-            dir.0.join("bfdd.conf"),
-            format!(
-                "bfd\n peer {node_ip} local-address {router_ip}\n  detect-multiplier 3\n  \
-                 receive-interval 300\n  transmit-interval 300\n !\n!\n"
-            ),
-        )
-        .unwrap();
-        let bfdd = router.spawn(&format!(
-            "/usr/lib/frr/bfdd -f {d}/bfdd.conf --vty_socket {d} -z {d}/zserv.api \
-             -i {d}/bfdd.pid --bfdctl {d}/bfdd.sock -u frr -g frr --log stdout"
-        ));
+        let bfdd = Bfdd::start(&router, "bfd-lab", router_ip, node_ip);
         Lab {
-            _bfdd: bfdd,
-            dir,
+            bfdd,
             router,
             node,
             router_ip: router_ip.parse().unwrap(),
@@ -143,11 +98,7 @@ impl Lab {
     }
 
     fn vtysh(&self, cmds: &[&str]) -> String {
-        let args: String = cmds.iter().map(|c| format!(" -c '{c}'")).collect();
-        self.router.sh(&format!(
-            "vtysh --vty_socket {} -d bfdd{args}",
-            self.dir.0.display()
-        ))
+        self.bfdd.vtysh(&self.router, cmds)
     }
 
     fn peers(&self) -> String {
@@ -159,13 +110,9 @@ impl Lab {
         let log = Arc::new(Mutex::new(Log::default()));
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (loop_log, local, peer) = (log.clone(), self.node_ip, self.router_ip);
-        let thread = self.node.thread(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(drive(loop_log, cmd_rx, local, peer, config, wait_for_bfdd))
-        });
+        let thread = self
+            .node
+            .thread_async(move || drive(loop_log, cmd_rx, local, peer, config, wait_for_bfdd));
         Driver {
             log,
             cmds,
@@ -339,12 +286,6 @@ async fn drive(
             }
         }
     }
-}
-
-fn bfdd_version() -> String {
-    host_sh("/usr/lib/frr/bfdd --version | head -n1")
-        .trim()
-        .to_string()
 }
 
 /// Every packet bfdd sent parses and re-encodes to its exact bytes, and our session

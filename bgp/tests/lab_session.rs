@@ -232,13 +232,7 @@ protocol bgp node {
         stopped: false,
     };
     let stop2 = stop.clone();
-    let handle = n.thread(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(driver.run(stop2))
-    });
+    let handle = n.thread_async(move || driver.run(stop2));
 
     let show = |cmd: &str| String::from_utf8_lossy(&birdc(cmd).stdout).into_owned();
     let routed = wait_until(Duration::from_secs(30), || {

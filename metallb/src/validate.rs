@@ -1273,19 +1273,15 @@ fn l2_advertisement(
         "pool",
         report,
     );
-    let pool_selectors = selectors(
-        subject,
-        "spec.ipAddressPoolSelectors",
-        &spec.ip_address_pool_selectors,
-        report,
-    );
-    let node_selectors = selectors(subject, "spec.nodeSelectors", &spec.node_selectors, report);
-    let service_selectors = selectors(
-        subject,
-        "spec.serviceSelectors",
-        &spec.service_selectors,
-        report,
-    );
+    let [pool_selectors, node_selectors, service_selectors] = [
+        (
+            "spec.ipAddressPoolSelectors",
+            &spec.ip_address_pool_selectors,
+        ),
+        ("spec.nodeSelectors", &spec.node_selectors),
+        ("spec.serviceSelectors", &spec.service_selectors),
+    ]
+    .map(|(field, list)| selectors(subject, field, list, report));
     let mut preferred_nodes = Vec::with_capacity(spec.preferred_node_selectors.len());
     for (index, preferred) in spec.preferred_node_selectors.iter().enumerate() {
         let field = format!("spec.preferredNodeSelectors[{index}]");
@@ -1364,19 +1360,15 @@ fn bgp_advertisement(
             ok = false;
         }
     }
-    let pool_selectors = selectors(
-        subject,
-        "spec.ipAddressPoolSelectors",
-        &spec.ip_address_pool_selectors,
-        report,
-    );
-    let node_selectors = selectors(subject, "spec.nodeSelectors", &spec.node_selectors, report);
-    let service_selectors = selectors(
-        subject,
-        "spec.serviceSelectors",
-        &spec.service_selectors,
-        report,
-    );
+    let [pool_selectors, node_selectors, service_selectors] = [
+        (
+            "spec.ipAddressPoolSelectors",
+            &spec.ip_address_pool_selectors,
+        ),
+        ("spec.nodeSelectors", &spec.node_selectors),
+        ("spec.serviceSelectors", &spec.service_selectors),
+    ]
+    .map(|(field, list)| selectors(subject, field, list, report));
 
     let aggregation_length = match spec.aggregation_length {
         None => Some(DEFAULT_AGGREGATION_LENGTH),

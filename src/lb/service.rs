@@ -269,13 +269,7 @@ impl LbService {
 /// Readable even when [`LbService::from_service`] refuses the Service's requests, so
 /// the IPAM can keep those addresses reserved.
 pub fn ingress_ips(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|status| status.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
+    crate::model::input::ingress_entries(service)
         .filter_map(|ingress| ingress.ip.as_deref()?.trim().parse().ok())
         .collect()
 }

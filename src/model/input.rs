@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 
@@ -113,6 +113,18 @@ pub struct ServiceInput {
     pub health_check_node_port: Option<i32>,
 }
 
+/// A Service's `status.loadBalancer.ingress[]` entries, in order (none when the
+/// status has no such list).
+pub(crate) fn ingress_entries(service: &Service) -> impl Iterator<Item = &LoadBalancerIngress> {
+    service
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+}
+
 impl ServiceInput {
     /// The projection of a Service object.
     pub fn from_service(service: &Service, interner: &mut Interner) -> Self {
@@ -154,13 +166,7 @@ impl ServiceInput {
                 })
                 .collect(),
             external_ips: strings(spec.and_then(|spec| spec.external_ips.as_ref())),
-            ingress: service
-                .status
-                .as_ref()
-                .and_then(|status| status.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
+            ingress: ingress_entries(service)
                 .map(|ingress| IngressInput {
                     ip: ingress.ip.clone(),
                     ip_mode: ingress.ip_mode.clone(),

@@ -29,6 +29,7 @@ pub use kube_sets::{IpsetMembers, KubeSet, SetEntry, SetId};
 pub use merged::Touched;
 pub use service::{ServiceContribution, ServiceOutcome, Skipped};
 pub use store::Model;
+pub(crate) use store::slice_id;
 pub(crate) use types::compact;
 pub use types::{
     DesiredState, Family, HEADLESS_LABEL, HealthCheck, ModelConfig, NodeInfo, Protocol, RealServer,

@@ -373,7 +373,9 @@ impl Model {
     }
 }
 
-fn slice_id(slice: &EndpointSlice) -> (String, String) {
+/// An EndpointSlice's identity, (namespace, name), with the API server's defaults for
+/// missing fields (a slice read from a file may omit its namespace).
+pub(crate) fn slice_id(slice: &EndpointSlice) -> (String, String) {
     (
         slice
             .metadata

@@ -5,15 +5,15 @@
 //! the detection time), and two of our managers with each other.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bfd_proto::packet::CONTROL_PORT;
 use bfd_proto::{Diagnostic, Packet, State};
 use ipvs_proxy::announce::bfd::{BfdManager, Config, SessionKey, SessionState, Stats};
-use netns_lab::{Background, Netns, host_sh, veth, wait_until};
+use netns_lab::frr::{Bfdd, bfdd_version};
+use netns_lab::{Netns, veth, wait_until};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
@@ -105,38 +105,9 @@ impl Drop for Node {
     }
 }
 
-/// A tmpfs for bfdd's Unix sockets (the lab's shared filesystem cannot hold them),
-/// unmounted on drop.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn new() -> RunDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(format!(
-            "/run/bfd-session-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        host_sh(&format!(
-            "mkdir -p {0} && mount -t tmpfs bfdsession {0} && chown frr:frr {0}",
-            dir.display()
-        ));
-        RunDir(dir)
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).output();
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 /// bfdd in a router namespace with one single-hop peer: the node namespace.
 struct Router {
-    // Field order is drop order: bfdd dies before its socket directory goes.
-    bfdd: Option<Background>,
-    dir: RunDir,
+    bfdd: Bfdd,
     ns: Netns,
     ip: IpAddr,
     peer: IpAddr,
@@ -153,25 +124,9 @@ impl Router {
             "eth0",
             &format!("{node_ip}/{plen}"),
         );
-        let dir = RunDir::new();
-        let d = dir.0.display();
-        // No `interface` on the peer: bfdd learns interfaces from zebra, which this lab
-        // does not run; a single-hop peer keyed by its addresses needs none.
-        std::fs::write(
-            dir.0.join("bfdd.conf"),
-            format!(
-                "bfd\n peer {node_ip} local-address {router_ip}\n  detect-multiplier 3\n  \
-                 receive-interval 300\n  transmit-interval 300\n !\n!\n"
-            ),
-        )
-        .unwrap();
-        let bfdd = ns.spawn(&format!(
-            "/usr/lib/frr/bfdd -f {d}/bfdd.conf --vty_socket {d} -z {d}/zserv.api \
-             -i {d}/bfdd.pid --bfdctl {d}/bfdd.sock -u frr -g frr --log stdout"
-        ));
+        let bfdd = Bfdd::start(&ns, "bfd-session", router_ip, node_ip);
         Router {
-            bfdd: Some(bfdd),
-            dir,
+            bfdd,
             ns,
             ip: router_ip.parse().unwrap(),
             peer: node_ip.parse().unwrap(),
@@ -179,11 +134,7 @@ impl Router {
     }
 
     fn vtysh(&self, cmds: &[&str]) -> String {
-        let args: String = cmds.iter().map(|c| format!(" -c '{c}'")).collect();
-        self.ns.sh(&format!(
-            "vtysh --vty_socket {} -d bfdd{args}",
-            self.dir.0.display()
-        ))
+        self.bfdd.vtysh(&self.ns, cmds)
     }
 
     fn peers(&self) -> String {
@@ -252,12 +203,6 @@ fn port_drops(ns: &Netns, family: IpAddr) -> u64 {
         })
         .and_then(|l| l.split_whitespace().last()?.parse().ok())
         .unwrap_or_else(|| panic!("no port 3784 socket in /proc/net/{file}:\n{table}"))
-}
-
-fn bfdd_version() -> String {
-    host_sh("/usr/lib/frr/bfdd --version | head -n1")
-        .trim()
-        .to_string()
 }
 
 /// The whole story against bfdd for one address family.
@@ -355,7 +300,7 @@ fn against_bfdd(prefix: &str, router_ip: &str, node_ip: &str, plen: u8) {
     // bfdd killed: we detect it within the detection time (counted from bfdd's last
     // packet, which left at most one interval before the kill).
     let killed = Instant::now();
-    drop(router.bfdd.take());
+    router.bfdd.kill();
     let down = node.wait_for(&mut rx, DETECTION + SLACK + Duration::from_secs(2), |s| {
         !s.is_up()
     });

@@ -75,24 +75,18 @@ impl Speaker {
         let (stop, mut stop_rx) = oneshot::channel::<bool>();
         let status = Arc::new(Mutex::new(Vec::new()));
         let shown = status.clone();
-        let thread = ns.thread(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async move {
-                let handle = spawn_bgp_speaker(options, peers_rx, routes_rx);
-                loop {
-                    *shown.lock().unwrap() = handle.status();
-                    tokio::select! {
-                        graceful = &mut stop_rx => {
-                            handle.shutdown(graceful.unwrap_or(false)).await;
-                            return;
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        let thread = ns.thread_async(move || async move {
+            let handle = spawn_bgp_speaker(options, peers_rx, routes_rx);
+            loop {
+                *shown.lock().unwrap() = handle.status();
+                tokio::select! {
+                    graceful = &mut stop_rx => {
+                        handle.shutdown(graceful.unwrap_or(false)).await;
+                        return;
                     }
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
-            })
+            }
         });
         Speaker {
             peers: peers_tx,

@@ -17,11 +17,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::l2_network::hostile_frames;
 use ipvs_proxy::announce::l2::{
     Interface, L2Metrics, L2Options, L2Status, TAKEOVER_BURST, Wanted, spawn_l2_announcer,
 };
 use ipvs_proxy::lb::decision::Interfaces;
-use neighbor_frames::{arp, ndp};
+use netns_lab::neigh::{arping, ndisc_answers, neighbour_mac, replies_from, wait_link_local};
 use netns_lab::{Netns, veth, wait_until};
 use tokio::sync::{oneshot, watch};
 
@@ -44,23 +45,17 @@ impl Announcer {
         };
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
-        let thread = ns.thread(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async move {
-                let handle = match spawn_l2_announcer(options, wanted_rx) {
-                    Ok(handle) => handle,
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(error.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(handle.status()));
-                let _ = stop_rx.await;
-                handle.release_all().await;
-            });
+        let thread = ns.thread_async(move || async move {
+            let handle = match spawn_l2_announcer(options, wanted_rx) {
+                Ok(handle) => handle,
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error.to_string()));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(handle.status()));
+            let _ = stop_rx.await;
+            handle.release_all().await;
         });
         let status = ready_rx
             .recv_timeout(Duration::from_secs(30))
@@ -135,43 +130,6 @@ fn prepare_node(node: &Netns, vips: &[IpAddr]) {
     );
 }
 
-/// Waits for the client's link-local address (ndisc6 sends from it).
-fn wait_link_local(client: &Netns, dev: &str) {
-    let ready = wait_until(Duration::from_secs(20), || {
-        client
-            .sh(&format!("ip -6 addr show dev {dev} scope link"))
-            .contains("fe80::")
-    });
-    assert!(ready, "no link-local address on the client's {dev}");
-}
-
-/// How many replies from `mac` an arping output shows.
-fn replies_from(output: &str, mac: &str) -> usize {
-    output
-        .lines()
-        .filter(|l| l.to_lowercase().contains(mac))
-        .count()
-}
-
-/// `arping -c count` from `client` on `dev`; its output.
-fn arping(client: &Netns, dev: &str, ip: Ipv4Addr, count: u32) -> String {
-    let out = client.exec(&format!("arping -c {count} -w {} -i {dev} {ip}", count + 2));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every MAC answering a Neighbor Solicitation for `ip` (ndisc6 waiting for all).
-fn ndisc_answers(client: &Netns, dev: &str, ip: Ipv6Addr) -> Vec<String> {
-    let out = client.exec(&format!("ndisc6 -m -q -r 2 -w 1000 {ip} {dev}"));
-    let mut macs: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_lowercase())
-        .filter(|l| !l.is_empty())
-        .collect();
-    macs.sort();
-    macs.dedup();
-    macs
-}
-
 /// Watches the neighbour table of `ns` over rtnetlink (every 2 ms, in the namespace)
 /// until every IP of `ips` maps to `mac`; the thread's result is when that was seen,
 /// or None after `timeout`. Started before the change it waits for, so the time
@@ -186,62 +144,48 @@ fn watch_neighbours(
     use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute};
 
     let (ready_tx, ready_rx) = mpsc::channel();
-    let thread = ns.thread(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async move {
-            let (connection, handle, _) = rtnetlink::new_connection().expect("rtnetlink");
-            tokio::spawn(connection);
-            let _ = ready_tx.send(());
-            let deadline = Instant::now() + timeout;
-            while Instant::now() < deadline {
-                let mut table = BTreeMap::new();
-                let mut stream = handle.neighbours().get().execute();
-                while let Some(entry) = stream.try_next().await.expect("dump neighbours") {
-                    let mut ip = None;
-                    let mut lladdr = None;
-                    for attribute in entry.attributes {
-                        match attribute {
-                            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                                ip = Some(IpAddr::V4(v4));
-                            }
-                            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                                ip = Some(IpAddr::V6(v6));
-                            }
-                            NeighbourAttribute::LinkLayerAddress(bytes) => {
-                                let hex: Vec<String> =
-                                    bytes.iter().map(|b| format!("{b:02x}")).collect();
-                                lladdr = Some(hex.join(":"));
-                            }
-                            _ => {}
+    let thread = ns.thread_async(move || async move {
+        let (connection, handle, _) = rtnetlink::new_connection().expect("rtnetlink");
+        tokio::spawn(connection);
+        let _ = ready_tx.send(());
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let mut table = BTreeMap::new();
+            let mut stream = handle.neighbours().get().execute();
+            while let Some(entry) = stream.try_next().await.expect("dump neighbours") {
+                let mut ip = None;
+                let mut lladdr = None;
+                for attribute in entry.attributes {
+                    match attribute {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                            ip = Some(IpAddr::V4(v4));
                         }
-                    }
-                    if let (Some(ip), Some(lladdr)) = (ip, lladdr) {
-                        table.insert(ip, lladdr);
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                            ip = Some(IpAddr::V6(v6));
+                        }
+                        NeighbourAttribute::LinkLayerAddress(bytes) => {
+                            let hex: Vec<String> =
+                                bytes.iter().map(|b| format!("{b:02x}")).collect();
+                            lladdr = Some(hex.join(":"));
+                        }
+                        _ => {}
                     }
                 }
-                if ips.iter().all(|ip| table.get(ip) == Some(&mac)) {
-                    return Some(Instant::now());
+                if let (Some(ip), Some(lladdr)) = (ip, lladdr) {
+                    table.insert(ip, lladdr);
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            None
-        })
+            if ips.iter().all(|ip| table.get(ip) == Some(&mac)) {
+                return Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the neighbour watcher never started");
     thread
-}
-
-/// The MAC in the client's neighbour entry for `ip`, if any.
-fn neighbour(client: &Netns, dev: &str, ip: IpAddr) -> Option<String> {
-    let out = client.sh(&format!("ip neigh show {ip} dev {dev}"));
-    let mut words = out.split_whitespace();
-    words.find(|w| *w == "lladdr")?;
-    words.next().map(str::to_owned)
 }
 
 const SEGMENT_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 61, 100);
@@ -361,12 +305,12 @@ fn one_owner_answers_and_ownership_moves_with_the_neighbour_entries() {
             socket.send_to(b"resolve", (ip, 9)).expect("send");
         });
         let resolved = wait_until(Duration::from_secs(5), || {
-            neighbour(&client, "eth0", ip) == Some(node_mac(0))
+            neighbour_mac(&client, "eth0", ip) == Some(node_mac(0))
         });
         assert!(
             resolved,
             "{ip} not resolved to node 0: {:?}",
-            neighbour(&client, "eth0", ip)
+            neighbour_mac(&client, "eth0", ip)
         );
     }
 
@@ -552,56 +496,17 @@ fn hostile_frames_do_not_stop_the_announcer() {
     announcer.own(&[all(IpAddr::V4(vip)), all(IpAddr::V6(vip6))]);
     announcer.assert_answering(IpAddr::V4(vip), &["eth0"]);
 
-    let sent = client.run(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async move {
-            let attacker = Interface::open("eth0").await.expect("open eth0");
-            let from = attacker.mac;
-            let client_ip = Ipv4Addr::new(192, 168, 65, 2);
-            let client_ll: Ipv6Addr = "fe80::2".parse().unwrap();
-            let mut frames: Vec<(bool, Vec<u8>)> = Vec::new();
-            // ARP for other hardware, cut short, from a group address.
-            let mut frame = arp::request(from, client_ip, vip).to_vec();
-            frame[15] = 6;
-            frames.push((false, frame));
-            frames.push((false, arp::request(from, client_ip, vip)[..30].to_vec()));
-            let mut frame = arp::request(from, client_ip, vip).to_vec();
-            frame[22] = 0x01;
-            frames.push((false, frame));
-            // Solicitations for the VIP: hop limit, checksum, zero-length option,
-            // payload length past the frame.
-            let solicitation = ndp::solicitation(from, client_ll, vip6);
-            for (at, value) in [(21, 64u8), (56, 0), (79, 0), (19, 0xff)] {
-                let mut frame = solicitation.clone();
-                frame[at] = if at == 56 { frame[at] ^ 0x5a } else { value };
-                frames.push((true, frame));
-            }
-            // Random bytes behind both EtherTypes (fixed seed: reproducible).
-            let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-            for i in 0..500 {
-                let mut frame = vec![0xff; 12];
-                frame.extend_from_slice(if i % 2 == 0 {
-                    &[0x08, 0x06]
-                } else {
-                    &[0x86, 0xdd]
-                });
-                let len = 14 + (seed % 120) as usize;
-                while frame.len() < len {
-                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    frame.push((seed >> 56) as u8);
-                }
-                frames.push((i % 2 == 1, frame));
-            }
-            let count = frames.len();
-            for (ndp, frame) in frames {
-                let socket = if ndp { &attacker.ndp } else { &attacker.arp };
-                socket.send(&frame).await.expect("send a frame");
-            }
-            count
-        })
+    let sent = client.run_async(move || async move {
+        let attacker = Interface::open("eth0").await.expect("open eth0");
+        let from = attacker.mac;
+        let client_ip = Ipv4Addr::new(192, 168, 65, 2);
+        let frames = hostile_frames(from, client_ip, vip, vip6, 500, 0x2545_f491_4f6c_dd1d, 120);
+        let count = frames.len();
+        for (ndp, frame) in frames {
+            let socket = if ndp { &attacker.ndp } else { &attacker.arp };
+            socket.send(&frame).await.expect("send a frame");
+        }
+        count
     });
     assert!(sent > 500);
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ipvs_proxy::announce::l2::{self, Interface};
 use neighbor_frames::{MacAddr, arp, ndp};
+use netns_lab::neigh::{neighbour_mac, replies_from, wait_link_local};
 use netns_lab::{Netns, veth, wait_until};
 
 const NODE_MAC: &str = "02:00:00:00:60:01";
@@ -51,55 +52,49 @@ impl Responder {
     fn start(ns: &Netns, owned: Vec<IpAddr>) -> Responder {
         let (ready_tx, ready_rx) = mpsc::channel();
         let (commands, mut command_rx) = tokio::sync::mpsc::unbounded_channel::<(Command, Reply)>();
-        let thread = ns.thread(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async move {
-                let interface = match Interface::open("eth0").await {
-                    Ok(interface) => Arc::new(interface),
-                    Err(error) => {
-                        let _ = ready_tx.send(Err(error.to_string()));
-                        return;
+        let thread = ns.thread_async(move || async move {
+            let interface = match Interface::open("eth0").await {
+                Ok(interface) => Arc::new(interface),
+                Err(error) => {
+                    let _ = ready_tx.send(Err(error.to_string()));
+                    return;
+                }
+            };
+            for ip in &owned {
+                if let IpAddr::V6(ip) = ip
+                    && let Err(error) = interface.groups.join(*ip)
+                {
+                    let _ = ready_tx.send(Err(error.to_string()));
+                    return;
+                }
+            }
+            let responder = tokio::spawn({
+                let interface = Arc::clone(&interface);
+                async move { l2::respond(&interface, |ip| owned.contains(&ip)).await }
+            });
+            let _ = ready_tx.send(Ok(interface.mac));
+            while let Some((command, reply)) = command_rx.recv().await {
+                let result = match command {
+                    Command::Send { ndp, frame } => {
+                        let socket = if ndp { &interface.ndp } else { &interface.arp };
+                        socket.send(&frame).await.map_err(|e| e.to_string())
+                    }
+                    Command::Announce(ip) => l2::announce(&interface, ip)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Command::Join(ip) => interface.groups.join(ip).map_err(|e| e.to_string()),
+                    Command::Leave(ip) => interface.groups.leave(ip).map_err(|e| e.to_string()),
+                    Command::Alive => {
+                        if responder.is_finished() {
+                            Err("the receive loop ended".to_owned())
+                        } else {
+                            Ok(())
+                        }
                     }
                 };
-                for ip in &owned {
-                    if let IpAddr::V6(ip) = ip
-                        && let Err(error) = interface.groups.join(*ip)
-                    {
-                        let _ = ready_tx.send(Err(error.to_string()));
-                        return;
-                    }
-                }
-                let responder = tokio::spawn({
-                    let interface = Arc::clone(&interface);
-                    async move { l2::respond(&interface, |ip| owned.contains(&ip)).await }
-                });
-                let _ = ready_tx.send(Ok(interface.mac));
-                while let Some((command, reply)) = command_rx.recv().await {
-                    let result = match command {
-                        Command::Send { ndp, frame } => {
-                            let socket = if ndp { &interface.ndp } else { &interface.arp };
-                            socket.send(&frame).await.map_err(|e| e.to_string())
-                        }
-                        Command::Announce(ip) => l2::announce(&interface, ip)
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Command::Join(ip) => interface.groups.join(ip).map_err(|e| e.to_string()),
-                        Command::Leave(ip) => interface.groups.leave(ip).map_err(|e| e.to_string()),
-                        Command::Alive => {
-                            if responder.is_finished() {
-                                Err("the receive loop ended".to_owned())
-                            } else {
-                                Ok(())
-                            }
-                        }
-                    };
-                    let _ = reply.send(result);
-                }
-                responder.abort();
-            });
+                let _ = reply.send(result);
+            }
+            responder.abort();
         });
         let mac = ready_rx
             .recv_timeout(Duration::from_secs(30))
@@ -161,22 +156,8 @@ fn lab() -> (Netns, Netns) {
     node.sh(&format!("ip addr add {VIP6}/128 dev kube-ipvs0 nodad"));
     // Gratuitous messages may replace an entry at once, however recently it was set.
     client.sh("sysctl -qw net.ipv4.neigh.eth0.locktime=0 net.ipv6.neigh.eth0.locktime=0");
-    // The link-local addresses exist once the links are up; ndisc6 needs the client's.
-    let ready = wait_until(Duration::from_secs(20), || {
-        client
-            .sh("ip -6 addr show dev eth0 scope link")
-            .contains("fe80::")
-    });
-    assert!(ready, "no link-local address on the client");
+    wait_link_local(&client, "eth0");
     (node, client)
-}
-
-/// The MAC in the client's neighbour entry for `ip`, if any.
-fn neighbour(client: &Netns, ip: IpAddr) -> Option<String> {
-    let out = client.sh(&format!("ip neigh show {ip} dev eth0"));
-    let mut words = out.split_whitespace();
-    words.find(|w| *w == "lladdr")?;
-    words.next().map(str::to_owned)
 }
 
 /// Replaces the client's entry for `ip` with [`STALE_MAC`], as if another node had
@@ -185,26 +166,21 @@ fn plant_stale_entry(client: &Netns, ip: IpAddr) {
     client.sh(&format!(
         "ip neigh replace {ip} lladdr {STALE_MAC} dev eth0 nud stale"
     ));
-    assert_eq!(neighbour(client, ip).as_deref(), Some(STALE_MAC));
+    assert_eq!(
+        neighbour_mac(client, "eth0", ip).as_deref(),
+        Some(STALE_MAC)
+    );
 }
 
 fn assert_entry_moves_to_node(client: &Netns, ip: IpAddr, by: &str) {
     let moved = wait_until(Duration::from_secs(5), || {
-        neighbour(client, ip).as_deref() == Some(NODE_MAC)
+        neighbour_mac(client, "eth0", ip).as_deref() == Some(NODE_MAC)
     });
     assert!(
         moved,
         "{by} did not move the client's entry for {ip}: {}",
         client.sh(&format!("ip neigh show {ip}"))
     );
-}
-
-/// How many replies from `mac` an arping output shows.
-fn replies_from(output: &str, mac: &str) -> usize {
-    output
-        .lines()
-        .filter(|l| l.to_lowercase().contains(mac))
-        .count()
 }
 
 #[test]
@@ -313,28 +289,32 @@ fn solicited_node_groups_are_joined_and_left_on_the_interface() {
     assert!(left, "{group} still joined:\n{}", groups());
 }
 
-#[test]
-#[ignore = "needs the kernel lab"]
-fn hostile_frames_do_not_stop_the_responder() {
-    let (node, client) = lab();
-    let responder = Responder::start(&node, vec![IpAddr::V4(VIP), IpAddr::V6(VIP6)]);
-    let attacker = Responder::start(&client, vec![]);
-    let from = attacker.mac;
-    let client_ip = Ipv4Addr::new(192, 168, 60, 2);
+/// Frames a hostile or broken station might send, each with whether it goes on the
+/// NDP socket (true) or the ARP one, from `from` (at `client_ip`, link-local
+/// `fe80::2`): ARP requests for `vip` for other hardware, cut short and from a group
+/// address; solicitations for `vip6` with a hop limit of 64, a bad checksum, options
+/// of length zero and a payload length past the frame; then `random` frames of random
+/// bytes (up to `spread` after the header) behind both EtherTypes, from a fixed-seed
+/// generator so that a run is reproducible.
+pub(super) fn hostile_frames(
+    from: MacAddr,
+    client_ip: Ipv4Addr,
+    vip: Ipv4Addr,
+    vip6: Ipv6Addr,
+    random: usize,
+    mut seed: u64,
+    spread: u64,
+) -> Vec<(bool, Vec<u8>)> {
     let client_ll: Ipv6Addr = "fe80::2".parse().unwrap();
-
     let mut frames = Vec::new();
-    // ARP for other hardware, cut short, and from a group address.
-    let mut frame = arp::request(from, client_ip, VIP).to_vec();
+    let mut frame = arp::request(from, client_ip, vip).to_vec();
     frame[15] = 6;
     frames.push((false, frame));
-    frames.push((false, arp::request(from, client_ip, VIP)[..30].to_vec()));
-    let mut frame = arp::request(from, client_ip, VIP).to_vec();
+    frames.push((false, arp::request(from, client_ip, vip)[..30].to_vec()));
+    let mut frame = arp::request(from, client_ip, vip).to_vec();
     frame[22] = 0x01;
     frames.push((false, frame));
-    // Solicitations for the VIP with a hop limit of 64, a bad checksum, options of
-    // length zero, and a payload length past the frame.
-    let solicitation = ndp::solicitation(from, client_ll, VIP6);
+    let solicitation = ndp::solicitation(from, client_ll, vip6);
     type Corruption = (usize, fn(u8) -> u8);
     let corruptions: [Corruption; 4] = [
         (21, |_| 64),       // hop limit
@@ -347,22 +327,33 @@ fn hostile_frames_do_not_stop_the_responder() {
         frame[at] = corrupt(frame[at]);
         frames.push((true, frame));
     }
-    // Random bytes behind both EtherTypes (a fixed-seed generator: reproducible).
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in 0..200 {
+    for i in 0..random {
         let mut frame = vec![0xff; 12];
         frame.extend_from_slice(if i % 2 == 0 {
             &[0x08, 0x06]
         } else {
             &[0x86, 0xdd]
         });
-        let len = 14 + (seed % 100) as usize;
+        let len = 14 + (seed % spread) as usize;
         while frame.len() < len {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             frame.push((seed >> 56) as u8);
         }
         frames.push((i % 2 == 1, frame));
     }
+    frames
+}
+
+#[test]
+#[ignore = "needs the kernel lab"]
+fn hostile_frames_do_not_stop_the_responder() {
+    let (node, client) = lab();
+    let responder = Responder::start(&node, vec![IpAddr::V4(VIP), IpAddr::V6(VIP6)]);
+    let attacker = Responder::start(&client, vec![]);
+    let from = attacker.mac;
+    let client_ip = Ipv4Addr::new(192, 168, 60, 2);
+
+    let frames = hostile_frames(from, client_ip, VIP, VIP6, 200, 0x9e37_79b9_7f4a_7c15, 100);
     for (ndp, frame) in frames {
         attacker.run(Command::Send { ndp, frame });
     }
@@ -391,37 +382,31 @@ fn the_socket_filters_pass_only_arp_requests_and_solicitations() {
 
     // The node reads both sockets until the two marker requests (sent last) arrive.
     let (ready_tx, ready_rx) = mpsc::channel();
-    let listener = node.thread(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async move {
-            let interface = Interface::open("eth0").await.expect("open eth0");
-            ready_tx.send(()).expect("the test waits");
-            let (mut arp_frames, mut ndp_frames) = (Vec::new(), Vec::new());
-            let mut arp_buffer = vec![0; 1514];
-            let mut ndp_buffer = vec![0; 1514];
-            let deadline = tokio::time::sleep(Duration::from_secs(20));
-            tokio::pin!(deadline);
-            let has = |frames: &Vec<Vec<u8>>, at: std::ops::Range<usize>, what: &[u8]| {
-                frames.iter().any(|f| f.get(at.clone()) == Some(what))
-            };
-            while !(has(&arp_frames, 38..42, &marker.octets())
-                && has(&ndp_frames, 62..78, &marker6.octets()))
-            {
-                tokio::select! {
-                    len = interface.arp.recv(&mut arp_buffer) => {
-                        arp_frames.push(arp_buffer[..len.expect("recv")].to_vec());
-                    }
-                    len = interface.ndp.recv(&mut ndp_buffer) => {
-                        ndp_frames.push(ndp_buffer[..len.expect("recv")].to_vec());
-                    }
-                    () = &mut deadline => break,
+    let listener = node.thread_async(move || async move {
+        let interface = Interface::open("eth0").await.expect("open eth0");
+        ready_tx.send(()).expect("the test waits");
+        let (mut arp_frames, mut ndp_frames) = (Vec::new(), Vec::new());
+        let mut arp_buffer = vec![0; 1514];
+        let mut ndp_buffer = vec![0; 1514];
+        let deadline = tokio::time::sleep(Duration::from_secs(20));
+        tokio::pin!(deadline);
+        let has = |frames: &Vec<Vec<u8>>, at: std::ops::Range<usize>, what: &[u8]| {
+            frames.iter().any(|f| f.get(at.clone()) == Some(what))
+        };
+        while !(has(&arp_frames, 38..42, &marker.octets())
+            && has(&ndp_frames, 62..78, &marker6.octets()))
+        {
+            tokio::select! {
+                len = interface.arp.recv(&mut arp_buffer) => {
+                    arp_frames.push(arp_buffer[..len.expect("recv")].to_vec());
                 }
+                len = interface.ndp.recv(&mut ndp_buffer) => {
+                    ndp_frames.push(ndp_buffer[..len.expect("recv")].to_vec());
+                }
+                () = &mut deadline => break,
             }
-            (arp_frames, ndp_frames)
-        })
+        }
+        (arp_frames, ndp_frames)
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))

@@ -52,21 +52,15 @@ impl Member {
             .iter()
             .map(|(node, ip)| Seed::new(*node, ip.parse().unwrap()))
             .collect();
-        let thread = ns.thread(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+        let thread = ns.thread_async(move || async move {
+            let membership = Membership::start(config).await.unwrap();
+            ready_tx
+                .send((membership.live(), membership.metrics()))
                 .unwrap();
-            runtime.block_on(async move {
-                let membership = Membership::start(config).await.unwrap();
-                ready_tx
-                    .send((membership.live(), membership.metrics()))
-                    .unwrap();
-                match stop_rx.await {
-                    Ok(Stop::Leave) => membership.leave().await,
-                    Ok(Stop::Kill) | Err(_) => drop(membership),
-                }
-            });
+            match stop_rx.await {
+                Ok(Stop::Leave) => membership.leave().await,
+                Ok(Stop::Kill) | Err(_) => drop(membership),
+            }
         });
         let (live, metrics) = ready_rx
             .recv_timeout(Duration::from_secs(10))

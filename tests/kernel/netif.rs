@@ -16,13 +16,7 @@ where
     F: Future<Output = R>,
     R: Send,
 {
-    ns.run(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f())
-    })
+    ns.run_async(f)
 }
 
 /// Addresses as `ip -o addr show kube-ipvs0` prints them ("10.96.0.1/32").

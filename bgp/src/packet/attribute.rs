@@ -463,11 +463,16 @@ impl Attribute {
                 )
             }
             kind::LARGE_COMMUNITIES => return Err(len_err()),
-            kind::MP_REACH_NLRI => {
+            kind::MP_REACH_NLRI | kind::MP_UNREACH_NLRI => {
+                let reach = kind == kind::MP_REACH_NLRI;
                 let bad = || {
                     err(
                         UpdateError::OptionalAttributeError,
-                        "malformed MP_REACH_NLRI",
+                        if reach {
+                            "malformed MP_REACH_NLRI"
+                        } else {
+                            "malformed MP_UNREACH_NLRI"
+                        },
                     )
                 };
                 let mut r = Reader::new(value);
@@ -478,6 +483,13 @@ impl Attribute {
                 let Some(v6) = family_is_v6(family) else {
                     return Ok(raw(flags, kind, value));
                 };
+                if !reach {
+                    let withdrawn = decode_prefixes(r.buf, v6).ok_or_else(bad)?;
+                    return Ok(Attribute {
+                        flags,
+                        value: AttributeValue::MpUnreach(MpUnreach { family, withdrawn }),
+                    });
+                }
                 let nh_len = r.u8().ok_or_else(bad)? as usize;
                 let nh = r.take(nh_len).ok_or_else(bad)?;
                 let next_hop = match nh.len() {
@@ -502,24 +514,6 @@ impl Attribute {
                     next_hop,
                     nlri,
                 })
-            }
-            kind::MP_UNREACH_NLRI => {
-                let bad = || {
-                    err(
-                        UpdateError::OptionalAttributeError,
-                        "malformed MP_UNREACH_NLRI",
-                    )
-                };
-                let mut r = Reader::new(value);
-                let family = Family {
-                    afi: r.u16().ok_or_else(bad)?,
-                    safi: r.u8().ok_or_else(bad)?,
-                };
-                let Some(v6) = family_is_v6(family) else {
-                    return Ok(raw(flags, kind, value));
-                };
-                let withdrawn = decode_prefixes(r.buf, v6).ok_or_else(bad)?;
-                AttributeValue::MpUnreach(MpUnreach { family, withdrawn })
             }
             // AGGREGATOR and AS4_AGGREGATOR: known rules, value kept raw.
             _ => return Ok(raw(flags, kind, value)),

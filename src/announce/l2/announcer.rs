@@ -343,11 +343,7 @@ impl Announcer {
             .collect();
 
         // First stop answering what is no longer ours here.
-        let assigned: Vec<(IpAddr, u32)> = self
-            .assigned
-            .iter()
-            .flat_map(|(ip, indices)| indices.iter().map(move |index| (*ip, *index)))
-            .collect();
+        let assigned = self.assignments();
         for (ip, index) in assigned {
             let keep = !stale.contains(&index)
                 && desired.get(&ip).is_some_and(|want| want.contains(&index));
@@ -454,12 +450,17 @@ impl Announcer {
         tracing::info!(%ip, interface = %responder.interface.name, "stopped answering for the address");
     }
 
-    fn release_all(&mut self) {
-        let assigned: Vec<(IpAddr, u32)> = self
-            .assigned
+    /// Every (address, interface index) answered now, copied so that the caller can
+    /// unassign while walking them.
+    fn assignments(&self) -> Vec<(IpAddr, u32)> {
+        self.assigned
             .iter()
             .flat_map(|(ip, indices)| indices.iter().map(move |index| (*ip, *index)))
-            .collect();
+            .collect()
+    }
+
+    fn release_all(&mut self) {
+        let assigned = self.assignments();
         for (ip, index) in assigned {
             self.unassign(ip, index);
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use metallb_config::selector::any_matches;
-use metallb_config::{BgpAdvertisement, Community, LbConfig, Pool};
+use metallb_config::{BgpAdvertisement, Community, LbConfig, Pool, Selector};
 use sha2::{Digest, Sha256};
 
 use super::input::{Endpoints, NodeInput, ServiceInput};
@@ -223,6 +223,42 @@ impl LeftOut {
     }
 }
 
+/// The advertisements (indexes into `ads`, in order) of `pool` that select the
+/// Service, their names, and when there is none, why (`kind` names the
+/// advertisement kind in that message). `ads` yields each advertisement's name, pools
+/// and service selectors.
+fn selecting<'a>(
+    kind: &str,
+    ads: impl Iterator<Item = (&'a String, &'a Vec<String>, &'a Vec<Selector>)>,
+    pool: &Pool,
+    service: &ServiceInput,
+) -> (Vec<usize>, Vec<String>, Option<String>) {
+    let mut of_pool = false;
+    let mut selected = Vec::new();
+    let mut names = Vec::new();
+    for (i, (name, pools, selectors)) in ads.enumerate() {
+        if !pools.contains(&pool.name) {
+            continue;
+        }
+        of_pool = true;
+        if any_matches(selectors, &service.labels) {
+            selected.push(i);
+            names.push(name.clone());
+        }
+    }
+    let why = selected.is_empty().then(|| {
+        if of_pool {
+            format!(
+                "no {kind} of pool {} selects the Service (serviceSelectors)",
+                pool.name
+            )
+        } else {
+            format!("no {kind} announces pool {}", pool.name)
+        }
+    });
+    (selected, names, why)
+}
+
 fn layer2(
     service: &ServiceInput,
     endpoints: &Endpoints,
@@ -230,35 +266,21 @@ fn layer2(
     context: &Context<'_>,
 ) -> L2Outcome {
     let config = context.config;
-    let of_pool: Vec<usize> = (0..config.l2_advertisements.len())
-        .filter(|&i| config.l2_advertisements[i].pools.contains(&pool.name))
-        .collect();
-    let ads: Vec<usize> = of_pool
-        .iter()
-        .copied()
-        .filter(|&i| {
-            any_matches(
-                &config.l2_advertisements[i].service_selectors,
-                &service.labels,
-            )
-        })
-        .collect();
-    let mut outcome = L2Outcome {
-        advertisements: ads
+    let (ads, names, why) = selecting(
+        "L2Advertisement",
+        config
+            .l2_advertisements
             .iter()
-            .map(|&i| config.l2_advertisements[i].name.clone())
-            .collect(),
+            .map(|ad| (&ad.name, &ad.pools, &ad.service_selectors)),
+        pool,
+        service,
+    );
+    let mut outcome = L2Outcome {
+        advertisements: names,
+        why,
         ..L2Outcome::default()
     };
     if ads.is_empty() {
-        outcome.why = Some(if of_pool.is_empty() {
-            format!("no L2Advertisement announces pool {}", pool.name)
-        } else {
-            format!(
-                "no L2Advertisement of pool {} selects the Service (serviceSelectors)",
-                pool.name
-            )
-        });
         return outcome;
     }
     if !endpoints.serving {
@@ -338,35 +360,21 @@ fn bgp(
 ) -> BgpOutcome {
     let config = context.config;
     let resolved = context.resolved;
-    let of_pool: Vec<usize> = (0..config.bgp_advertisements.len())
-        .filter(|&i| config.bgp_advertisements[i].pools.contains(&pool.name))
-        .collect();
-    let ads: Vec<usize> = of_pool
-        .iter()
-        .copied()
-        .filter(|&i| {
-            any_matches(
-                &config.bgp_advertisements[i].service_selectors,
-                &service.labels,
-            )
-        })
-        .collect();
-    let mut outcome = BgpOutcome {
-        advertisements: ads
+    let (ads, names, why) = selecting(
+        "BGPAdvertisement",
+        config
+            .bgp_advertisements
             .iter()
-            .map(|&i| config.bgp_advertisements[i].name.clone())
-            .collect(),
+            .map(|ad| (&ad.name, &ad.pools, &ad.service_selectors)),
+        pool,
+        service,
+    );
+    let mut outcome = BgpOutcome {
+        advertisements: names,
+        why,
         ..BgpOutcome::default()
     };
     if ads.is_empty() {
-        outcome.why = Some(if of_pool.is_empty() {
-            format!("no BGPAdvertisement announces pool {}", pool.name)
-        } else {
-            format!(
-                "no BGPAdvertisement of pool {} selects the Service (serviceSelectors)",
-                pool.name
-            )
-        });
         return outcome;
     }
     for &i in &ads {

@@ -11,7 +11,7 @@ use metallb_config::LbConfig;
 use super::elect::{self, Context, LocalPart, Nodes, Resolved};
 use super::input::{Endpoints, NodeInput, ServiceInput, SliceInput};
 use super::{Decision, Interfaces, LocalAnnouncements, LocalTouched, Route, ServiceDecision};
-use crate::model::ServiceKey;
+use crate::model::{ServiceKey, slice_id};
 
 /// An EndpointSlice's identity: namespace and name.
 type SliceId = (String, String);
@@ -163,19 +163,7 @@ impl AnnounceModel {
         for key in gone {
             self.delete_service(&key);
         }
-        let slice_ids: BTreeSet<SliceId> = slices.iter().map(slice_id).collect();
-        let gone: Vec<SliceId> = self
-            .slices
-            .keys()
-            .filter(|id| !slice_ids.contains(*id))
-            .cloned()
-            .collect();
-        for (namespace, name) in gone {
-            self.delete_slice(&namespace, &name);
-        }
-        for slice in slices {
-            self.apply_slice(slice);
-        }
+        self.replace_slices(slices);
         for service in services {
             self.apply_service(service);
         }
@@ -439,17 +427,6 @@ impl AnnounceModel {
             self.touched.bgp.insert(peer);
         }
     }
-}
-
-fn slice_id(slice: &EndpointSlice) -> SliceId {
-    (
-        slice
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        slice.metadata.name.clone().unwrap_or_default(),
-    )
 }
 
 impl AnnounceModel {

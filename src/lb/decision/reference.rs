@@ -14,7 +14,7 @@ use metallb_config::LbConfig;
 use super::Decision;
 use super::elect::{self, Context, Nodes, Resolved};
 use super::input::{Endpoints, NodeInput, ServiceInput, SliceInput};
-use crate::model::ServiceKey;
+use crate::model::{ServiceKey, slice_id};
 
 /// Everything the decision reads.
 #[derive(Debug, Clone, Copy)]
@@ -60,14 +60,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     };
     let mut slices: BTreeMap<(String, String), (ServiceKey, SliceInput)> = BTreeMap::new();
     for slice in inputs.slices {
-        let id = (
-            slice
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            slice.metadata.name.clone().unwrap_or_default(),
-        );
+        let id = slice_id(slice);
         match SliceInput::from_slice(slice) {
             Some(projection) => slices.insert(id, projection),
             None => slices.remove(&id),

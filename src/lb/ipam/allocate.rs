@@ -894,6 +894,7 @@ fn sharing_ok(service: &LbService, other: &LbService) -> Result<(), SharingConfl
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::service;
     use super::*;
     use metallb_config::{Selector, ServiceAllocation};
 
@@ -915,30 +916,6 @@ mod tests {
                 .map(|pool| (pool.name.clone(), pool))
                 .collect(),
             ..LbConfig::default()
-        }
-    }
-
-    fn service(name: &str) -> LbService {
-        LbService {
-            key: ServiceKey::new("shop", name),
-            uid: None,
-            created: None,
-            labels: BTreeMap::new(),
-            load_balancer_class: None,
-            requested_ips: vec![],
-            requested_pool: None,
-            sharing_key: None,
-            allocated_from_pool: None,
-            families: vec![Family::V4],
-            dual_stack: false,
-            require_dual_stack: false,
-            ports: vec![ServicePort {
-                protocol: "TCP",
-                port: 80,
-            }],
-            local_traffic_policy: false,
-            backend_key: String::new(),
-            ingress_ips: vec![],
         }
     }
 
@@ -1342,6 +1319,7 @@ mod scale {
 mod tests_support {
     use super::*;
 
+    /// A TCP/80 IPv4 Service `shop/<name>` asking for nothing in particular.
     pub fn service(name: &str) -> LbService {
         LbService {
             key: ServiceKey::new("shop", name),

@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod frr;
+pub mod neigh;
 mod topology;
 
 pub use topology::{Pod, Topology, TopologyBuilder};
@@ -111,6 +113,30 @@ impl Netns {
                 f()
             })
             .unwrap_or_else(|e| panic!("spawn a thread for {}: {e}", self.name))
+    }
+
+    /// Runs the future `make` returns on a current-thread tokio runtime (every driver
+    /// enabled) on a new thread inside this namespace, and returns its output: the
+    /// async form of [`Netns::run`].
+    pub fn run_async<F, Fut>(&self, make: F) -> Fut::Output
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future,
+        Fut::Output: Send,
+    {
+        self.run(move || runtime().block_on(make()))
+    }
+
+    /// Starts the future `make` returns on a current-thread tokio runtime (every
+    /// driver enabled) on a new thread inside this namespace and returns at once: the
+    /// async form of [`Netns::thread`], for a server or an announcer under test.
+    pub fn thread_async<F, Fut>(&self, make: F) -> std::thread::JoinHandle<Fut::Output>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future,
+        Fut::Output: Send + 'static,
+    {
+        self.thread(move || runtime().block_on(make()))
     }
 
     /// Runs a shell command inside the namespace and returns its raw output.
@@ -232,6 +258,15 @@ impl Drop for Background {
         self.kill_group();
         let _ = self.child.wait();
     }
+}
+
+/// A current-thread runtime with IO and timers, for [`Netns::run_async`] and
+/// [`Netns::thread_async`].
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 /// Connects two namespaces with a veth pair and assigns the given addresses
