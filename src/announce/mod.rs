@@ -1,21 +1,22 @@
-//! The LoadBalancer announcers: the room reserved for what comes next.
+//! The LoadBalancer announcers, as libraries the agent does not run yet.
 //!
-//! Nothing here runs yet. The plan, so each part lands in a place of its own:
+//! What to announce is decided in [`crate::lb::decision`] (per LoadBalancer IP: the
+//! layer-2 owner among the live agents, the BGP routes per node and peer); these
+//! modules act on it, each tested against the real thing in the kernel lab:
 //!
-//! - `model::announce` (pure): per LoadBalancer IP, whether this node may announce it,
-//!   from the Service's ingress IPs, `externalTrafficPolicy` and the local endpoints,
-//!   combined with the MetalLB configuration (pools, advertisements, peers).
-//! - `announce::l2`: an instance task answering ARP and NDP for the IPs this node owns
-//!   (owner elected per IP among the live agents), fed by a watch channel from the
-//!   agent. Its frame codec is a crate with no I/O.
-//! - `announce::bgp` and `announce::bfd`: one task per peer driving a sans-IO session
-//!   state machine (events in, actions out), with `packet`, `network`, `tasks` and
-//!   `error` modules as in holo and rustybgp; the wire codecs are crates with no I/O.
-//! - LoadBalancer IPAM: a cluster-wide controller (one active allocator, elected through
-//!   a Lease) whose allocation is a pure function of pools and Services.
+//! - [`l2`]: answers ARP and NDP for the addresses this node owns, on the interfaces
+//!   the rule picks, with a gratuitous burst on takeover (frames: the `neighbor-frames`
+//!   crate).
+//! - [`membership`]: SWIM liveness among the agents (authenticated UDP), the live set
+//!   the layer-2 election runs over.
+//! - [`bgp`]: one task per peer driving `bgp-proto`'s sans-IO session (MD5, graceful
+//!   restart, End-of-RIB), announcing this node's routes.
+//! - [`bfd`]: BFD sessions over UDP with GTSM, driving `bfd-proto`'s state machine;
+//!   a session going down tears its BGP session down.
 //!
-//! The agent publishes the desired state after each sync; announcers subscribe to it and
-//! never touch IPVS, ipsets or iptables.
+//! The agent will publish the decision's local part on watch channels after each
+//! update; the announcers never touch IPVS, ipsets or iptables. Wiring them into the
+//! agent is the next step (issues 15 and 16).
 
 pub mod bfd;
 pub mod bgp;

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 /// bfdd's profile and ours: 300 ms both ways, multiplier 3.
 const DETECTION: Duration = Duration::from_millis(900);
 /// What the emulated VM's scheduling may add to a measured detection.
-const SLACK: Duration = Duration::from_millis(400);
+const SLACK: Duration = Duration::from_millis(2000);
 
 /// One of our managers inside a namespace: its runtime's threads all join the
 /// namespace when they start, so the sockets the manager opens (from those threads)
