@@ -193,22 +193,7 @@ impl LoadBalancers {
                     announce.apply_service(service);
                 }
             }
-            SourceEvent::ServicesRelisted(services) => {
-                let listed: BTreeSet<ServiceKey> =
-                    services.iter().map(ServiceKey::of_service).collect();
-                let gone: Vec<ServiceKey> = announce
-                    .services()
-                    .keys()
-                    .filter(|key| !listed.contains(*key))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    announce.delete_service(&key);
-                }
-                for service in services {
-                    announce.apply_service(service);
-                }
-            }
+            SourceEvent::ServicesRelisted(services) => announce.replace_services(services),
             SourceEvent::SlicesRelisted(slices) => announce.replace_slices(slices),
             SourceEvent::ServiceApplied(service) => announce.apply_service(service),
             SourceEvent::ServiceDeleted(key) => announce.delete_service(key),

@@ -152,20 +152,33 @@ impl AnnounceModel {
     /// what differs is applied, so a relist that changes one object recomputes one
     /// Service.
     pub fn replace_all(&mut self, services: &[Service], slices: &[EndpointSlice]) {
-        let service_keys: BTreeSet<ServiceKey> =
-            services.iter().map(ServiceKey::of_service).collect();
+        self.remove_services_not_in(services);
+        self.replace_slices(slices);
+        for service in services {
+            self.apply_service(service);
+        }
+    }
+
+    /// Replaces every Service (the Kubernetes source relisted them); EndpointSlices
+    /// are unchanged. Only the Services that differ are recomputed.
+    pub fn replace_services(&mut self, services: &[Service]) {
+        self.remove_services_not_in(services);
+        for service in services {
+            self.apply_service(service);
+        }
+    }
+
+    /// Deletes the Services held that `services` does not list.
+    fn remove_services_not_in(&mut self, services: &[Service]) {
+        let listed: BTreeSet<ServiceKey> = services.iter().map(ServiceKey::of_service).collect();
         let gone: Vec<ServiceKey> = self
             .services
             .keys()
-            .filter(|key| !service_keys.contains(*key))
+            .filter(|key| !listed.contains(*key))
             .cloned()
             .collect();
         for key in gone {
             self.delete_service(&key);
-        }
-        self.replace_slices(slices);
-        for service in services {
-            self.apply_service(service);
         }
     }
 
