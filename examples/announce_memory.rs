@@ -85,8 +85,7 @@ fn main() {
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}});
         if i < lb {
             service["spec"]["type"] = "LoadBalancer".into();
-            service["status"] =
-                serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip((192 << 24) | (168 << 16) | (1 << 8) | (100 + i))}]}});
+            service["status"] = serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip((192 << 24) | (168 << 16) | (1 << 8) | (100 + i))}]}});
         }
         docs.push(service);
         // The same nodes as scripts/bench-agent: one endpoint in 50 on this node, the
@@ -129,7 +128,10 @@ fn main() {
     let held_requested = requested() - base_requested;
     let held_allocated = allocated() - base_allocated;
     let peak = PEAK.load(Ordering::Relaxed) - base_requested;
-    println!("announce_model_services: {} ({lb} LoadBalancer)", manifests.services.len());
+    println!(
+        "announce_model_services: {} ({lb} LoadBalancer)",
+        manifests.services.len()
+    );
     println!("announce_model_decisions: {}", model.services().len());
     println!("announce_model_requested_mib: {:.2}", mib(held_requested));
     println!("announce_model_allocated_mib: {:.2}", mib(held_allocated));

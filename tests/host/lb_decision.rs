@@ -1281,3 +1281,134 @@ fn changes_the_decision_does_not_read_cost_nothing() {
         BTreeSet::from([ip("192.168.1.241")])
     );
 }
+
+/// The model keeps every slice compactly, by namespace and Service: slices that move
+/// from one Service to another (their `kubernetes.io/service-name` label changes),
+/// lose or regain the label, live in two namespaces holding Services of the same
+/// names, name endpoints without a node, or belong to a Service that becomes a
+/// LoadBalancer only later, and relists that drop some slices: after each change the
+/// model equals the decision from scratch, and one slice change recomputes at most
+/// the two Services it left and joined.
+#[test]
+fn slices_moving_between_services_and_namespaces_match_the_reference() {
+    let namespaces = ["shop", "lab"];
+    let names = ["web", "dns", "api"];
+    let slice_names = ["s1", "s2", "s3", "s4"];
+    let node_names = ["node-a", "node-b", "node-c", "node-d"];
+    let in_namespace = |mut value: Value, namespace: &str| {
+        value["metadata"]["namespace"] = json!(namespace);
+        value
+    };
+    let mut rng = Lcg(11);
+    let config = lan_config();
+    let nodes = four_nodes();
+    let mut services: BTreeMap<(&str, &str), Service> = BTreeMap::new();
+    let mut slices: BTreeMap<(&str, &str), EndpointSlice> = BTreeMap::new();
+    let mut model = AnnounceModel::new("node-a", None);
+    model.set_config(config.clone());
+    model.set_nodes(&nodes);
+    let mut announced_steps = 0;
+    for step in 0..2000 {
+        let namespace = namespaces[rng.below(namespaces.len())];
+        let before = model.recomputations();
+        let mut most = usize::MAX;
+        match rng.below(10) {
+            0..=2 => {
+                let name = names[rng.below(names.len())];
+                let address = ["192.168.1.240", "192.168.1.241", "192.168.1.242"][rng.below(3)];
+                let mut service = serde_json::to_value(lb_service(
+                    name,
+                    &[address],
+                    rng.below(3) != 0,
+                    json!({}),
+                ))
+                .unwrap();
+                if rng.below(4) == 0 {
+                    service["spec"]["type"] = json!("ClusterIP");
+                }
+                let service: Service =
+                    serde_json::from_value(in_namespace(service, namespace)).unwrap();
+                model.apply_service(&service);
+                services.insert((namespace, name), service);
+                most = 1;
+            }
+            3 => {
+                let name = names[rng.below(names.len())];
+                services.remove(&(namespace, name));
+                model.delete_service(&ServiceKey::new(namespace, name));
+                most = 1;
+            }
+            4..=6 => {
+                let name = slice_names[rng.below(slice_names.len())];
+                let owner = names[rng.below(names.len())];
+                let conditions = [READY, READY, SERVING_TERMINATING, NOT_READY];
+                let endpoints: Vec<Value> = (0..rng.below(4))
+                    .map(|i| {
+                        let mut endpoint = k8s::endpoint(
+                            &format!("10.244.1.{}", i + 1),
+                            node_names[rng.below(node_names.len())],
+                            conditions[rng.below(conditions.len())],
+                        );
+                        if rng.below(6) == 0 {
+                            endpoint.as_object_mut().unwrap().remove("nodeName");
+                        }
+                        endpoint
+                    })
+                    .collect();
+                let mut slice = k8s::slice(namespace, name, owner, endpoints);
+                if rng.below(10) == 0 {
+                    slice["metadata"]["labels"] = json!({});
+                }
+                let slice: EndpointSlice = serde_json::from_value(slice).unwrap();
+                model.apply_slice(&slice);
+                slices.insert((namespace, name), slice);
+                most = 2;
+            }
+            7 => {
+                let name = slice_names[rng.below(slice_names.len())];
+                slices.remove(&(namespace, name));
+                model.delete_slice(namespace, name);
+                most = 1;
+            }
+            8 => {
+                // A relist that lost one slice.
+                let name = slice_names[rng.below(slice_names.len())];
+                slices.remove(&(namespace, name));
+                let listed: Vec<EndpointSlice> = slices.values().cloned().collect();
+                model.replace_slices(&listed);
+            }
+            _ => {
+                let all_services: Vec<Service> = services.values().cloned().collect();
+                let all_slices: Vec<EndpointSlice> = slices.values().cloned().collect();
+                model.replace_all(&all_services, &all_slices);
+                assert_eq!(
+                    model.recomputations(),
+                    before,
+                    "step {step}: a relist recomputed"
+                );
+            }
+        }
+        assert!(
+            model.recomputations() - before <= most as u64,
+            "step {step}: {} Services recomputed",
+            model.recomputations() - before
+        );
+        let all_services: Vec<Service> = services.values().cloned().collect();
+        let all_slices: Vec<EndpointSlice> = slices.values().cloned().collect();
+        let reference = decide(&Inputs {
+            services: &all_services,
+            slices: &all_slices,
+            nodes: &nodes,
+            config: &config,
+            node: "node-a",
+            live: None,
+            class: None,
+            ignore_exclude_label: false,
+        });
+        let current = model.decision();
+        assert_eq!(current, reference, "step {step}");
+        announced_steps += usize::from(!current.local.l2.is_empty());
+    }
+    // Long stretches with an address announced here (with seed 11).
+    assert!(announced_steps > 200, "{announced_steps}");
+}

@@ -114,25 +114,52 @@ impl SliceInput {
     pub fn from_slice(slice: &EndpointSlice) -> Option<(ServiceKey, SliceInput)> {
         let owner = ServiceKey::of_slice(slice)?;
         let mut input = SliceInput::default();
-        for endpoint in slice.endpoints.iter().flatten() {
-            // The API server refuses endpoints without addresses; MetalLB's BGP side
-            // skips them too.
-            if endpoint.addresses.is_empty() {
-                continue;
-            }
-            let conditions = endpoint.conditions.as_ref();
-            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-            let serving = conditions.and_then(|c| c.serving).unwrap_or(false);
-            if !(ready || serving) {
-                continue;
-            }
+        for node in serving_endpoints(slice) {
             input.serving = true;
-            if let Some(node) = &endpoint.node_name {
-                input.nodes.insert(Arc::from(node.as_str()));
+            if let Some(node) = node {
+                input.nodes.insert(Arc::from(node));
             }
         }
         Some((owner, input))
     }
+}
+
+/// The node of each endpoint of `slice` that can take traffic (`None`: the endpoint
+/// names none).
+fn serving_endpoints(slice: &EndpointSlice) -> impl Iterator<Item = Option<&str>> {
+    slice.endpoints.iter().flatten().filter_map(|endpoint| {
+        // The API server refuses endpoints without addresses; MetalLB's BGP side
+        // skips them too.
+        if endpoint.addresses.is_empty() {
+            return None;
+        }
+        let conditions = endpoint.conditions.as_ref();
+        let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+        let serving = conditions.and_then(|c| c.serving).unwrap_or(false);
+        (ready || serving).then_some(endpoint.node_name.as_deref())
+    })
+}
+
+/// What [`super::AnnounceModel`] keeps of a slice that has an endpoint able to take
+/// traffic (one that has none counts as absent, so being kept means `serving`): the
+/// nodes of such endpoints, sorted, without repeats, each name taken from `intern` so
+/// that every slice naming a node shares one copy of its name.
+pub(super) fn kept_nodes(
+    slice: &EndpointSlice,
+    mut intern: impl FnMut(&str) -> Arc<str>,
+) -> Option<Box<[Arc<str>]>> {
+    let mut serving = false;
+    let mut names: Vec<&str> = Vec::new();
+    for node in serving_endpoints(slice) {
+        serving = true;
+        names.extend(node);
+    }
+    if !serving {
+        return None;
+    }
+    names.sort_unstable();
+    names.dedup();
+    Some(names.into_iter().map(&mut intern).collect())
 }
 
 /// A Node as the decision reads it.
@@ -184,6 +211,17 @@ impl Endpoints {
         for slice in slices {
             endpoints.serving |= slice.serving;
             endpoints.nodes.extend(slice.nodes.iter().cloned());
+        }
+        endpoints
+    }
+
+    /// The endpoints of the slices [`kept_nodes`] kept (each has one that can take
+    /// traffic).
+    pub(super) fn of_kept<'a>(slices: impl IntoIterator<Item = &'a [Arc<str>]>) -> Endpoints {
+        let mut endpoints = Endpoints::default();
+        for nodes in slices {
+            endpoints.serving = true;
+            endpoints.nodes.extend(nodes.iter().cloned());
         }
         endpoints
     }

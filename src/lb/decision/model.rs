@@ -1,6 +1,6 @@
 //! [`AnnounceModel`]: the decision kept current change by change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -9,12 +9,39 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use metallb_config::LbConfig;
 
 use super::elect::{self, Context, LocalPart, Nodes, Resolved};
-use super::input::{Endpoints, NodeInput, ServiceInput, SliceInput};
+use super::input::{Endpoints, NodeInput, ServiceInput, kept_nodes};
 use super::{Decision, Interfaces, LocalAnnouncements, LocalTouched, Route, ServiceDecision};
-use crate::model::{ServiceKey, slice_id};
+use crate::model::{SERVICE_NAME_LABEL, ServiceKey};
 
-/// An EndpointSlice's identity: namespace and name.
-type SliceId = (String, String);
+/// The nodes of a kept slice's endpoints that can take traffic, sorted, each name
+/// shared through [`AnnounceModel`]'s `node_names`.
+type SliceNodes = Box<[Arc<str>]>;
+
+/// The slices of one namespace. Every slice with an endpoint that can take traffic is
+/// kept, whatever its Service (a ClusterIP Service may become a LoadBalancer Service
+/// of ours, and its slices must then be known), so this is what the model spends per
+/// slice of the cluster: a Service name and a slice name shared by both maps, the
+/// nodes (names shared by every slice), and the two map entries. With 10,000 slices
+/// of 10 endpoints that is 404 bytes a slice (`examples/announce_memory`), where a
+/// map of slices with their own copies of every name, a set of nodes each and a set
+/// of slice identities per Service took 1,572.
+#[derive(Debug, Clone, Default)]
+struct NamespaceSlices {
+    /// Per Service name: its slices, by name, with their nodes.
+    of_service: BTreeMap<Arc<str>, Vec<(Arc<str>, SliceNodes)>>,
+    /// Per slice name: its Service's name.
+    owner: BTreeMap<Arc<str>, Arc<str>>,
+}
+
+/// A slice's namespace, as [`ServiceKey::of_slice`] reads it.
+fn namespace_of(slice: &EndpointSlice) -> &str {
+    slice.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+/// A slice's name.
+fn name_of(slice: &EndpointSlice) -> &str {
+    slice.metadata.name.as_deref().unwrap_or_default()
+}
 
 /// The inputs of the decision as compact projections, and the per-Service results.
 ///
@@ -35,10 +62,11 @@ pub struct AnnounceModel {
     resolved: Resolved,
     /// LoadBalancer Services of ours holding an ingress address.
     services: BTreeMap<ServiceKey, ServiceInput>,
-    /// Slices with an endpoint that can take traffic (the others count as absent),
-    /// whatever their Service: it may become a LoadBalancer later.
-    slices: BTreeMap<SliceId, (ServiceKey, SliceInput)>,
-    slices_of: BTreeMap<ServiceKey, BTreeSet<SliceId>>,
+    /// Per namespace, the slices with an endpoint that can take traffic (the others
+    /// count as absent), whatever their Service: it may become a LoadBalancer later.
+    slices: BTreeMap<Arc<str>, NamespaceSlices>,
+    /// The node names the kept slices name, one copy each.
+    node_names: HashSet<Arc<str>>,
     decisions: BTreeMap<ServiceKey, Arc<ServiceDecision>>,
     ips: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
     /// Per address this node owns: each owning Service's interfaces.
@@ -64,7 +92,7 @@ impl AnnounceModel {
             resolved: Resolved::default(),
             services: BTreeMap::new(),
             slices: BTreeMap::new(),
-            slices_of: BTreeMap::new(),
+            node_names: HashSet::new(),
             decisions: BTreeMap::new(),
             ips: BTreeMap::new(),
             local_l2: BTreeMap::new(),
@@ -104,46 +132,131 @@ impl AnnounceModel {
 
     /// Adds or replaces an EndpointSlice.
     pub fn apply_slice(&mut self, slice: &EndpointSlice) {
-        let id = slice_id(slice);
-        match SliceInput::from_slice(slice) {
-            Some((owner, input)) if input.serving => self.put_slice(id, owner, input),
+        let owner = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(SERVICE_NAME_LABEL));
+        let node_names = &mut self.node_names;
+        let nodes = owner.and_then(|_| {
+            kept_nodes(slice, |name| match node_names.get(name) {
+                Some(known) => known.clone(),
+                None => {
+                    let name: Arc<str> = Arc::from(name);
+                    node_names.insert(name.clone());
+                    name
+                }
+            })
+        });
+        match (owner, nodes) {
+            (Some(owner), Some(nodes)) => {
+                self.put_slice(namespace_of(slice), name_of(slice), owner, nodes)
+            }
             // A slice with nothing that takes traffic counts as no slice at all.
-            _ => self.delete_slice(&id.0, &id.1),
+            _ => self.delete_slice(namespace_of(slice), name_of(slice)),
         }
     }
 
     /// Removes an EndpointSlice by namespace and name.
     pub fn delete_slice(&mut self, namespace: &str, name: &str) {
-        let id = (namespace.to_string(), name.to_string());
-        if let Some((owner, _)) = self.slices.remove(&id) {
-            self.unlink_slice(&owner, &id);
-            self.recompute(&owner);
-        }
+        let Some((namespace, space)) = self.slices.get_key_value(namespace) else {
+            return;
+        };
+        let namespace = namespace.clone();
+        let Some(owner) = space.owner.get(name).cloned() else {
+            return;
+        };
+        let nodes = self.unlink_slice(&namespace, &owner, name);
+        self.release(&nodes);
+        self.recompute(&ServiceKey::new(namespace, owner));
     }
 
-    fn put_slice(&mut self, id: SliceId, owner: ServiceKey, input: SliceInput) {
-        if self.slices.get(&id) == Some(&(owner.clone(), input.clone())) {
+    fn put_slice(&mut self, namespace: &str, name: &str, owner: &str, nodes: SliceNodes) {
+        let namespace: Arc<str> = match self.slices.get_key_value(namespace) {
+            Some((namespace, _)) => namespace.clone(),
+            None => Arc::from(namespace),
+        };
+        let space = self.slices.entry(namespace.clone()).or_default();
+        let previous = space.owner.get_key_value(name);
+        if let Some((_, previous)) = previous
+            && &**previous == owner
+        {
+            let kept = space
+                .of_service
+                .get_mut(owner)
+                .and_then(|slices| slices.iter_mut().find(|(slice, _)| &**slice == name))
+                .expect("a slice's owner lists it");
+            if kept.1 == nodes {
+                // Same nodes: the names just interned are already held by this slice.
+                return;
+            }
+            let old = std::mem::replace(&mut kept.1, nodes);
+            let owner = previous.clone();
+            self.release(&old);
+            self.recompute(&ServiceKey::new(namespace, owner));
             return;
         }
-        let previous = self.slices.insert(id.clone(), (owner.clone(), input));
-        self.slices_of
-            .entry(owner.clone())
-            .or_default()
-            .insert(id.clone());
-        if let Some((previous, _)) = previous
-            && previous != owner
-        {
-            self.unlink_slice(&previous, &id);
-            self.recompute(&previous);
+        // A new slice, or one that moved to another Service (its label changed).
+        let moved_from = previous.map(|(_, previous)| previous.clone());
+        let old = moved_from
+            .as_ref()
+            .map(|previous| self.unlink_slice(&namespace, previous, name));
+        let space = self.slices.entry(namespace.clone()).or_default();
+        let name: Arc<str> = match space.owner.get_key_value(name) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(name),
+        };
+        let owner: Arc<str> = match space.of_service.get_key_value(owner) {
+            Some((owner, _)) => owner.clone(),
+            None => Arc::from(owner),
+        };
+        space.owner.insert(name.clone(), owner.clone());
+        let slices = space.of_service.entry(owner.clone()).or_default();
+        // Most Services have one slice (two when dual-stack): no spare room.
+        slices.reserve_exact(1);
+        slices.push((name, nodes));
+        if let Some(old) = old {
+            self.release(&old);
         }
-        self.recompute(&owner);
+        if let Some(previous) = moved_from {
+            self.recompute(&ServiceKey::new(namespace.clone(), previous));
+        }
+        self.recompute(&ServiceKey::new(namespace, owner));
     }
 
-    fn unlink_slice(&mut self, owner: &ServiceKey, id: &SliceId) {
-        if let Some(ids) = self.slices_of.get_mut(owner) {
-            ids.remove(id);
-            if ids.is_empty() {
-                self.slices_of.remove(owner);
+    /// Takes slice `name` out of `namespace` (owned by `owner`) and returns its nodes.
+    fn unlink_slice(&mut self, namespace: &str, owner: &str, name: &str) -> SliceNodes {
+        let space = self
+            .slices
+            .get_mut(namespace)
+            .expect("the slice's namespace is kept");
+        space.owner.remove(name);
+        let slices = space
+            .of_service
+            .get_mut(owner)
+            .expect("a slice's owner lists it");
+        let index = slices
+            .iter()
+            .position(|(slice, _)| &**slice == name)
+            .expect("a slice's owner lists it");
+        let (_, nodes) = slices.swap_remove(index);
+        if slices.is_empty() {
+            space.of_service.remove(owner);
+        } else {
+            slices.shrink_to_fit();
+        }
+        if space.owner.is_empty() {
+            self.slices.remove(namespace);
+        }
+        nodes
+    }
+
+    /// Lets go of the names among a dropped slice's `nodes` that no other slice names.
+    fn release(&mut self, nodes: &[Arc<str>]) {
+        for name in nodes.iter() {
+            // Only `node_names` and these nodes hold it (the model's clones aside).
+            if Arc::strong_count(name) <= 2 {
+                self.node_names.remove(&**name);
             }
         }
     }
@@ -170,11 +283,20 @@ impl AnnounceModel {
 
     /// Deletes the Services held that `services` does not list.
     fn remove_services_not_in(&mut self, services: &[Service]) {
-        let listed: BTreeSet<ServiceKey> = services.iter().map(ServiceKey::of_service).collect();
+        // Borrowed: a relist holds every Service of the cluster, few of them ours.
+        let listed: BTreeSet<(&str, &str)> = services
+            .iter()
+            .map(|service| {
+                (
+                    service.metadata.namespace.as_deref().unwrap_or("default"),
+                    service.metadata.name.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
         let gone: Vec<ServiceKey> = self
             .services
             .keys()
-            .filter(|key| !listed.contains(*key))
+            .filter(|key| !listed.contains(&(&*key.namespace, &*key.name)))
             .cloned()
             .collect();
         for key in gone {
@@ -295,12 +417,13 @@ impl AnnounceModel {
 
     fn recompute(&mut self, key: &ServiceKey) {
         let new = self.services.get(key).map(|service| {
-            let endpoints = Endpoints::of(
-                self.slices_of
-                    .get(key)
+            let endpoints = Endpoints::of_kept(
+                self.slices
+                    .get(&*key.namespace)
+                    .and_then(|space| space.of_service.get(&*key.name))
                     .into_iter()
                     .flatten()
-                    .filter_map(|id| self.slices.get(id).map(|(_, slice)| slice)),
+                    .map(|(_, nodes)| &**nodes),
             );
             let context = Context {
                 nodes: &self.nodes,
@@ -446,18 +569,97 @@ impl AnnounceModel {
     /// Replaces every EndpointSlice (the Kubernetes source relisted them); Services
     /// are unchanged. Only the slices that differ recompute their Service.
     pub fn replace_slices(&mut self, slices: &[EndpointSlice]) {
-        let listed: BTreeSet<SliceId> = slices.iter().map(slice_id).collect();
-        let gone: Vec<SliceId> = self
-            .slices
-            .keys()
-            .filter(|id| !listed.contains(*id))
-            .cloned()
+        let listed: BTreeSet<(&str, &str)> = slices
+            .iter()
+            .map(|slice| (namespace_of(slice), name_of(slice)))
             .collect();
+        let gone: Vec<(Arc<str>, Arc<str>)> = self
+            .slices
+            .iter()
+            .flat_map(|(namespace, space)| {
+                space
+                    .owner
+                    .keys()
+                    .filter(|name| !listed.contains(&(&**namespace, &***name)))
+                    .map(|name| (namespace.clone(), name.clone()))
+            })
+            .collect();
+        drop(listed);
         for (namespace, name) in gone {
             self.delete_slice(&namespace, &name);
         }
         for slice in slices {
             self.apply_slice(slice);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(namespace: &str, name: &str, service: &str, nodes: &[&str]) -> EndpointSlice {
+        let endpoints: Vec<serde_json::Value> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                serde_json::json!({"addresses": [format!("10.244.0.{}", i + 1)],
+                                   "nodeName": node, "conditions": {"ready": true}})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    /// Every slice naming a node shares one copy of its name, and what no kept slice
+    /// names any more (slices, namespaces, node names) is let go.
+    #[test]
+    fn kept_slices_share_names_and_let_go_of_unused_ones() {
+        let mut model = AnnounceModel::new("node-a", None);
+        model.apply_slice(&slice(
+            "shop",
+            "web-1",
+            "web",
+            &["node-a", "node-b", "node-a"],
+        ));
+        model.apply_slice(&slice("shop", "web-2", "web", &["node-b"]));
+        model.apply_slice(&slice("lab", "dns-1", "dns", &["node-b", "node-c"]));
+        assert_eq!(model.node_names.len(), 3);
+        let web = &model.slices["shop"].of_service["web"];
+        assert_eq!(web.len(), 2);
+        assert_eq!(&*web[0].1, [Arc::from("node-a"), Arc::from("node-b")]);
+        assert!(Arc::ptr_eq(&web[0].1[1], &web[1].1[0]), "node-b held once");
+
+        // web-1 moves to another Service; dns-1 loses its last serving endpoint.
+        model.apply_slice(&slice("shop", "web-1", "api", &["node-d"]));
+        let mut not_ready = slice("lab", "dns-1", "dns", &["node-c"]);
+        not_ready.endpoints.as_mut().unwrap()[0]
+            .conditions
+            .as_mut()
+            .unwrap()
+            .ready = Some(false);
+        model.apply_slice(&not_ready);
+        assert!(!model.slices.contains_key("lab"));
+        assert_eq!(
+            model.node_names,
+            HashSet::from([Arc::from("node-b"), Arc::from("node-d")])
+        );
+        assert_eq!(
+            model.slices["shop"]
+                .owner
+                .keys()
+                .map(|n| &**n)
+                .collect::<Vec<_>>(),
+            ["web-1", "web-2"]
+        );
+
+        model.replace_slices(&[]);
+        assert!(model.slices.is_empty());
+        assert!(model.node_names.is_empty());
     }
 }
