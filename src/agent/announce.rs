@@ -35,7 +35,7 @@ use crate::announce::bgp::{
     spawn_bgp_speaker,
 };
 use crate::announce::l2::{L2Handle, L2Options, L2Status, Wanted, spawn_l2_announcer};
-use crate::announce::membership::{Membership, MembershipConfig, Seed};
+use crate::announce::membership::{Membership, MembershipConfig, MembershipError, Seed};
 use crate::config::LoadBalancerSettings;
 use crate::lb::decision::AnnounceModel;
 use crate::observe::announce_metrics::AnnounceMetrics;
@@ -303,11 +303,17 @@ impl Announcers {
                 self.settle_until = others_ready.then(|| Instant::now() + MEMBERSHIP_SETTLE);
             }
             Err(error) => {
-                let why = format!(
-                    "the membership cannot start: {error} (is another agent or MetalLB's \
-                     speaker on UDP port {}? set loadBalancer.membership.port)",
-                    settings.port
-                );
+                let why = match error {
+                    MembershipError::Bind { .. } => format!(
+                        "the membership cannot start: {error} (is another agent or MetalLB's \
+                         speaker on UDP port {}? set loadBalancer.membership.port)",
+                        settings.port
+                    ),
+                    error => format!(
+                        "the membership cannot start with the key in {}: {error}",
+                        settings.key_file.display()
+                    ),
+                };
                 warn!("{why}");
                 self.membership_off = Some(why);
             }
