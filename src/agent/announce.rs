@@ -720,3 +720,133 @@ fn up_down(
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use testkit::store_server::StoreServer;
+
+    use super::*;
+
+    fn secret(name: &str, data: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+               "metadata": {"name": name, "namespace": "metallb-system"}, "data": data})
+    }
+
+    /// The password is the Secret's `password` key, read from the API server with
+    /// `get` or from the manifests; a missing Secret or key says which.
+    #[tokio::test]
+    async fn passwords_come_from_the_secrets_password_key() {
+        // "s3cret" and "other" in base64.
+        let objects = [
+            secret("bgp-auth", json!({"password": "czNjcmV0"})),
+            secret("no-key", json!({"username": "b3RoZXI="})),
+        ];
+        let server = StoreServer::with_objects(objects.clone());
+        server.serve().await;
+        let api = SecretSource::Kubernetes(server.client());
+        assert_eq!(
+            read_password(&api, "metallb-system", "bgp-auth").await,
+            Ok("s3cret".to_string())
+        );
+        let missing = read_password(&api, "metallb-system", "absent")
+            .await
+            .unwrap_err();
+        assert!(
+            missing.contains("Secret metallb-system/absent"),
+            "{missing}"
+        );
+        let no_key = read_password(&api, "metallb-system", "no-key")
+            .await
+            .unwrap_err();
+        assert!(no_key.contains("has no `password` key"), "{no_key}");
+
+        let parsed: Vec<Secret> = objects
+            .iter()
+            .map(|object| serde_json::from_value(object.clone()).unwrap())
+            .collect();
+        let (_tx, rx) = watch::channel(Arc::new(parsed));
+        let manifests = SecretSource::Static(rx);
+        assert_eq!(
+            read_password(&manifests, "metallb-system", "bgp-auth").await,
+            Ok("s3cret".to_string())
+        );
+        // Another namespace's Secret of the same name is not the one named.
+        assert!(
+            read_password(&manifests, "default", "bgp-auth")
+                .await
+                .is_err()
+        );
+    }
+
+    /// The speaker gets the peers selecting this node with their passwords; a peer
+    /// whose Secret cannot be read is left out, the others are not held back.
+    #[tokio::test]
+    async fn peers_are_published_with_passwords_and_unreadable_ones_wait() {
+        let peer = |name: &str, password: Option<PeerPassword>| Peer {
+            name: name.into(),
+            my_asn: 64512,
+            peer_asn: metallb_config::PeerAsn::Fixed(64513),
+            address: Some("10.0.0.254".parse().unwrap()),
+            interface: None,
+            source_address: None,
+            port: 179,
+            hold_time: None,
+            keepalive_time: None,
+            connect_time: None,
+            router_id: None,
+            node_selectors: Vec::new(),
+            password,
+            bfd_profile: None,
+            graceful_restart: true,
+            ebgp_multihop: false,
+            dual_stack: false,
+        };
+        let secret_ref = |name: &str| PeerPassword::Secret {
+            namespace: String::new(),
+            name: name.into(),
+        };
+        let parsed: Vec<Secret> = vec![
+            serde_json::from_value(secret("bgp-auth", json!({"password": "czNjcmV0"}))).unwrap(),
+        ];
+        let (_secrets_tx, secrets_rx) = watch::channel(Arc::new(parsed));
+        let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
+        let (peers_tx, mut peers) = watch::channel(Vec::new());
+        let task = tokio::spawn(resolve_passwords(
+            wanted_rx,
+            SecretSource::Static(secrets_rx),
+            "metallb-system".into(),
+            peers_tx,
+        ));
+        wanted_tx.send_replace(vec![
+            peer("open", None),
+            peer("inline", Some(PeerPassword::Inline("pw".into()))),
+            peer("from-secret", Some(secret_ref("bgp-auth"))),
+            peer("unreadable", Some(secret_ref("absent"))),
+        ]);
+        let published = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                peers.changed().await.unwrap();
+                let now = peers.borrow_and_update().clone();
+                if !now.is_empty() {
+                    return now;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let by_name: BTreeMap<&str, Option<&str>> = published
+            .iter()
+            .map(|p| (p.name.as_str(), p.password.as_ref().map(|pw| pw.0.as_str())))
+            .collect();
+        assert_eq!(
+            by_name,
+            BTreeMap::from([
+                ("from-secret", Some("s3cret")),
+                ("inline", Some("pw")),
+                ("open", None),
+            ])
+        );
+        task.abort();
+    }
+}
