@@ -17,7 +17,7 @@ pub mod allocate;
 pub mod controller;
 
 pub use allocate::{
-    Allocation, Assignment, Dropped, IpList, NamespaceLabels, Refusal, ServiceOutcome,
-    SharingConflict, allocate, allocate_objects,
+    Allocation, Assignment, Dropped, IpList, NamespaceLabels, OurServices, Refusal, ServiceOutcome,
+    SharingConflict, Unreadable, allocate, allocate_objects,
 };
 pub use controller::{IpamError, IpamHandle, IpamOptions, spawn_ipam};

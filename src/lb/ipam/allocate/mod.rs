@@ -197,6 +197,59 @@ pub fn allocate<'a>(
     }
 }
 
+/// The LoadBalancer Services of one class, as the allocation takes them: the ones
+/// whose requests were read, and the ones whose requests cannot be read (they keep
+/// what they hold untouched until fixed: [`allocate`]'s `frozen`).
+///
+/// Every caller holding whole Service objects reads them through this (the static
+/// source's [`StaticAllocator`](crate::lb::static_alloc::StaticAllocator) and
+/// [`allocate_objects`]), so a Service is ours, readable or frozen by one rule.
+#[derive(Debug, Clone, Default)]
+pub struct OurServices {
+    /// The Services whose requests were read.
+    pub readable: Vec<LbService>,
+    /// The Services whose requests cannot be read.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A LoadBalancer Service of ours whose requests cannot be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// The Service.
+    pub key: ServiceKey,
+    /// The addresses it holds (`status.loadBalancer.ingress`): reserved for it.
+    pub ips: Vec<IpAddr>,
+    /// Why its requests cannot be read.
+    pub error: LbServiceError,
+}
+
+impl OurServices {
+    /// Reads the Services of class `class` (see [`LbService::from_service`]); the
+    /// others are left out.
+    pub fn read<'a>(services: impl IntoIterator<Item = &'a Service>, class: Option<&str>) -> Self {
+        let mut ours = OurServices::default();
+        for service in services {
+            match LbService::from_service(service, class) {
+                Some(Ok(lb)) => ours.readable.push(lb),
+                Some(Err(error)) => ours.unreadable.push(Unreadable {
+                    key: ServiceKey::of_service(service),
+                    ips: ingress_ips(service),
+                    error,
+                }),
+                None => {}
+            }
+        }
+        ours
+    }
+
+    /// The addresses held by the unreadable Services, as [`allocate`]'s `frozen`.
+    pub fn frozen(&self) -> impl Iterator<Item = (&ServiceKey, &[IpAddr])> {
+        self.unreadable
+            .iter()
+            .map(|service| (&service.key, service.ips.as_slice()))
+    }
+}
+
 /// [`allocate`] on Kubernetes objects, for the callers that hold whole objects (the
 /// static source reading manifests, `ipvs-proxy plan`): the Services of class `class`
 /// (see [`LbService::from_service`]) and the Namespaces' labels. Returns the
@@ -208,26 +261,13 @@ pub fn allocate_objects<'a>(
     namespaces: impl IntoIterator<Item = &'a Namespace>,
     class: Option<&str>,
 ) -> (Allocation, Vec<(ServiceKey, LbServiceError)>) {
-    let mut readable = Vec::new();
-    let mut frozen = Vec::new();
-    let mut problems = Vec::new();
-    for service in services {
-        match LbService::from_service(service, class) {
-            Some(Ok(lb)) => readable.push(lb),
-            Some(Err(error)) => {
-                let key = ServiceKey::of_service(service);
-                frozen.push((key.clone(), ingress_ips(service)));
-                problems.push((key, error));
-            }
-            None => {}
-        }
-    }
+    let ours = OurServices::read(services, class);
     let labels = namespace_labels(namespaces);
-    let allocation = allocate(
-        config,
-        &readable,
-        frozen.iter().map(|(key, ips)| (key, ips.as_slice())),
-        &labels,
-    );
+    let allocation = allocate(config, &ours.readable, ours.frozen(), &labels);
+    let problems = ours
+        .unreadable
+        .into_iter()
+        .map(|service| (service.key, service.error))
+        .collect();
     (allocation, problems)
 }
