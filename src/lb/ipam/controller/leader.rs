@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::options::{IpamError, IpamOptions};
 use super::reporter::Reporter;
 use super::session::{Session, next_event};
+use crate::lb::ipam::metrics::IpamMetrics;
 use crate::observe::k8s_events::EventReporter;
 use crate::observe::metrics::Metrics;
 
@@ -26,6 +27,7 @@ pub(super) async fn run(
     options: IpamOptions,
     mut config: watch::Receiver<Arc<LbConfig>>,
     metrics: Arc<Metrics>,
+    pool_metrics: IpamMetrics,
     mut stop: oneshot::Receiver<()>,
     writing: watch::Sender<bool>,
 ) -> Result<(), IpamError> {
@@ -134,7 +136,11 @@ pub(super) async fn run(
         match (&session, may_write) {
             (None, true) => {
                 info!(%lease, "IPAM: confirmed holder; reading Services and Namespaces");
-                session = Some(Session::start(&client, options.settle));
+                session = Some(Session::start(
+                    &client,
+                    options.settle,
+                    pool_metrics.clone(),
+                ));
             }
             (Some(_), false) => {
                 info!(%lease, "IPAM: writes stopped; the next leadership reads everything afresh");

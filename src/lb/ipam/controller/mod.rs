@@ -21,7 +21,12 @@
 //!    `IPAllocated` for each new assignment, `AllocationFailed` for each refusal,
 //!    `ClearAssignment` when a Service loses its addresses, `LoadBalancerFailed` for
 //!    a Service whose requests cannot be read (it keeps what it holds).
-//! 4. A Service deleted frees its addresses; one no longer a LoadBalancer of ours
+//! 4. After a round that wrote everything, each `IPAddressPool`'s `status` gets
+//!    MetalLB's counters (`assignedIPv4`, `availableIPv4`, ...: [`pool_usage`](crate::lb::ipam::pool_usage())) through
+//!    the status subresource when they changed, and the leader sets MetalLB's
+//!    `metallb_allocator_*` metrics ([`IpamMetrics`]). A pool without an object of its
+//!    own (from the legacy ConfigMap) has no status to write.
+//! 5. A Service deleted frees its addresses; one no longer a LoadBalancer of ours
 //!    that still carries the pool annotation of one of our pools gets its status and
 //!    annotation cleared.
 //!
@@ -38,10 +43,12 @@
 //! - `session`: one leadership's view of the cluster (watched Services and
 //!   Namespaces) and the reconcile that computes and writes.
 //! - `writes`: the differences to write per Service, and how they are written.
+//! - `pool_status`: the `IPAddressPool` status counters and the allocator metrics.
 //! - `reporter`: the Events, published once per distinct message.
 
 mod leader;
 mod options;
+mod pool_status;
 mod reporter;
 mod session;
 #[cfg(test)]
@@ -55,6 +62,7 @@ use metallb_config::LbConfig;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::lb::ipam::metrics::IpamMetrics;
 use crate::observe::metrics::Metrics;
 use leader::run;
 
@@ -120,17 +128,41 @@ impl IpamHandle {
 
 /// Starts the IPAM controller. `config` is the validated MetalLB configuration,
 /// updated by the agent's MetalLB source. Must be called inside a Tokio runtime.
+///
+/// The pools' allocator metrics go nowhere: [`spawn_ipam_with_metrics`] takes them
+/// registered.
 pub fn spawn_ipam(
     client: Client,
     options: IpamOptions,
     config: watch::Receiver<Arc<LbConfig>>,
     metrics: Arc<Metrics>,
 ) -> IpamHandle {
+    spawn_ipam_with_metrics(client, options, config, metrics, IpamMetrics::default())
+}
+
+/// [`spawn_ipam`], the leader setting MetalLB's allocator metrics in `pool_metrics`
+/// (registered with [`IpamMetrics::register`] before the registry is shared).
+pub fn spawn_ipam_with_metrics(
+    client: Client,
+    options: IpamOptions,
+    config: watch::Receiver<Arc<LbConfig>>,
+    metrics: Arc<Metrics>,
+    pool_metrics: IpamMetrics,
+) -> IpamHandle {
     let (stop, stopped) = oneshot::channel();
     let (writing_tx, writing) = watch::channel(false);
     let task = tokio::spawn(async move {
         options.check()?;
-        run(client, options, config, metrics, stopped, writing_tx).await
+        run(
+            client,
+            options,
+            config,
+            metrics,
+            pool_metrics,
+            stopped,
+            writing_tx,
+        )
+        .await
     });
     IpamHandle {
         stop: Some(stop),

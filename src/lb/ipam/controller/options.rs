@@ -25,6 +25,9 @@ pub struct IpamOptions {
     /// How often the holder reads the Lease back to confirm it may write (below
     /// half the grace).
     pub confirm_interval: Duration,
+    /// The namespace of MetalLB's objects: where the `IPAddressPool`s whose `status`
+    /// the leader writes live (the agent's `loadBalancer.metallbNamespace`).
+    pub pool_namespace: String,
     /// `spec.loadBalancerClass` of the Services that are ours (`None`: Services
     /// without a class, as MetalLB without `--lb-class`).
     pub load_balancer_class: Option<String>,
@@ -42,7 +45,8 @@ pub struct IpamOptions {
 impl IpamOptions {
     /// The defaults for an agent named `identity`: the Lease
     /// `kube-system/ipvs-proxy-ipam`, valid 15 s and renewed 5 s before it runs out
-    /// (Kubernetes' own controllers use 15 s too), confirmed every second.
+    /// (Kubernetes' own controllers use 15 s too), confirmed every second; the pools
+    /// in `metallb-system`.
     pub fn new(identity: impl Into<String>) -> Self {
         Self {
             identity: identity.into(),
@@ -51,6 +55,7 @@ impl IpamOptions {
             lease_duration: Duration::from_secs(15),
             lease_grace: Duration::from_secs(5),
             confirm_interval: Duration::from_secs(1),
+            pool_namespace: metallb_config::DEFAULT_NAMESPACE.to_string(),
             load_balancer_class: None,
             settle: Duration::from_millis(200),
             retry: Duration::from_secs(5),

@@ -18,10 +18,13 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::options::IpamOptions;
+use super::pool_status::{PoolStatus, Published};
 use super::reporter::Reporter;
 use super::writes::plan_writes;
 use super::{REASON_BAD_REQUEST, REASON_FAILED, WRITE_ERROR_KIND};
 use crate::lb::ipam::allocate::{NamespaceLabels, allocate};
+use crate::lb::ipam::metrics::IpamMetrics;
+use crate::lb::ipam::pool_usage::pool_usage;
 use crate::lb::service::{
     ALLOCATED_FROM_POOL, ANNOTATION_PREFIX, LbService, LbServiceError, OLD_ANNOTATION_PREFIX,
     ingress_ips,
@@ -115,10 +118,12 @@ pub(super) struct Session {
     /// When to compute next.
     pub(super) due: Option<Instant>,
     pub(super) settle: Duration,
+    /// The pools' status counters and metrics.
+    pub(super) pools: PoolStatus,
 }
 
 impl Session {
-    pub(super) fn start(client: &Client, settle: Duration) -> Session {
+    pub(super) fn start(client: &Client, settle: Duration, pool_metrics: IpamMetrics) -> Session {
         // Quorum reads (the default list semantic): what a previous leader wrote just
         // before it stopped is in the first list.
         let services = watcher::watcher(
@@ -144,6 +149,7 @@ impl Session {
             namespaces_listed: false,
             due: None,
             settle,
+            pools: PoolStatus::new(pool_metrics),
         }
     }
 
@@ -265,6 +271,7 @@ impl Session {
         }
         if config.pools.is_empty() {
             debug!("IPAM: no IPAddressPool configured; nothing is written");
+            self.pools.set_metrics(&BTreeMap::new());
             return true;
         }
         let ours = self.tracked.values().filter_map(|tracked| match tracked {
@@ -279,8 +286,14 @@ impl Session {
                 _ => None,
             })
             .collect();
-        let allocation = allocate(config, ours, frozen, &self.labels);
+        let allocation = allocate(config, ours, frozen.iter().copied(), &self.labels);
         let writes = plan_writes(&self.tracked, &allocation, config);
+        let usage = pool_usage(
+            config,
+            &allocation,
+            frozen.iter().flat_map(|(_, ips)| ips.iter()),
+        );
+        self.pools.set_metrics(&usage);
 
         // Events that need no write.
         reporter
@@ -347,7 +360,29 @@ impl Session {
         }
         if unfinished {
             self.due = Some(Instant::now());
+            return client_ok;
         }
-        client_ok
+        if !client_ok {
+            return false;
+        }
+        // Every Service written: the pools' counters say what they now hold.
+        let published = self
+            .pools
+            .publish(
+                client,
+                &options.pool_namespace,
+                &usage,
+                confirmed_until,
+                metrics,
+            )
+            .await;
+        match published {
+            Published::Done => true,
+            Published::Retry => {
+                self.due.get_or_insert(Instant::now() + options.retry);
+                true
+            }
+            Published::Stop => false,
+        }
     }
 }
