@@ -12,9 +12,9 @@
 //! 2. Once confirmed it lists and watches Services and Namespaces afresh (a
 //!    quorum read): the addresses already written, by itself or a previous leader,
 //!    are read back before anything is written, so a takeover never moves an
-//!    address in use. Each Service is projected to an [`LbService`] as it arrives;
+//!    address in use. Each Service is projected to an [`LbService`](crate::lb::service::LbService) as it arrives;
 //!    no copy of the object is kept (a cluster may have 10 000 Services).
-//! 3. On every change (debounced by `settle`) it runs the pure [`allocate`] and
+//! 3. On every change (debounced by `settle`) it runs the pure [`allocate`](crate::lb::ipam::allocate()) and
 //!    writes only the differences: `status.loadBalancer.ingress` through the status
 //!    subresource and the `metallb.io/ip-allocated-from-pool` annotation (JSON merge
 //!    patches), at most `batch` writes before it looks at the Lease again. Events:
