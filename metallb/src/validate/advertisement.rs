@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
 use super::community::{Aliases, CommunityError, parse_community, push_once};
 use super::pool::shortest_prefix;
 use super::report::{Report, Subject, duplicate_names};
@@ -57,6 +59,20 @@ fn resolve_pools(
     pools.into_iter().collect()
 }
 
+/// The selectors both kinds of advertisement carry: pools, nodes and Services.
+fn common_selectors(
+    subject: &Subject,
+    [pools, nodes, services]: [&[LabelSelector]; 3],
+    report: &mut Report,
+) -> [Option<Vec<Selector>>; 3] {
+    [
+        ("spec.ipAddressPoolSelectors", pools),
+        ("spec.nodeSelectors", nodes),
+        ("spec.serviceSelectors", services),
+    ]
+    .map(|(field, list)| selectors(subject, field, list, report))
+}
+
 pub(super) fn l2_advertisement(
     subject: &Subject,
     object: &crd::L2Advertisement,
@@ -72,15 +88,15 @@ pub(super) fn l2_advertisement(
         "pool",
         report,
     );
-    let [pool_selectors, node_selectors, service_selectors] = [
-        (
-            "spec.ipAddressPoolSelectors",
+    let [pool_selectors, node_selectors, service_selectors] = common_selectors(
+        subject,
+        [
             &spec.ip_address_pool_selectors,
-        ),
-        ("spec.nodeSelectors", &spec.node_selectors),
-        ("spec.serviceSelectors", &spec.service_selectors),
-    ]
-    .map(|(field, list)| selectors(subject, field, list, report));
+            &spec.node_selectors,
+            &spec.service_selectors,
+        ],
+        report,
+    );
     let mut preferred_nodes = Vec::with_capacity(spec.preferred_node_selectors.len());
     for (index, preferred) in spec.preferred_node_selectors.iter().enumerate() {
         let field = format!("spec.preferredNodeSelectors[{index}]");
@@ -159,15 +175,15 @@ pub(super) fn bgp_advertisement(
             ok = false;
         }
     }
-    let [pool_selectors, node_selectors, service_selectors] = [
-        (
-            "spec.ipAddressPoolSelectors",
+    let [pool_selectors, node_selectors, service_selectors] = common_selectors(
+        subject,
+        [
             &spec.ip_address_pool_selectors,
-        ),
-        ("spec.nodeSelectors", &spec.node_selectors),
-        ("spec.serviceSelectors", &spec.service_selectors),
-    ]
-    .map(|(field, list)| selectors(subject, field, list, report));
+            &spec.node_selectors,
+            &spec.service_selectors,
+        ],
+        report,
+    );
 
     let aggregation_length = match spec.aggregation_length {
         None => Some(DEFAULT_AGGREGATION_LENGTH),

@@ -142,29 +142,9 @@ fn buggy_in(range: &IpRange) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lb::ipam::allocate::tests::{config, pool};
     use crate::lb::ipam::allocate::{Assignment, ServiceOutcome};
     use crate::model::ServiceKey;
-
-    fn pool(name: &str, ranges: &[&str], avoid_buggy_ips: bool) -> Pool {
-        Pool {
-            name: name.into(),
-            labels: BTreeMap::new(),
-            ranges: ranges.iter().map(|range| range.parse().unwrap()).collect(),
-            auto_assign: true,
-            avoid_buggy_ips,
-            allocation: None,
-        }
-    }
-
-    fn config(pools: Vec<Pool>) -> LbConfig {
-        LbConfig {
-            pools: pools
-                .into_iter()
-                .map(|pool| (pool.name.clone(), pool))
-                .collect(),
-            ..LbConfig::default()
-        }
-    }
 
     fn assigned(services: &[(&str, &str, &[&str])]) -> Allocation {
         Allocation {
@@ -200,10 +180,12 @@ mod tests {
 
     #[test]
     fn shared_addresses_count_once_and_every_pool_is_listed() {
+        let mut lan = pool("lan", &["192.0.2.0/24", "2001:db8::/120"]);
+        lan.avoid_buggy_ips = true;
         let config = config(vec![
-            pool("lan", &["192.0.2.0/24", "2001:db8::/120"], true),
-            pool("idle", &["198.51.100.0/30"], false),
-            pool("huge", &["2001:db8:1::/64"], false),
+            lan,
+            pool("idle", &["198.51.100.0/30"]),
+            pool("huge", &["2001:db8:1::/64"]),
         ]);
         let allocation = assigned(&[
             ("web", "lan", &["192.0.2.1", "2001:db8::1"]),

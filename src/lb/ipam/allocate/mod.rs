@@ -51,7 +51,7 @@ mod outcome;
 mod search;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;

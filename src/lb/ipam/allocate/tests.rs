@@ -7,7 +7,8 @@ use metallb_config::{Pool, Selector, ServiceAllocation};
 use super::*;
 use crate::lb::service::ServicePort;
 
-fn pool(name: &str, ranges: &[&str]) -> Pool {
+/// An open pool (no restriction, no avoided address).
+pub(crate) fn pool(name: &str, ranges: &[&str]) -> Pool {
     Pool {
         name: name.into(),
         labels: BTreeMap::new(),
@@ -18,7 +19,8 @@ fn pool(name: &str, ranges: &[&str]) -> Pool {
     }
 }
 
-fn config(pools: Vec<Pool>) -> LbConfig {
+/// A configuration of these pools and nothing else.
+pub(crate) fn config(pools: Vec<Pool>) -> LbConfig {
     LbConfig {
         pools: pools
             .into_iter()
