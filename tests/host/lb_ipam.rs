@@ -2,16 +2,15 @@
 //! stateful API server: Services as the API server serves them
 //! (tests/fixtures/metallb/ipam-services.json), status written through the status
 //! subresource, Events, the Lease, two controllers racing for it, and an API server
-//! that becomes unreachable; the pools' status counters and allocator metrics.
+//! that becomes unreachable. The pools' status counters: lb_ipam_pool_status.rs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipvs_proxy::lb::ipam::IpamMetrics;
 use ipvs_proxy::lb::ipam::controller::{
     IpamHandle, IpamOptions, REASON_ALLOCATED, REASON_BAD_REQUEST, REASON_CLEARED, REASON_FAILED,
-    spawn_ipam, spawn_ipam_with_metrics,
+    spawn_ipam,
 };
 use ipvs_proxy::observe::metrics::Metrics;
 use metallb_config::{IpRange, LbConfig, Pool, ServiceAllocation};
@@ -20,12 +19,12 @@ use testkit::store_server::{Reachability, RequestRecord, StoreServer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-const SERVICES: &str = "/api/v1/namespaces/shop/services";
+pub(crate) const SERVICES: &str = "/api/v1/namespaces/shop/services";
 const EVENTS: &str = "/apis/events.k8s.io/v1/events";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/ipvs-proxy-ipam";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn fixture_services() -> Vec<Value> {
+pub(crate) fn fixture_services() -> Vec<Value> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/metallb/ipam-services.json"
@@ -43,7 +42,7 @@ fn namespace(name: &str) -> Value {
 
 /// `production` (as tests/fixtures/metallb/ipaddresspool-production.json, with
 /// avoidBuggyIPs), and, when `spare`, one more open address.
-fn config(spare: bool) -> LbConfig {
+pub(crate) fn config(spare: bool) -> LbConfig {
     let range = |text: &str| text.parse::<IpRange>().unwrap();
     let mut pools = BTreeMap::new();
     pools.insert(
@@ -80,7 +79,7 @@ fn config(spare: bool) -> LbConfig {
     }
 }
 
-fn options(identity: &str) -> IpamOptions {
+pub(crate) fn options(identity: &str) -> IpamOptions {
     let mut options = IpamOptions::new(identity);
     options.lease_duration = Duration::from_secs(2);
     options.lease_grace = Duration::from_secs(1);
@@ -118,7 +117,7 @@ fn start(server: &StoreServer, identity: &str, config: LbConfig) -> Controller {
 /// `creationTimestamp` itself, to the second, as the API server does; the Services are
 /// created in name order so that the allocator's order (oldest first, then by name) is
 /// the same whether or not a second passes between two of them.
-fn server_with(mut services: Vec<Value>) -> StoreServer {
+pub(crate) fn server_with(mut services: Vec<Value>) -> StoreServer {
     let server = StoreServer::new();
     server.apply(namespace("shop"));
     services.sort_by_key(|service| service["metadata"]["name"].as_str().unwrap().to_string());
@@ -147,7 +146,7 @@ fn pool_annotation(server: &StoreServer, name: &str) -> Option<String> {
         .map(String::from)
 }
 
-async fn wait_for_ingress(server: &StoreServer, name: &str, expected: &[&str]) {
+pub(crate) async fn wait_for_ingress(server: &StoreServer, name: &str, expected: &[&str]) {
     server
         .wait_for(&format!("{SERVICES}/{name}"), WAIT, |service| {
             let got: Vec<&str> = service
@@ -222,7 +221,7 @@ fn service_writes(server: &StoreServer) -> Vec<RequestRecord> {
         .collect()
 }
 
-fn everyone_assigned() -> [(&'static str, Vec<&'static str>); 4] {
+pub(crate) fn everyone_assigned() -> [(&'static str, Vec<&'static str>); 4] {
     [
         // Held before (written by MetalLB): kept.
         ("legacy", vec!["192.0.2.1"]),
@@ -578,123 +577,4 @@ async fn a_service_whose_request_cannot_be_read_keeps_its_address_and_gets_an_ev
         .count();
     assert_eq!(failures, 1);
     controller.handle.stop().await.unwrap();
-}
-
-const POOLS: &str = "/apis/metallb.io/v1beta1/namespaces/metallb-system/ipaddresspools";
-
-fn pool_object(name: &str, addresses: &[&str]) -> Value {
-    json!({
-        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-        "metadata": {"name": name, "namespace": "metallb-system"},
-        "spec": {"addresses": addresses},
-    })
-}
-
-/// `IPAddressPool.status` as MetalLB names its counters: assigned and available,
-/// IPv4 then IPv6.
-async fn wait_for_pool_status(server: &StoreServer, pool: &str, counters: [i64; 4]) {
-    let [assigned4, available4, assigned6, available6] = counters;
-    let expected = json!({
-        "assignedIPv4": assigned4, "availableIPv4": available4,
-        "assignedIPv6": assigned6, "availableIPv6": available6,
-    });
-    let path = format!("{POOLS}/{pool}");
-    let waited = tokio::time::timeout(
-        WAIT,
-        server.wait_for(&path, WAIT, |object| {
-            object.is_some_and(|object| object["status"] == expected)
-        }),
-    )
-    .await;
-    assert!(
-        waited.is_ok(),
-        "{pool}: status {} instead of {expected}",
-        server.get(&path).unwrap()["status"]
-    );
-}
-
-fn scrape(registry: &prometheus_client::registry::Registry) -> String {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-    text
-}
-
-#[tokio::test]
-async fn the_leader_writes_each_pools_status_counters_and_sets_metallbs_allocator_metrics() {
-    let server = server_with(fixture_services());
-    server.apply(pool_object(
-        "production",
-        &["192.0.2.0/28", "2001:db8:5::/124"],
-    ));
-    server.apply(pool_object("spare", &["203.0.113.1/32"]));
-    server.serve().await;
-    let pool_metrics = IpamMetrics::default();
-    let mut registry = prometheus_client::registry::Registry::default();
-    pool_metrics.register(&mut registry);
-    let (_config, receiver) = watch::channel(Arc::new(config(true)));
-    let handle = spawn_ipam_with_metrics(
-        server.client_as("node-a"),
-        options("node-a"),
-        receiver,
-        Arc::new(Metrics::new()),
-        pool_metrics,
-    );
-
-    for (name, ips) in everyone_assigned() {
-        wait_for_ingress(&server, name, &ips).await;
-    }
-    // production: a /28 without .0 (avoidBuggyIPs) holds legacy, api, dns and web;
-    // its /124 dns's second address. spare: nobody.
-    wait_for_pool_status(&server, "production", [4, 11, 1, 15]).await;
-    wait_for_pool_status(&server, "spare", [0, 1, 0, 0]).await;
-    let pool = server.get(&format!("{POOLS}/production")).unwrap();
-    assert_eq!(
-        pool["spec"]["addresses"],
-        json!(["192.0.2.0/28", "2001:db8:5::/124"]),
-        "the status write leaves the spec alone"
-    );
-    let status_writes: Vec<RequestRecord> = server
-        .requests()
-        .into_iter()
-        .filter(|request| request.is_write() && request.path.starts_with(POOLS))
-        .collect();
-    assert!(!status_writes.is_empty());
-    for write in &status_writes {
-        assert!(write.path.ends_with("/status"), "{write:?}");
-        assert_eq!(write.method, "PATCH");
-        assert_eq!(write.user, "node-a");
-    }
-    let text = scrape(&registry);
-    for line in [
-        "metallb_allocator_addresses_in_use_total{pool=\"production\"} 5\n",
-        "metallb_allocator_addresses_total{pool=\"production\"} 31\n",
-        "metallb_allocator_ipv6_addresses_in_use_total{pool=\"production\"} 1\n",
-        "metallb_allocator_addresses_in_use_total{pool=\"spare\"} 0\n",
-        "metallb_allocator_addresses_total{pool=\"spare\"} 1\n",
-    ] {
-        assert!(text.contains(line), "{line} not in:\n{text}");
-    }
-
-    // web deleted: its address is free again, and only production's status changes.
-    let writes_before = server.requests().len();
-    server.delete(&format!("{SERVICES}/web"));
-    wait_for_pool_status(&server, "production", [3, 12, 1, 15]).await;
-    let rewritten: Vec<String> = server.requests()[writes_before..]
-        .iter()
-        .filter(|request| request.is_write() && request.path.starts_with(POOLS))
-        .map(|request| request.path.clone())
-        .collect();
-    assert_eq!(rewritten, [format!("{POOLS}/production/status")]);
-    assert!(
-        scrape(&registry)
-            .contains("metallb_allocator_addresses_in_use_total{pool=\"production\"} 4\n")
-    );
-
-    // No longer leading: the series go (only the leader reports them).
-    handle.stop().await.unwrap();
-    assert!(
-        !scrape(&registry).contains("pool=\""),
-        "{}",
-        scrape(&registry)
-    );
 }
