@@ -28,7 +28,7 @@ use super::announce::{Announcers, SecretSource};
 use super::lb::{LbCluster, LbInputs, LoadBalancers};
 use super::rules::RuleSets;
 use super::{Agent, AgentError, AgentOptions, SourceChoice};
-use crate::lb::ipam::controller::{IpamHandle, IpamOptions, spawn_ipam};
+use crate::lb::ipam::{IpamHandle, IpamMetrics, IpamOptions, spawn_ipam_with_metrics};
 use crate::observe::announce_metrics::AnnounceMetrics;
 use metallb_config::LbConfig;
 
@@ -120,9 +120,11 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
 
     let lb_settings = &config.extensions.load_balancer;
     let announce_metrics = AnnounceMetrics::default();
+    let ipam_metrics = IpamMetrics::default();
     let mut metrics = Metrics::new();
     if lb_settings.enabled {
         metrics.register_announcers(&announce_metrics);
+        metrics.register_ipam(&ipam_metrics);
     }
     let metrics = Arc::new(metrics);
     // The source starts before the node is set up, so its first requests (the API
@@ -191,7 +193,14 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
                     options.lease_namespace = lb_settings.ipam_lease_namespace.clone();
                     options.lease_name = lb_settings.ipam_lease_name.clone();
                     options.load_balancer_class = lb_settings.load_balancer_class.clone();
-                    let handle = spawn_ipam(client.clone(), options, config_rx, metrics.clone());
+                    options.pool_namespace = lb_settings.metallb_namespace.clone();
+                    let handle = spawn_ipam_with_metrics(
+                        client.clone(),
+                        options,
+                        config_rx,
+                        metrics.clone(),
+                        ipam_metrics.clone(),
+                    );
                     let leading = handle.writing();
                     ipam = Some(handle);
                     Some(leading)

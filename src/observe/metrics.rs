@@ -78,6 +78,11 @@ impl Metrics {
         announcers.register(&mut self.registry);
     }
 
+    /// Adds MetalLB's allocator metrics (before the registry is shared).
+    pub fn register_ipam(&mut self, ipam: &crate::lb::ipam::IpamMetrics) {
+        ipam.register(&mut self.registry);
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let mut metrics = Metrics {
