@@ -1,4 +1,4 @@
-//! The RBAC in `manifests/rbac.yaml` is enough and no more than that: the stateful API
+//! The RBAC in `manifests/base/rbac.yaml` is enough and no more than that: the stateful API
 //! server enforces exactly its Roles and ClusterRoles (everything else is 403), and
 //! the agent's Kubernetes side — the proxy source, the Node and MetalLB watches, the
 //! LoadBalancer IPAM with its Lease and Events — works without a single refusal.
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 const AGENT: &str = "system:serviceaccount:kube-system:ipvs-proxy";
 
 fn rbac_objects() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|document| Value::deserialize(document).unwrap())
