@@ -9,6 +9,7 @@ mod events;
 mod lb_decision;
 mod lb_ipam;
 mod lb_ipam_alloc;
+mod manifests;
 mod model;
 mod model_incremental;
 mod rbac;
