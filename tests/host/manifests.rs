@@ -523,42 +523,39 @@ fn the_daemonset_mounts_what_the_agent_reads_and_writes() {
         );
     }
 
+    // The base configuration is read without a single warning.
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+
     // The announcer: the membership key file is the Secret's item, the BGP restart
-    // marker survives the container on the host, and the membership port is declared.
-    let document: Value = serde_yaml_ng::Deserializer::from_str(&base_config_text())
-        .map(|d| Value::deserialize(d).unwrap())
-        .find(|d| d["kind"] == "IpvsProxyConfiguration")
-        .unwrap();
-    let key_file = document["loadBalancer"]["membership"]["keyFile"]
-        .as_str()
-        .unwrap();
-    let (mount, secret_volume) = mount_of(key_file);
-    let secret = secret_volume.secret.expect("the key comes from a Secret");
-    let item = Path::new(key_file).strip_prefix(&mount.mount_path).unwrap();
-    assert!(
-        secret
-            .items
-            .iter()
-            .flatten()
-            .any(|i| Path::new(&i.path) == item),
-        "{key_file}: no Secret item {}",
-        item.display()
-    );
-    assert_eq!(mount.read_only, Some(true));
-    let marker = document["loadBalancer"]["bgp"]["restartMarker"]
-        .as_str()
-        .unwrap();
-    assert!(!host_path(marker).1, "{marker} must be writable");
-    let port = document["loadBalancer"]["membership"]["port"]
-        .as_i64()
-        .unwrap();
+    // marker survives the container on the host, and the membership port is declared;
+    // with the base's settings and with the defaults the kubeadm overlay runs with.
     let ports = agent.ports.clone().unwrap_or_default();
-    assert!(
-        ports
-            .iter()
-            .any(|p| i64::from(p.container_port) == port && p.protocol.as_deref() == Some("UDP")),
-        "membership port {port}/UDP not declared: {ports:?}"
-    );
+    let defaults = ipvs_proxy::config::Extensions::default().load_balancer;
+    for settings in [&loaded.config.extensions.load_balancer, &defaults] {
+        let key_file = settings.membership.key_file.to_str().unwrap();
+        let (mount, secret_volume) = mount_of(key_file);
+        let secret = secret_volume.secret.expect("the key comes from a Secret");
+        let item = Path::new(key_file).strip_prefix(&mount.mount_path).unwrap();
+        assert!(
+            secret
+                .items
+                .iter()
+                .flatten()
+                .any(|i| Path::new(&i.path) == item),
+            "{key_file}: no Secret item {}",
+            item.display()
+        );
+        assert_eq!(mount.read_only, Some(true));
+        let marker = settings.bgp.restart_marker.to_str().unwrap();
+        assert!(!host_path(marker).1, "{marker} must be writable");
+        let port = i32::from(settings.membership.port);
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.container_port == port && p.protocol.as_deref() == Some("UDP")),
+            "membership port {port}/UDP not declared: {ports:?}"
+        );
+    }
     for (port, protocol) in [(179, "TCP"), (3784, "UDP")] {
         assert!(
             ports
