@@ -631,8 +631,36 @@ fn the_image_is_named_in_one_place() {
 }
 
 #[test]
-fn the_kubeadm_overlay_patches_the_base_objects_it_names() {
-    let overlay = manifests_dir().join("overlays/kubeadm");
+fn the_migration_overlay_runs_the_proxy_only_on_migrated_nodes() {
+    let overlay = manifests_dir().join("overlays/migration");
+    let text = std::fs::read_to_string(overlay.join("config.yaml")).unwrap();
+    let loaded = ipvs_proxy::config::parse(&text).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    // MetalLB keeps allocating and announcing until phase 2.
+    assert!(!loaded.config.extensions.load_balancer.enabled);
+    let patch = &documents(&overlay.join("migrated-nodes.yaml"))[0];
+    assert_eq!(
+        patch["spec"]["template"]["spec"]["nodeSelector"]["ipvs-proxy.io/migrated"],
+        "true"
+    );
+    // It replaces the base's generated configuration, keeping the key --config reads.
+    let kustomization = &documents(&overlay.join("kustomization.yaml"))[0];
+    let generator = &kustomization["configMapGenerator"][0];
+    assert_eq!(generator["behavior"], "replace");
+    assert_eq!(
+        generator["files"],
+        base_kustomization()["configMapGenerator"][0]["files"]
+    );
+}
+
+#[test]
+fn overlays_patch_the_base_objects_they_name() {
+    for name in ["kubeadm", "migration"] {
+        overlay_patches_base_objects(&manifests_dir().join("overlays").join(name));
+    }
+}
+
+fn overlay_patches_base_objects(overlay: &Path) {
     let kustomization = &documents(&overlay.join("kustomization.yaml"))[0];
     let base = manifests_dir().join("base");
     let daemonset = base_daemonset();
