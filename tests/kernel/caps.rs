@@ -175,9 +175,11 @@ fn host_proc_sys_net_bound_elsewhere_is_writable_under_a_read_only_proc_sys() {
     assert_root();
     let dir = std::env::temp_dir().join(format!("caps-host-net-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // The bind is taken from the read-write /proc first, as the kubelet's hostPath is
+    // from the host's: a bind taken from the read-only /proc/sys would be read-only too.
     let script = format!(
-        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
-         && mount --bind /proc/sys/net {dir} \
+        "mount --bind /proc/sys/net {dir} \
+         && mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
          && IPVS_PROXY_PROC_SYS_NET={dir} exec \"$@\"",
         dir = dir.display()
     );
