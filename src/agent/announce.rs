@@ -126,6 +126,10 @@ pub(crate) struct Announcers {
     /// Why the membership does not run, once said.
     membership_off: Option<String>,
     live: Option<watch::Receiver<BTreeSet<String>>>,
+    /// Every agent the membership has seen alive since this agent started.
+    heard: BTreeSet<String>,
+    /// The live nodes last given to the election.
+    effective_live: Option<BTreeSet<String>>,
     /// Until when layer-2 ownership waits for the membership; `None` once settled.
     settle_until: Option<Instant>,
     l2_wanted: watch::Sender<Wanted>,
@@ -170,6 +174,8 @@ impl Announcers {
             membership: None,
             membership_off: None,
             live: None,
+            heard: BTreeSet::new(),
+            effective_live: None,
             settle_until: None,
             l2_wanted: watch::channel(Wanted::new()).0,
             l2: None,
@@ -264,9 +270,6 @@ impl Announcers {
     pub(crate) async fn start(&mut self, announce: &mut AnnounceModel) {
         self.started = true;
         self.start_membership().await;
-        if let Some(live) = self.live_nodes() {
-            announce.set_live_nodes(Some(live));
-        }
         self.publish(announce);
     }
 
@@ -360,6 +363,7 @@ impl Announcers {
         match event {
             AnnounceEvent::Live(live) => {
                 info!(live = ?live, "membership: live agents");
+                self.heard.extend(live.iter().cloned());
                 let every_ready_live = self
                     .others
                     .iter()
@@ -368,18 +372,36 @@ impl Announcers {
                 if every_ready_live && self.settle_until.take().is_some() {
                     self.republish = true;
                 }
-                announce.set_live_nodes(Some(live));
             }
             AnnounceEvent::Settled => {
                 info!("membership settled; layer-2 ownership starts");
-                if let Some(live) = self.live_nodes() {
-                    announce.set_live_nodes(Some(live));
-                }
                 self.republish = true;
             }
             AnnounceEvent::Peers => {}
         }
         self.publish(announce);
+    }
+
+    /// Gives the election the nodes to rank: the agents the membership sees alive, and
+    /// the Ready nodes whose agent it never heard. An agent never heard is starting, or
+    /// not deployed there (a migration, a node selector): judged by its Node object, as
+    /// every node is without a membership, so agents that just started, or that run
+    /// with and without the key, all rank the same nodes. An agent heard once and gone
+    /// since is dead: its node is not ranked until it is heard again.
+    fn update_live(&mut self, announce: &mut AnnounceModel) {
+        let Some(live) = self.live_nodes() else {
+            return;
+        };
+        let mut effective = live;
+        for (name, _, ready) in &self.others {
+            if *ready && !self.heard.contains(name) {
+                effective.insert(name.clone());
+            }
+        }
+        if self.effective_live.as_ref() != Some(&effective) {
+            self.effective_live = Some(effective.clone());
+            announce.set_live_nodes(Some(effective));
+        }
     }
 
     /// Publishes the decision's local part to the announcers, starting them when they
@@ -388,6 +410,7 @@ impl Announcers {
         if !self.started {
             return;
         }
+        self.update_live(announce);
         let touched = announce.take_touched();
         let everything = std::mem::take(&mut self.republish);
         let local = announce.local();

@@ -69,7 +69,7 @@ use leader::run;
 pub use options::{IpamError, IpamOptions};
 
 /// Where the Lease lives unless configured: the namespace ipvs-proxy's DaemonSet runs
-/// in (manifests/daemonset.yaml), beside the Leases of the other kube-system
+/// in (manifests/base/daemonset.yaml), beside the Leases of the other kube-system
 /// components. (MetalLB's controller is a Deployment of its own and keeps its objects
 /// in `metallb-system`; ipvs-proxy reads MetalLB's objects there but needs no write
 /// access to it.)
