@@ -62,7 +62,8 @@ pub struct ServiceAllocationSpec {
     pub service_selectors: Vec<LabelSelector>,
 }
 
-/// `IPAddressPool.status`, written by MetalLB's controller (read, never written here).
+/// `IPAddressPool.status`: MetalLB's counters, written by the IPAM leader (MetalLB's
+/// controller writes the same).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolStatus {

@@ -3,11 +3,25 @@
 //! endpoint shares its bridge only gets an answer when bridged traffic passes
 //! netfilter (kube-proxy leaves this to the operator).
 
-use node_sysctl::{BR_NETFILTER, Loaded};
+use node_sysctl::{BR_NETFILTER, Loaded, Sysctl};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::observe::metrics::Metrics;
+
+/// The environment variable naming where the node's `/proc/sys/net` is mounted when
+/// the container's own `/proc/sys` is read-only (an unprivileged Pod: the DaemonSet
+/// mounts the host's `/proc/sys/net` at `/host/proc/sys/net` and sets this).
+pub const PROC_SYS_NET_ENV: &str = "IPVS_PROXY_PROC_SYS_NET";
+
+/// The node's sysctls: `/proc/sys`, with the `net` keys below [`PROC_SYS_NET_ENV`]'s
+/// directory when it is set and not empty.
+pub fn node_sysctl() -> Sysctl {
+    match std::env::var_os(PROC_SYS_NET_ENV) {
+        Some(dir) if !dir.is_empty() => Sysctl::default().with_net_at(dir),
+        _ => Sysctl::default(),
+    }
+}
 
 /// Loads br_netfilter when missing, then applies the sysctls the configuration calls
 /// for (the bridge ones included) and logs each change. A module that cannot be loaded
@@ -19,7 +33,7 @@ pub fn apply(config: &Config, metrics: &Metrics) {
         strict_arp: config.ipvs.strict_arp,
         ..node_sysctl::Options::default()
     };
-    let sysctl = node_sysctl::Sysctl::default();
+    let sysctl = node_sysctl();
     if options.bridge_netfilter {
         // Runs modprobe (a short blocking call) once at start, before the first sync.
         match BR_NETFILTER.ensure_loaded(&sysctl) {

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Servic
 use metallb_config::LbConfig;
 use tracing::{info, warn};
 
-use super::ipam::allocate::{Allocation, NamespaceLabels, allocate};
-use super::service::{LbService, ingress_ips};
+use super::ipam::allocate::{Allocation, NamespaceLabels, OurServices, allocate};
+use super::service::LbService;
 use crate::model::ServiceKey;
 use crate::source::SourceEvent;
 
@@ -70,7 +70,7 @@ impl StaticAllocator {
                 }
             }
             SourceEvent::ServiceApplied(service) => {
-                let key = key_of(service);
+                let key = ServiceKey::of_service(service);
                 if !self.remember(service) {
                     self.services.remove(&key);
                 }
@@ -93,12 +93,12 @@ impl StaticAllocator {
             | SourceEvent::ServicesRelisted(services)
             | SourceEvent::Early { services, .. } => {
                 for service in services.iter_mut() {
-                    carried.push(key_of(service));
+                    carried.push(ServiceKey::of_service(service));
                     self.write(service);
                 }
             }
             SourceEvent::ServiceApplied(service) => {
-                carried.push(key_of(service));
+                carried.push(ServiceKey::of_service(service));
                 self.write(service);
             }
             _ => {}
@@ -155,37 +155,30 @@ impl StaticAllocator {
     fn remember(&mut self, service: &Service) -> bool {
         let ours = LbService::from_service(service, self.class.as_deref()).is_some();
         if ours {
-            self.services.insert(key_of(service), service.clone());
+            self.services
+                .insert(ServiceKey::of_service(service), service.clone());
         }
         ours
     }
 
     /// Recomputes the allocation; returns the Services whose addresses changed.
     fn reallocate(&mut self) -> Vec<ServiceKey> {
-        let mut readable = Vec::new();
-        let mut frozen: Vec<(ServiceKey, Vec<IpAddr>)> = Vec::new();
-        for (key, service) in &self.services {
-            // The manifests' own status counts as what is held, so a manifest that names
-            // its address (or a restart) keeps it when it is valid.
-            match LbService::from_service(service, self.class.as_deref()) {
-                Some(Ok(mut lb)) => {
-                    // What this allocator wrote before is what the Service holds now.
-                    if let Some(ips) = self.written.get(key) {
-                        lb.ingress_ips = ips.clone();
-                    }
-                    readable.push(lb);
-                }
-                Some(Err(error)) => {
-                    warn!(service = %key, "LoadBalancer Service request ignored: {error}");
-                    frozen.push((key.clone(), ingress_ips(service)));
-                }
-                None => {}
+        let mut ours = OurServices::read(self.services.values(), self.class.as_deref());
+        // The manifests' own status counts as what is held, so a manifest that names
+        // its address (or a restart) keeps it when it is valid; what this allocator
+        // wrote before is what the Service holds now.
+        for service in &mut ours.readable {
+            if let Some(ips) = self.written.get(&service.key) {
+                service.ingress_ips = ips.clone();
             }
+        }
+        for service in &ours.unreadable {
+            warn!(service = %service.key, "LoadBalancer Service request ignored: {}", service.error);
         }
         let allocation: Allocation = allocate(
             &self.config,
-            readable.iter(),
-            frozen.iter().map(|(key, ips)| (key, ips.as_slice())),
+            &ours.readable,
+            ours.frozen(),
             &self.namespaces,
         );
         let mut written = BTreeMap::new();
@@ -205,8 +198,8 @@ impl StaticAllocator {
                 }
             }
         }
-        for (key, ips) in frozen {
-            written.insert(key, ips);
+        for service in ours.unreadable {
+            written.insert(service.key, service.ips);
         }
         let mut changed: Vec<ServiceKey> = written
             .iter()
@@ -246,7 +239,7 @@ impl StaticAllocator {
     /// Writes the allocation into a Service's status (a Service we do not allocate for
     /// is left as it is).
     fn write(&self, service: &mut Service) {
-        let Some(ips) = self.written.get(&key_of(service)) else {
+        let Some(ips) = self.written.get(&ServiceKey::of_service(service)) else {
             return;
         };
         let ingress: Vec<LoadBalancerIngress> = ips
@@ -264,20 +257,10 @@ impl StaticAllocator {
     }
 }
 
-fn key_of(service: &Service) -> ServiceKey {
-    ServiceKey::new(
-        service
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        service.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lb::service::ingress_ips;
     use metallb_config::Pool;
     use serde_json::json;
 

@@ -362,7 +362,7 @@ async fn publish_queued(
             Ok(Err(kube::Error::Api(status))) => {
                 let hint = if status.is_forbidden() {
                     ": ipvs-proxy's ClusterRole must allow create on events in \
-                     events.k8s.io (manifests/rbac.yaml)"
+                     events.k8s.io (manifests/base/rbac.yaml)"
                 } else {
                     ""
                 };

@@ -8,9 +8,12 @@
 use std::fmt;
 use std::io::ErrorKind;
 
-/// The sysctl file probed for write access: present in every network namespace, and one
-/// the agent writes (strict ARP).
-pub const PROBED_SYSCTL: &str = "/proc/sys/net/ipv4/conf/all/arp_ignore";
+use crate::dataplane::sysctls::{PROC_SYS_NET_ENV, node_sysctl};
+
+/// The sysctl probed for write access: present in every network namespace, and one the
+/// agent writes (strict ARP). Its file is below `/proc/sys`, or below the directory
+/// named by [`PROC_SYS_NET_ENV`] when set.
+pub const PROBED_SYSCTL: &str = "net.ipv4.conf.all.arp_ignore";
 
 /// A capability the agent uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -268,8 +271,10 @@ impl CapabilityReport {
             ProcSysNet::Writable => None,
             ProcSysNet::ReadOnly => Some(format!(
                 "/proc/sys is mounted read-only in this container, so ipvs-proxy cannot set \
-                 {settings}: run the container with securityContext.privileged: true, or set \
-                 them on the host (/etc/sysctl.d)"
+                 {settings}: mount the host's /proc/sys/net elsewhere (a hostPath volume, \
+                 e.g. at /host/proc/sys/net) and name that directory in {PROC_SYS_NET_ENV}, \
+                 as manifests/base/daemonset.yaml does, or run the container with \
+                 securityContext.privileged: true, or set them on the host (/etc/sysctl.d)"
             )),
             ProcSysNet::NotPermitted => Some(format!(
                 "this user may not write /proc/sys/net, so ipvs-proxy cannot set {settings}: \
@@ -306,10 +311,15 @@ pub fn check(
     })
 }
 
-/// Probes write access to `/proc/sys/net` by opening [`PROBED_SYSCTL`] for writing.
-/// Nothing is written: a sysctl changes only on `write`.
+/// Probes write access to `/proc/sys/net` (or the directory [`PROC_SYS_NET_ENV`]
+/// names) by opening [`PROBED_SYSCTL`]'s file for writing. Nothing is written: a
+/// sysctl changes only on `write`.
 pub fn probe_proc_sys_net() -> ProcSysNet {
-    match std::fs::OpenOptions::new().write(true).open(PROBED_SYSCTL) {
+    let key = PROBED_SYSCTL.parse().expect("a valid built-in key");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(node_sysctl().path(&key))
+    {
         Ok(_) => ProcSysNet::Writable,
         Err(error) if error.kind() == ErrorKind::ReadOnlyFilesystem => ProcSysNet::ReadOnly,
         Err(error) if error.kind() == ErrorKind::PermissionDenied => ProcSysNet::NotPermitted,

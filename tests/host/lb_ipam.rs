@@ -2,7 +2,7 @@
 //! stateful API server: Services as the API server serves them
 //! (tests/fixtures/metallb/ipam-services.json), status written through the status
 //! subresource, Events, the Lease, two controllers racing for it, and an API server
-//! that becomes unreachable.
+//! that becomes unreachable. The pools' status counters: lb_ipam_pool_status.rs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,12 +19,12 @@ use testkit::store_server::{Reachability, RequestRecord, StoreServer};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-const SERVICES: &str = "/api/v1/namespaces/shop/services";
+pub(crate) const SERVICES: &str = "/api/v1/namespaces/shop/services";
 const EVENTS: &str = "/apis/events.k8s.io/v1/events";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/ipvs-proxy-ipam";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn fixture_services() -> Vec<Value> {
+pub(crate) fn fixture_services() -> Vec<Value> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/metallb/ipam-services.json"
@@ -42,7 +42,7 @@ fn namespace(name: &str) -> Value {
 
 /// `production` (as tests/fixtures/metallb/ipaddresspool-production.json, with
 /// avoidBuggyIPs), and, when `spare`, one more open address.
-fn config(spare: bool) -> LbConfig {
+pub(crate) fn config(spare: bool) -> LbConfig {
     let range = |text: &str| text.parse::<IpRange>().unwrap();
     let mut pools = BTreeMap::new();
     pools.insert(
@@ -79,7 +79,7 @@ fn config(spare: bool) -> LbConfig {
     }
 }
 
-fn options(identity: &str) -> IpamOptions {
+pub(crate) fn options(identity: &str) -> IpamOptions {
     let mut options = IpamOptions::new(identity);
     options.lease_duration = Duration::from_secs(2);
     options.lease_grace = Duration::from_secs(1);
@@ -117,7 +117,7 @@ fn start(server: &StoreServer, identity: &str, config: LbConfig) -> Controller {
 /// `creationTimestamp` itself, to the second, as the API server does; the Services are
 /// created in name order so that the allocator's order (oldest first, then by name) is
 /// the same whether or not a second passes between two of them.
-fn server_with(mut services: Vec<Value>) -> StoreServer {
+pub(crate) fn server_with(mut services: Vec<Value>) -> StoreServer {
     let server = StoreServer::new();
     server.apply(namespace("shop"));
     services.sort_by_key(|service| service["metadata"]["name"].as_str().unwrap().to_string());
@@ -146,7 +146,7 @@ fn pool_annotation(server: &StoreServer, name: &str) -> Option<String> {
         .map(String::from)
 }
 
-async fn wait_for_ingress(server: &StoreServer, name: &str, expected: &[&str]) {
+pub(crate) async fn wait_for_ingress(server: &StoreServer, name: &str, expected: &[&str]) {
     server
         .wait_for(&format!("{SERVICES}/{name}"), WAIT, |service| {
             let got: Vec<&str> = service
@@ -221,7 +221,7 @@ fn service_writes(server: &StoreServer) -> Vec<RequestRecord> {
         .collect()
 }
 
-fn everyone_assigned() -> [(&'static str, Vec<&'static str>); 4] {
+pub(crate) fn everyone_assigned() -> [(&'static str, Vec<&'static str>); 4] {
     [
         // Held before (written by MetalLB): kept.
         ("legacy", vec!["192.0.2.1"]),

@@ -9,6 +9,8 @@ mod events;
 mod lb_decision;
 mod lb_ipam;
 mod lb_ipam_alloc;
+mod lb_ipam_pool_status;
+mod manifests;
 mod model;
 mod model_incremental;
 mod rbac;

@@ -1,4 +1,4 @@
-//! The RBAC in `manifests/rbac.yaml` is enough and no more than that: the stateful API
+//! The RBAC in `manifests/base/rbac.yaml` is enough and no more than that: the stateful API
 //! server enforces exactly its Roles and ClusterRoles (everything else is 403), and
 //! the agent's Kubernetes side — the proxy source, the Node and MetalLB watches, the
 //! LoadBalancer IPAM with its Lease and Events — works without a single refusal.
@@ -9,6 +9,7 @@ use std::time::Duration;
 use ipvs_proxy::lb::ipam::{IpamOptions, spawn_ipam};
 use ipvs_proxy::observe::metrics::Metrics;
 use ipvs_proxy::source::SourceEvent;
+use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use testkit::store_server::{AccessPolicy, StoreServer};
@@ -18,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 const AGENT: &str = "system:serviceaccount:kube-system:ipvs-proxy";
 
 fn rbac_objects() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/base/rbac.yaml");
     let text = std::fs::read_to_string(path).unwrap();
     serde_yaml_ng::Deserializer::from_str(&text)
         .map(|document| Value::deserialize(document).unwrap())
@@ -35,6 +36,12 @@ async fn the_agent_needs_no_more_than_its_rbac_manifest() {
                "metadata": {"name": "web", "namespace": "shop"},
                "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.7",
                         "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+               "metadata": {"name": "bgp-password", "namespace": "metallb-system"},
+               "data": {"password": "czNjcmV0"}}),
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "bgp-password", "namespace": "kube-system"},
+               "data": {"password": "czNjcmV0"}}),
         json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
                "metadata": {"name": "public", "namespace": "metallb-system"},
                "spec": {"addresses": ["198.51.100.10/31"]}}),
@@ -44,9 +51,17 @@ async fn the_agent_needs_no_more_than_its_rbac_manifest() {
     let client = server.client_as(AGENT);
 
     // A forbidden request is refused: the policy is in force.
-    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(client.clone(), "kube-system");
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), "kube-system");
     assert!(secrets.list(&Default::default()).await.is_err());
+
+    // BGP passwords: a BGPPeer's passwordSecret is read by name in MetalLB's namespace,
+    // as the agent's announcer reads it; no other Secret, and no listing.
+    let metallb_secrets: kube::Api<Secret> =
+        kube::Api::namespaced(client.clone(), "metallb-system");
+    let password = metallb_secrets.get("bgp-password").await.unwrap();
+    assert_eq!(password.data.unwrap()["password"].0, b"s3cret");
+    assert!(metallb_secrets.list(&Default::default()).await.is_err());
+    assert!(secrets.get("bgp-password").await.is_err());
 
     // The proxy's source: Services and EndpointSlices.
     let (events_tx, mut events) = mpsc::channel(16);
@@ -114,7 +129,7 @@ async fn the_agent_needs_no_more_than_its_rbac_manifest() {
     metallb_task.abort();
     nodes_task.abort();
 
-    // Not one request of the agent was refused (the Secret list above aside).
+    // Not one request of the agent was refused (the Secret requests above aside).
     let refused: Vec<String> = server
         .requests()
         .iter()

@@ -165,3 +165,38 @@ fn read_only_proc_sys_is_reported_with_the_fix() {
     // The mount namespace was private: this process may still write.
     assert_eq!(caps::probe_proc_sys_net(), ProcSysNet::Writable);
 }
+
+/// The DaemonSet's arrangement (manifests/base/daemonset.yaml): `/proc/sys` read-only as
+/// in any unprivileged container, the host's `/proc/sys/net` bound at another path and
+/// named in `IPVS_PROXY_PROC_SYS_NET`: the agent may write the network settings.
+#[test]
+#[ignore = "needs the kernel lab"]
+fn host_proc_sys_net_bound_elsewhere_is_writable_under_a_read_only_proc_sys() {
+    assert_root();
+    let dir = std::env::temp_dir().join(format!("caps-host-net-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The bind is taken from the read-write /proc first, as the kubelet's hostPath is
+    // from the host's: a bind taken from the read-only /proc/sys would be read-only too.
+    let script = format!(
+        "mount --bind /proc/sys/net {dir} \
+         && mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
+         && IPVS_PROXY_PROC_SYS_NET={dir} exec \"$@\"",
+        dir = dir.display()
+    );
+    let lines = child_report(&[
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ]);
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        lines.contains(&"proc_sys_net Writable".to_string()),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("read-only")), "{lines:#?}");
+}

@@ -11,13 +11,19 @@
 //!   `metallb.io/loadBalancerIPs`).
 //! - [`controller`]: the cluster's one active allocator, elected through a
 //!   `coordination.k8s.io` Lease, writing `status.loadBalancer.ingress` and the
-//!   `metallb.io/ip-allocated-from-pool` annotation.
+//!   `metallb.io/ip-allocated-from-pool` annotation, and each `IPAddressPool`'s
+//!   `status` counters ([`pool_usage`](mod@pool_usage)) and MetalLB's allocator
+//!   metrics ([`IpamMetrics`]).
 
 pub mod allocate;
 pub mod controller;
+pub mod metrics;
+pub mod pool_usage;
 
 pub use allocate::{
-    Allocation, Assignment, Dropped, IpList, NamespaceLabels, Refusal, ServiceOutcome,
-    SharingConflict, allocate, allocate_objects,
+    Allocation, Assignment, Dropped, IpList, NamespaceLabels, OurServices, Refusal, ServiceOutcome,
+    SharingConflict, Unreadable, allocate, allocate_objects,
 };
-pub use controller::{IpamError, IpamHandle, IpamOptions, spawn_ipam};
+pub use controller::{IpamError, IpamHandle, IpamOptions, spawn_ipam, spawn_ipam_with_metrics};
+pub use metrics::IpamMetrics;
+pub use pool_usage::{PoolUsage, pool_usage};
