@@ -33,6 +33,7 @@ mod cli_list;
 mod cli_services;
 mod conntrack_cleanup;
 mod detect_local;
+mod image;
 mod iptables;
 mod l2_announce;
 mod l2_network;
