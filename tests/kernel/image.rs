@@ -169,6 +169,18 @@ fn the_agent_from_the_image_programs_a_service_and_its_iptables_rules() {
         );
     }
     assert_eq!(image.entrypoint(), "'/ipvs-proxy'");
+    // What the manifests run: `ipvs-proxy` on PATH, and the init container's modprobe
+    // (kmod, which reads modules from the node's /lib/modules).
+    assert_eq!(
+        std::fs::read_link(image.root.join("usr/local/bin/ipvs-proxy")).ok(),
+        Some(PathBuf::from("/ipvs-proxy")),
+        "ipvs-proxy is not on the image's PATH"
+    );
+    let modprobe = image.root.join("usr/sbin/modprobe");
+    assert!(
+        modprobe.symlink_metadata().is_ok(),
+        "the image has no modprobe for the init container"
+    );
 
     let ips = cluster.ips();
     cluster.write(
