@@ -461,8 +461,8 @@ impl Drop for Lab {
             node.agent = None;
         }
         if std::thread::panicking() {
-            for i in 0..3 {
-                eprintln!("--- agent log of {}:\n{}", NODES[i], self.log(i));
+            for (i, name) in NODES.iter().enumerate() {
+                eprintln!("--- agent log of {name}:\n{}", self.log(i));
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -572,12 +572,11 @@ fn eventually(timeout: Duration, done: impl FnMut() -> bool) -> bool {
 }
 
 fn assert_agents_alive(lab: &mut Lab, what: &str) {
-    for i in 0..3 {
+    for (i, name) in NODES.iter().enumerate() {
         if let Some(agent) = lab.nodes[i].agent.as_mut() {
             assert!(
                 agent.alive(),
-                "{what}: {}'s agent exited\n{}",
-                NODES[i],
+                "{what}: {name}'s agent exited\n{}",
                 lab.log(i)
             );
         }
