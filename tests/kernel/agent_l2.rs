@@ -241,7 +241,7 @@ impl Lab {
             dir.join("config.yaml"),
             format!(
                 "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n\
-                 mode: ipvs\nipvs:\n  strictARP: true\n  syncPeriod: 3s\n\
+                 mode: ipvs\nipvs:\n  strictARP: true\n  syncPeriod: 30s\n\
                  metricsBindAddress: 127.0.0.1:10249\n---\n\
                  apiVersion: ipvs-proxy.io/v1alpha1\nkind: IpvsProxyConfiguration\n\
                  loadBalancer:\n  membership:\n    port: {MEMBERSHIP_PORT}\n    keyFile: {}\n",
