@@ -566,6 +566,18 @@ fn request(target: SocketAddr) -> bool {
     response.starts_with(b"HTTP/1.") && response.windows(5).any(|w| w == b" 200 ")
 }
 
+/// The strings of a JSON list, as a set (empty for anything else).
+fn names(value: &Value) -> BTreeSet<String> {
+    value
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Waits for `done` (polling every 20 ms, up to `timeout`); false if it never was.
 fn eventually(timeout: Duration, done: impl FnMut() -> bool) -> bool {
     wait_until(timeout, done)
@@ -628,27 +640,19 @@ fn three_agents_elect_one_owner_and_fail_over() {
 
     // `services --json` on another node shows the same owner, all three eligible and
     // live; on the owner, the interface it answers on.
+    let all: BTreeSet<String> = NODES.iter().map(|n| n.to_string()).collect();
+    let report = lab.services(second);
+    assert_eq!(names(&report["live_nodes"]), all, "{report:#}");
     let row = lab.lb_row(second, vip).expect("the address in the report");
     assert_eq!(row["layer2"]["owner"], NODES[owner], "{row:#}");
-    let names = |value: &Value| -> BTreeSet<String> {
-        value
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let all: BTreeSet<String> = NODES.iter().map(|n| n.to_string()).collect();
     assert_eq!(names(&row["layer2"]["eligible"]), all, "{row:#}");
-    assert_eq!(names(&row["layer2"]["live"]), all, "{row:#}");
+    assert!(names(&row["layer2"]["answering"]).is_empty(), "{row:#}");
     let row = lab
         .lb_row(owner, vip)
         .expect("the address in the owner's report");
     assert_eq!(row["layer2"]["owner"], NODES[owner], "{row:#}");
     assert_eq!(
-        names(&row["layer2"]["interfaces"]),
+        names(&row["layer2"]["answering"]),
         BTreeSet::from(["eth0".to_string()]),
         "{row:#}"
     );
@@ -860,16 +864,14 @@ fn three_agents_elect_one_owner_and_fail_over() {
     );
     std::thread::sleep(Duration::from_secs(3));
     let split = lab.arp_answers(VIP);
-    let isolated_view = lab.lb_row(owner, vip);
+    let isolated = lab.services(owner);
+    let isolated_owner = lab
+        .lb_row(owner, vip)
+        .map_or(Value::Null, |row| row["layer2"]["owner"].clone());
     println!(
-        "agent_l2: partition: {VIP} answered by {:?}; the cut-off owner's view: owner {} live {}",
+        "agent_l2: partition: {VIP} answered by {:?}; the cut-off owner's view: owner {isolated_owner} live {}",
         split.iter().map(|i| NODES[*i]).collect::<Vec<_>>(),
-        isolated_view
-            .as_ref()
-            .map_or(Value::Null, |row| row["layer2"]["owner"].clone()),
-        isolated_view
-            .as_ref()
-            .map_or(Value::Null, |row| row["layer2"]["live"].clone())
+        isolated["live_nodes"]
     );
     assert!(
         split.contains(&second),
