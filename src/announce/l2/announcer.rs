@@ -157,7 +157,8 @@ impl L2Handle {
 
     /// Sends the takeover burst again for every IP answered now, on every interface
     /// answering for it (a burst still running starts over). For the agent when its
-    /// live set gains a member: see the module documentation.
+    /// live set gains a member: see the module documentation. An ownership sent on the
+    /// watch channel before this call is applied first.
     pub fn announce_again(&self) {
         let _ = self.commands.send(Command::AnnounceAgain);
     }
@@ -289,7 +290,15 @@ impl Announcer {
                 // A release goes first: nothing else should be started once asked.
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::AnnounceAgain) => self.announce_again(),
+                    Some(Command::AnnounceAgain) => {
+                        // A new ownership sent just before the request is applied
+                        // first: an IP given away must not be announced again.
+                        if wanted_open && wanted.has_changed().unwrap_or(false) {
+                            current = wanted.borrow_and_update().clone();
+                            self.reconcile(&current);
+                        }
+                        self.announce_again();
+                    }
                     Some(Command::Release(done)) => {
                         self.release_all();
                         let _ = done.send(());
