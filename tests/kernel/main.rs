@@ -20,6 +20,7 @@ fn br_netfilter_kept() -> std::sync::RwLockReadGuard<'static, ()> {
 
 mod agent_apiserver;
 mod agent_e2e;
+mod agent_l2;
 mod agent_lb;
 mod agent_migration;
 mod agent_policy;

@@ -40,6 +40,17 @@
 //! 5 s; front-loading the repeats makes a missed first frame cost 100 ms, not 1.1 s.
 //! Losing the IP cancels its remaining burst.
 //!
+//! # Announcing again
+//!
+//! [`L2Handle::announce_again`] restarts the burst of every IP answered now, for the
+//! agent to call when its live set gains a member (a partition healed, a node's link
+//! came back, an agent restarted). In those moments a neighbour may hold another
+//! node's MAC for an IP this node owns, learnt from that node's takeover while the
+//! views differed; that node stops answering once the views agree, but an entry
+//! confirmed by traffic never asks again, so without a new announcement the
+//! neighbour would keep sending to a node that no longer owns the IP (served by its
+//! kernel with eTP=Cluster, dropped with eTP=Local and no local endpoint).
+//!
 //! # Release
 //!
 //! [`L2Handle::release_all`] (and dropping the handle) stops answering for every IP
@@ -126,7 +137,7 @@ pub struct L2Status {
 /// does, without waiting.
 #[derive(Debug)]
 pub struct L2Handle {
-    commands: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<L2Status>,
     metrics: Arc<L2Metrics>,
     task: JoinHandle<()>,
@@ -144,12 +155,20 @@ impl L2Handle {
         &self.metrics
     }
 
+    /// Sends the takeover burst again for every IP answered now, on every interface
+    /// answering for it (a burst still running starts over). For the agent when its
+    /// live set gains a member: see the module documentation. An ownership sent on the
+    /// watch channel before this call is applied first.
+    pub fn announce_again(&self) {
+        let _ = self.commands.send(Command::AnnounceAgain);
+    }
+
     /// Stops answering for every IP, closes the sockets and ends the announcer;
     /// returns once it has. For shutdown, after the node left the membership, so the
     /// new owner's gratuitous frames are what neighbours hear next.
     pub async fn release_all(self) {
         let (done, released) = oneshot::channel();
-        if self.commands.send(done).is_ok() {
+        if self.commands.send(Command::Release(done)).is_ok() {
             let _ = released.await;
         }
         let _ = self.task.await;
@@ -210,6 +229,15 @@ pub fn spawn_l2_announcer(
     })
 }
 
+/// What the handle asks of the announcer's task.
+#[derive(Debug)]
+enum Command {
+    /// Restart every answered IP's takeover burst.
+    AnnounceAgain,
+    /// Release everything, end, and say so.
+    Release(oneshot::Sender<()>),
+}
+
 /// A task aborted when this is dropped.
 #[derive(Debug)]
 struct Task(JoinHandle<()>);
@@ -247,7 +275,7 @@ impl Announcer {
         mut wanted: watch::Receiver<Wanted>,
         mut events: impl futures_util::Stream<Item = (NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>
         + Unpin,
-        mut commands: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
         let mut retry = if self.rescan().await {
             None
@@ -261,13 +289,26 @@ impl Announcer {
             tokio::select! {
                 // A release goes first: nothing else should be started once asked.
                 biased;
-                command = commands.recv() => {
-                    self.release_all();
-                    if let Some(done) = command {
-                        let _ = done.send(());
+                command = commands.recv() => match command {
+                    Some(Command::AnnounceAgain) => {
+                        // A new ownership sent just before the request is applied
+                        // first: an IP given away must not be announced again.
+                        if wanted_open && wanted.has_changed().unwrap_or(false) {
+                            current = wanted.borrow_and_update().clone();
+                            self.reconcile(&current);
+                        }
+                        self.announce_again();
                     }
-                    return;
-                }
+                    Some(Command::Release(done)) => {
+                        self.release_all();
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.release_all();
+                        return;
+                    }
+                },
                 changed = wanted.changed(), if wanted_open => {
                     if changed.is_ok() {
                         current = wanted.borrow_and_update().clone();
@@ -419,6 +460,12 @@ impl Announcer {
         self.assigned.entry(ip).or_default().insert(index);
         self.metrics.acquired();
         tracing::info!(%ip, interface = %interface.name, "answering for the address");
+        self.start_burst(interface, ip, index, start);
+    }
+
+    /// Starts (or starts over: replacing the entry aborts a running one) the takeover
+    /// burst of `ip` on the interface `index`.
+    fn start_burst(&mut self, interface: Arc<Interface>, ip: IpAddr, index: u32, start: Instant) {
         let burst = tokio::spawn(announce_burst(
             interface,
             ip,
@@ -427,6 +474,19 @@ impl Announcer {
             Arc::clone(&self.metrics),
         ));
         self.bursts.insert((ip, index), Task(burst));
+    }
+
+    /// Restarts the takeover burst of every (IP, interface) answered now.
+    fn announce_again(&mut self) {
+        let now = Instant::now();
+        for (ip, index) in self.assignments() {
+            let Some(responder) = self.responders.get(&index) else {
+                continue;
+            };
+            let interface = Arc::clone(&responder.interface);
+            tracing::debug!(%ip, interface = %interface.name, "announcing the address again");
+            self.start_burst(interface, ip, index, now);
+        }
     }
 
     fn unassign(&mut self, ip: IpAddr, index: u32) {

@@ -34,6 +34,11 @@ pub struct MembershipMetrics {
     pub member_ups: AtomicU64,
     /// Members that left or were declared down as seen by this node.
     pub member_downs: AtomicU64,
+    /// Times this node's timers came due late enough to show it had not run (a CPU
+    /// starved or paused process): their verdicts were postponed.
+    pub stalls: AtomicU64,
+    /// Times the cluster declared this node down and it rejoined (a new boot).
+    pub rejoins: AtomicU64,
 }
 
 impl MembershipMetrics {

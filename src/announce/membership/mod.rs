@@ -237,6 +237,8 @@ impl Membership {
             live_tx,
             metrics: Arc::clone(&metrics),
             rejoin_period: config.tuning.rejoin_period,
+            stall_threshold: config.tuning.probe_rtt / 2,
+            last_postponed: None,
         };
         let task = tokio::spawn(driver.run(config.seeds, command_rx));
         Ok(Membership {
@@ -344,6 +346,10 @@ struct Driver {
     live_tx: watch::Sender<BTreeSet<String>>,
     metrics: Arc<MembershipMetrics>,
     rejoin_period: Duration,
+    /// How late the earliest timer may fire before it counts as a stall.
+    stall_threshold: Duration,
+    /// When timers were last postponed after a stall.
+    last_postponed: Option<Instant>,
 }
 
 impl Driver {
@@ -440,6 +446,9 @@ impl Driver {
 
     fn fire_due_timers(&mut self) {
         let now = Instant::now();
+        if self.postpone_after_a_stall(now) {
+            return;
+        }
         let mut due = Vec::new();
         while let Some(Reverse(next)) = self.timers.peek() {
             if next.at > now {
@@ -458,6 +467,49 @@ impl Driver {
                 tracing::trace!(%error, "membership timer");
             }
         }
+    }
+
+    /// When the earliest timer comes due much later than it was set for, this task did
+    /// not run in between: the process or the whole machine was starved or paused
+    /// (a CPU limit's throttling, a loaded host under a VM). Its peers' answers may be
+    /// waiting to be read or, if they starved too, not even sent yet: judging the
+    /// probes now would suspect members whose only fault is sharing the stall. So every
+    /// timer moves later by the stall plus one probe rtt, giving the peers the time
+    /// they were owed (Lifeguard's local health idea in its simplest form). A dead
+    /// member is still detected: only this node's own lateness delays it. True when
+    /// the timers were moved.
+    fn postpone_after_a_stall(&mut self, now: Instant) -> bool {
+        let Some(Reverse(earliest)) = self.timers.peek() else {
+            return false;
+        };
+        let late = now.saturating_duration_since(earliest.at);
+        if late <= self.stall_threshold {
+            return false;
+        }
+        // Once per two probe periods at most: a process late at every wake-up must
+        // still judge its probes, later rather than never.
+        if self
+            .last_postponed
+            .is_some_and(|at| now.saturating_duration_since(at) < self.foca_config.probe_period * 2)
+        {
+            return false;
+        }
+        self.last_postponed = Some(now);
+        let shift = late + self.foca_config.probe_rtt;
+        MembershipMetrics::add(&self.metrics.stalls, 1);
+        tracing::debug!(
+            late_ms = late.as_millis() as u64,
+            "membership timers late: verdicts postponed"
+        );
+        let timers = std::mem::take(&mut self.timers);
+        self.timers = timers
+            .into_iter()
+            .map(|Reverse(mut scheduled)| {
+                scheduled.at += shift;
+                Reverse(scheduled)
+            })
+            .collect();
+        true
     }
 
     async fn leave(&mut self) {
@@ -517,6 +569,7 @@ impl Driver {
                     tracing::info!(node = %member.name, addr = %member.addr, "member down");
                 }
                 OwnedNotification::Rejoin(me) => {
+                    MembershipMetrics::add(&self.metrics.rejoins, 1);
                     tracing::info!(boot = me.boot, "declared down by the cluster; rejoined");
                 }
                 other => tracing::debug!(notification = ?other, "membership"),
@@ -646,6 +699,43 @@ mod tests {
         assert_eq!(*stranger.live().borrow(), names(&["x"]));
         assert!(MembershipMetrics::get(&a.metrics().refused_unauthenticated) > 0);
         assert!(MembershipMetrics::get(&stranger.metrics().refused_unauthenticated) > 0);
+    }
+
+    /// The whole process stalls (as a loaded machine, a VM whose CPU the host takes
+    /// away, or a long pause): every member's timers come due together when it runs
+    /// again, before any peer had the chance to answer. Nobody may be declared down
+    /// for a stall everyone shared.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stall_of_the_whole_process_declares_nobody_down() {
+        let port = 27_949;
+        let a = member("a", 31, port, SECRET, &[("b", 32), ("c", 33)]).await;
+        let b = member("b", 32, port, SECRET, &[("a", 31), ("c", 33)]).await;
+        let c = member("c", 33, port, SECRET, &[("a", 31), ("b", 32)]).await;
+        let all = names(&["a", "b", "c"]);
+        for m in [&a, &b, &c] {
+            assert!(wait_for(m, &all, Duration::from_secs(5)).await);
+        }
+        let downs = |members: &[&Membership]| -> u64 {
+            members
+                .iter()
+                .map(|m| MembershipMetrics::get(&m.metrics().member_downs))
+                .sum()
+        };
+        let before = downs(&[&a, &b, &c]);
+        for stall in [700, 300, 900, 150, 600, 450, 800, 250] {
+            // Blocks the runtime's only thread: all three members stop at once.
+            std::thread::sleep(Duration::from_millis(stall));
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            downs(&[&a, &b, &c]),
+            before,
+            "a shared stall declared a member down"
+        );
+        for m in [&a, &b, &c] {
+            assert_eq!(*m.live().borrow(), all);
+        }
     }
 
     #[tokio::test]
