@@ -35,7 +35,9 @@ use crate::announce::bgp::{
     spawn_bgp_speaker,
 };
 use crate::announce::l2::{L2Handle, L2Options, L2Status, Wanted, spawn_l2_announcer};
-use crate::announce::membership::{Membership, MembershipConfig, MembershipError, Seed};
+use crate::announce::membership::{
+    Membership, MembershipConfig, MembershipError, MembershipMetrics, Seed,
+};
 use crate::config::LoadBalancerSettings;
 use crate::lb::decision::AnnounceModel;
 use crate::observe::announce_metrics::AnnounceMetrics;
@@ -49,6 +51,9 @@ const HANDOVER_GRACE: Duration = Duration::from_millis(500);
 /// to be heard (unless every Ready node is live sooner). An agent that restarts alone
 /// would otherwise elect itself for every address and answer next to the real owner.
 const MEMBERSHIP_SETTLE: Duration = Duration::from_secs(2);
+
+/// How often the membership's rejoin counter is read (see [`AnnounceEvent::Rejoined`]).
+const REJOIN_CHECK: Duration = Duration::from_millis(250);
 
 /// How often passwords that could not be read are tried again.
 const PASSWORD_RETRY: Duration = Duration::from_secs(30);
@@ -106,6 +111,9 @@ pub(crate) enum AnnounceEvent {
     Settled,
     /// The peers (passwords read) changed while the speaker waits to start.
     Peers,
+    /// This agent was declared down by the others and joined again: they elected other
+    /// owners meanwhile, whose frames neighbours heard last.
+    Rejoined,
 }
 
 /// The agent's announcers and what feeds them.
@@ -128,6 +136,12 @@ pub(crate) struct Announcers {
     live: Option<watch::Receiver<BTreeSet<String>>>,
     /// Every agent the membership has seen alive since this agent started.
     heard: BTreeSet<String>,
+    /// The membership's live set last seen.
+    last_live: BTreeSet<String>,
+    /// Whether the owned addresses are to be announced again after the next election.
+    announce_again: bool,
+    /// The membership's rejoin count last seen.
+    rejoins_seen: u64,
     /// The live nodes last given to the election.
     effective_live: Option<BTreeSet<String>>,
     /// Until when layer-2 ownership waits for the membership; `None` once settled.
@@ -175,6 +189,9 @@ impl Announcers {
             membership_off: None,
             live: None,
             heard: BTreeSet::new(),
+            last_live: BTreeSet::new(),
+            announce_again: false,
+            rejoins_seen: 0,
             effective_live: None,
             settle_until: None,
             l2_wanted: watch::channel(Wanted::new()).0,
@@ -207,32 +224,39 @@ impl Announcers {
     /// Takes the Nodes: this node's addresses and labels, the seeds.
     pub(crate) async fn set_nodes<'a>(&mut self, nodes: impl IntoIterator<Item = &'a Node>) {
         self.others.clear();
+        let nodes: Vec<&Node> = nodes.into_iter().collect();
+        // This node first: the others' seed addresses are taken in its family.
+        if let Some(node) = nodes
+            .iter()
+            .find(|node| node.metadata.name.as_deref() == Some(self.node.as_str()))
+        {
+            let addresses = NodeAddresses::of(node);
+            if addresses != self.addresses {
+                info!(node = %self.node, ipv4 = ?addresses.v4, ipv6 = ?addresses.v6, "this node's InternalIPs");
+                self.bfd.set_addresses(addresses);
+            }
+            self.addresses = addresses;
+            self.labels = node.metadata.labels.clone().unwrap_or_default();
+        }
         for node in nodes {
             let name = node.metadata.name.as_deref().unwrap_or_default();
             if name == self.node {
-                let addresses = NodeAddresses::of(node);
-                if addresses != self.addresses {
-                    info!(node = %self.node, ipv4 = ?addresses.v4, ipv6 = ?addresses.v6, "this node's InternalIPs");
-                    self.bfd.set_addresses(addresses);
-                }
-                self.addresses = addresses;
-                self.labels = node.metadata.labels.clone().unwrap_or_default();
-            } else {
-                let ready = node
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|conditions| {
-                        conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    });
-                let address = self
-                    .addresses
-                    .primary()
-                    .and_then(|ours| NodeAddresses::of(node).of_family(ours));
-                self.others.push((name.to_string(), address, ready));
+                continue;
             }
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|conditions| {
+                    conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                });
+            let address = self
+                .addresses
+                .primary()
+                .and_then(|ours| NodeAddresses::of(node).of_family(ours));
+            self.others.push((name.to_string(), address, ready));
         }
         if let Some(membership) = &self.membership {
             membership.set_seeds(self.seeds());
@@ -296,6 +320,9 @@ impl Announcers {
         config.advertise.set_port(settings.port);
         config.listen.set_port(settings.port);
         config.seeds = self.seeds();
+        config.tuning.probe_period = settings.probe_interval;
+        config.tuning.probe_rtt = settings.probe_timeout;
+        config.tuning.suspicion = settings.suspicion_timeout;
         match Membership::start(config).await {
             Ok(membership) => {
                 info!(port = settings.port, %ip, "membership started");
@@ -330,7 +357,22 @@ impl Announcers {
         let live = self.live.as_mut();
         let waiting_for_peers = self.bgp.is_none() && self.started;
         let peers = &mut self.peers;
+        let membership_metrics = self.membership.as_ref().map(Membership::metrics);
+        let rejoins_seen = &mut self.rejoins_seen;
         tokio::select! {
+            () = async {
+                let Some(metrics) = membership_metrics else {
+                    return std::future::pending().await;
+                };
+                loop {
+                    tokio::time::sleep(REJOIN_CHECK).await;
+                    let rejoins = MembershipMetrics::get(&metrics.rejoins);
+                    if rejoins != *rejoins_seen {
+                        *rejoins_seen = rejoins;
+                        return;
+                    }
+                }
+            } => AnnounceEvent::Rejoined,
             () = async {
                 if !waiting_for_peers || peers.changed().await.is_err() {
                     std::future::pending::<()>().await;
@@ -363,6 +405,12 @@ impl Announcers {
         match event {
             AnnounceEvent::Live(live) => {
                 info!(live = ?live, "membership: live agents");
+                // A member came (back): a healed partition, a returning link, an agent
+                // restarted. Neighbours may hold another node's MAC for addresses this
+                // node owns: the owner announces them again once the election ran.
+                let gained = live.iter().any(|name| !self.last_live.contains(name));
+                self.last_live = live.clone();
+                self.announce_again |= gained;
                 self.heard.extend(live.iter().cloned());
                 let every_ready_live = self
                     .others
@@ -378,8 +426,17 @@ impl Announcers {
                 self.republish = true;
             }
             AnnounceEvent::Peers => {}
+            AnnounceEvent::Rejoined => {
+                info!("membership: this agent was declared down and joined again");
+                self.announce_again = true;
+            }
         }
         self.publish(announce);
+        if std::mem::take(&mut self.announce_again)
+            && let Some(l2) = &self.l2
+        {
+            l2.announce_again();
+        }
     }
 
     /// Gives the election the nodes to rank: the agents the membership sees alive, and

@@ -63,6 +63,16 @@ pub struct MembershipSettings {
     /// mounted as a file. Without it there is no membership: the layer-2 election runs
     /// over the Ready Nodes only (failover then waits for the Node to turn NotReady).
     pub key_file: PathBuf,
+    /// `probeInterval` (default 200ms): how often each agent pings another.
+    pub probe_interval: Duration,
+    /// `probeTimeout` (default 60ms): how long a ping waits before others are asked to
+    /// ping for it.
+    pub probe_timeout: Duration,
+    /// `suspicionTimeout` (default 400ms): how long a suspected agent has to refute
+    /// before it is declared down. Failover takes about interval + timeout + suspicion;
+    /// raise them on nodes whose agents are CPU-throttled, or a starved agent is
+    /// declared down while it still answers.
+    pub suspicion_timeout: Duration,
 }
 
 impl Default for MembershipSettings {
@@ -70,6 +80,9 @@ impl Default for MembershipSettings {
         Self {
             port: 7947,
             key_file: PathBuf::from("/etc/ipvs-proxy/membership/key"),
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(60),
+            suspicion_timeout: Duration::from_millis(400),
         }
     }
 }
@@ -137,6 +150,9 @@ struct RawLoadBalancer {
 struct RawMembership {
     port: Option<i64>,
     key_file: Option<String>,
+    probe_interval: Option<String>,
+    probe_timeout: Option<String>,
+    suspicion_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,14 +228,46 @@ impl RawMembership {
                 ));
             }
         };
-        Ok(MembershipSettings {
+        let duration = |field: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => match super::parse_go_duration(&text) {
+                Ok(duration) if !duration.is_zero() && duration <= Duration::from_secs(60) => {
+                    Ok(duration)
+                }
+                _ => Err(invalid(
+                    &format!("IpvsProxyConfiguration.loadBalancer.membership.{field}"),
+                    format!("{text:?}"),
+                    "a duration above 0 and at most 60s, e.g. 200ms",
+                )),
+            },
+        };
+        let settings = MembershipSettings {
             port,
             key_file: absolute_path(
                 "IpvsProxyConfiguration.loadBalancer.membership.keyFile",
                 self.key_file,
                 defaults.key_file,
             )?,
-        })
+            probe_interval: duration(
+                "probeInterval",
+                self.probe_interval,
+                defaults.probe_interval,
+            )?,
+            probe_timeout: duration("probeTimeout", self.probe_timeout, defaults.probe_timeout)?,
+            suspicion_timeout: duration(
+                "suspicionTimeout",
+                self.suspicion_timeout,
+                defaults.suspicion_timeout,
+            )?,
+        };
+        if settings.probe_timeout >= settings.probe_interval {
+            return Err(invalid(
+                "IpvsProxyConfiguration.loadBalancer.membership.probeTimeout",
+                format!("{:?}", settings.probe_timeout),
+                "less than probeInterval",
+            ));
+        }
+        Ok(settings)
     }
 }
 

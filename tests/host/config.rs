@@ -356,6 +356,30 @@ fn announcer_settings_default_and_are_checked() {
     .load_balancer;
     assert_eq!(settings.membership.port, 17947);
     assert_eq!(
+        settings.membership.probe_interval,
+        Duration::from_millis(200)
+    );
+    let tolerant = parse(&document(
+        "  membership:\n    probeInterval: 1s\n    probeTimeout: 400ms\n    suspicionTimeout: 2s\n",
+    ))
+    .unwrap()
+    .config
+    .extensions
+    .load_balancer
+    .membership;
+    assert_eq!(
+        (
+            tolerant.probe_interval,
+            tolerant.probe_timeout,
+            tolerant.suspicion_timeout
+        ),
+        (
+            Duration::from_secs(1),
+            Duration::from_millis(400),
+            Duration::from_secs(2)
+        )
+    );
+    assert_eq!(
         settings.membership.key_file,
         std::path::Path::new("/secrets/key")
     );

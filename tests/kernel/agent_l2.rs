@@ -246,8 +246,9 @@ impl Lab {
                  mode: ipvs\nipvs:\n  strictARP: true\n  syncPeriod: 30s\n\
                  metricsBindAddress: 127.0.0.1:10249\n---\n\
                  apiVersion: ipvs-proxy.io/v1alpha1\nkind: IpvsProxyConfiguration\n\
-                 loadBalancer:\n  membership:\n    port: {MEMBERSHIP_PORT}\n    keyFile: {}\n",
-                dir.join("key").display()
+                 loadBalancer:\n  membership:\n    port: {MEMBERSHIP_PORT}\n    keyFile: {}\n{}",
+                dir.join("key").display(),
+                membership_timings()
             ),
         )
         .expect("write the configuration");
@@ -947,4 +948,18 @@ fn three_agents_elect_one_owner_and_fail_over() {
         "agent_l2: membership over {:.0} s: rejoins {rejoins:?}, stalls postponed {stalls:?}",
         lab.built.elapsed().as_secs_f64()
     );
+}
+
+/// The membership timings of the lab's agents. Three debug agents in an emulated VM
+/// starve each other for hundreds of milliseconds, and with the default timings
+/// (200 ms / 60 ms / 400 ms) a starved agent is declared down while it still answers, so
+/// the test runs with tolerant ones: behaviour is what it checks. The benchmark
+/// (`scripts/bench l2`) sets `IPVS_PROXY_LAB_DEFAULT_MEMBERSHIP=1` to measure the
+/// defaults' failover.
+fn membership_timings() -> &'static str {
+    if std::env::var_os("IPVS_PROXY_LAB_DEFAULT_MEMBERSHIP").is_some() {
+        ""
+    } else {
+        "    probeInterval: 1s\n    probeTimeout: 400ms\n    suspicionTimeout: 2s\n"
+    }
 }
