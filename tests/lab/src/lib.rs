@@ -27,6 +27,7 @@ use nix::sched::{CloneFlags, setns};
 
 pub mod frr;
 pub mod neigh;
+pub mod routers;
 mod topology;
 
 pub use topology::{Pod, Topology, TopologyBuilder};
