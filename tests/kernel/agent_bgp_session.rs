@@ -253,3 +253,167 @@ fn a_link_local_session_sends_the_global_and_the_link_local_next_hop() {
     });
     assert!(installed, "{}", fib(&r, "2001:db8:300::30"));
 }
+
+/// An MRT TABLE_DUMP_V2 file (RFC 6396) of `prefixes` as /32 routes from one peer with
+/// an empty AS_PATH and `next_hop`, for `gobgp mrt inject global`: GoBGP's own way to
+/// load a table in one call (`gobgp global rib add` runs once per prefix, which under
+/// the lab's emulation takes longer than the whole test).
+fn mrt_table(prefixes: &[std::net::Ipv4Addr], next_hop: std::net::Ipv4Addr) -> Vec<u8> {
+    fn record(out: &mut Vec<u8>, subtype: u16, body: &[u8]) {
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&13u16.to_be_bytes());
+        out.extend_from_slice(&subtype.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    let mut out = Vec::new();
+    // PEER_INDEX_TABLE: collector ID, no view name, one peer (4-octet AS, IPv4).
+    let mut peers = Vec::new();
+    peers.extend_from_slice(&next_hop.octets());
+    peers.extend_from_slice(&0u16.to_be_bytes());
+    peers.extend_from_slice(&1u16.to_be_bytes());
+    peers.push(0x02);
+    peers.extend_from_slice(&next_hop.octets());
+    peers.extend_from_slice(&next_hop.octets());
+    peers.extend_from_slice(&NODE_AS.to_be_bytes());
+    record(&mut out, 1, &peers);
+    // ORIGIN IGP, an empty AS_PATH, NEXT_HOP.
+    let mut attributes = vec![0x40, 1, 1, 0, 0x40, 2, 0, 0x40, 3, 4];
+    attributes.extend_from_slice(&next_hop.octets());
+    for (sequence, prefix) in prefixes.iter().enumerate() {
+        // RIB_IPV4_UNICAST: one entry from peer 0.
+        let mut rib = Vec::new();
+        rib.extend_from_slice(&(sequence as u32).to_be_bytes());
+        rib.push(32);
+        rib.extend_from_slice(&prefix.octets());
+        rib.extend_from_slice(&1u16.to_be_bytes());
+        rib.extend_from_slice(&0u16.to_be_bytes());
+        rib.extend_from_slice(&0u32.to_be_bytes());
+        rib.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
+        rib.extend_from_slice(&attributes);
+        record(&mut out, 2, &rib);
+    }
+    out
+}
+
+/// The number of routes BIRD has from `protocol` (`show route protocol P count`).
+fn bird_count(bird: &Bird, protocol: &str) -> usize {
+    bird.birdc(&format!("show route protocol {protocol} count"))
+        .lines()
+        .find(|l| l.contains("routes"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// From the moment BIRD shows `protocol` Established until it holds `n` routes from
+/// it, in seconds; `None` when that took over `timeout`.
+fn time_to_table(bird: &Bird, protocol: &str, n: usize, timeout: Duration) -> Option<f64> {
+    let up = wait_until(timeout, || {
+        bird.birdc(&format!("show protocols {protocol}"))
+            .contains("Established")
+    });
+    if !up {
+        return None;
+    }
+    let start = std::time::Instant::now();
+    let mut last = 0;
+    let all = wait_until(timeout, || {
+        last = bird_count(bird, protocol);
+        if last < n {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        last >= n
+    });
+    println!("bird_count_{protocol}: {last}");
+    all.then(|| start.elapsed().as_secs_f64())
+}
+
+/// 10,000 LoadBalancer addresses to BIRD: from the session up to all of them in
+/// BIRD's table, for our speaker and then, in the same run, for GoBGP's own speaker
+/// loaded with the same prefixes before its session comes up.
+#[test]
+#[ignore = "needs the kernel lab"]
+fn ten_thousand_prefixes_reach_bird_from_the_speaker_and_from_gobgp() {
+    const N: usize = 10_000;
+    let r = Netns::new("bgpkr");
+    let ours = Netns::new("bgpk1");
+    let theirs = Netns::new("bgpk2");
+    veth(&r, "r1", "10.0.1.1/24", &ours, "eth0", "10.0.1.2/24");
+    veth(&r, "r2", "10.0.2.1/24", &theirs, "eth0", "10.0.2.2/24");
+    let bird = Bird::start(
+        &r,
+        "10.0.0.1",
+        &format!(
+            "{}{}",
+            bird_bgp(
+                "ours",
+                "10.0.1.1",
+                ROUTER_AS,
+                "10.0.1.2",
+                NODE_AS,
+                "passive on;"
+            ),
+            bird_bgp(
+                "gobgp",
+                "10.0.2.1",
+                ROUTER_AS,
+                "10.0.2.2",
+                NODE_AS,
+                "passive on;"
+            )
+        ),
+    );
+    let prefixes: Vec<std::net::Ipv4Addr> = (0..N as u32)
+        .map(|i| std::net::Ipv4Addr::from(0x6440_0000 + i))
+        .collect();
+    let texts: Vec<String> = prefixes.iter().map(|p| format!("{p}/32")).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let speaker = Speaker::start(
+        &ours,
+        options("node1", "10.0.1.2"),
+        vec![peer("10.0.1.1", Duration::from_secs(1))],
+        &refs,
+    );
+    let ours_s = time_to_table(&bird, "ours", N, Duration::from_secs(300));
+    let ours_s = ours_s.unwrap_or_else(|| {
+        panic!(
+            "BIRD never got the {N} prefixes: {}\n{:?}",
+            bird.birdc("show protocols all ours"),
+            speaker.status()
+        )
+    });
+    println!("announce_10k_prefixes_s: {ours_s:.2}");
+    assert_eq!(speaker.status().unwrap().prefixes_sent, N);
+
+    let gobgp = netns_lab::routers::Gobgp::start(
+        &theirs,
+        &format!("[global.config]\n  as = {NODE_AS}\n  router-id = \"10.0.2.2\"\n  port = -1\n"),
+    );
+    let mrt = gobgp.dir().join("table.mrt");
+    std::fs::write(&mrt, mrt_table(&prefixes, "10.0.2.2".parse().unwrap())).unwrap();
+    let injected = theirs.exec(&format!(
+        "gobgp -u 127.0.0.1 -p 50051 mrt inject global {}",
+        mrt.display()
+    ));
+    assert!(
+        injected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&injected.stderr)
+    );
+    let loaded = wait_until(Duration::from_secs(120), || {
+        gobgp
+            .cli("global rib summary -a ipv4")
+            .contains(&format!("{N}"))
+    });
+    assert!(loaded, "{}", gobgp.cli("global rib summary -a ipv4"));
+    gobgp.cli(&format!("neighbor add 10.0.2.1 as {ROUTER_AS}"));
+    let theirs_s = time_to_table(&bird, "gobgp", N, Duration::from_secs(300));
+    let theirs_s = theirs_s.unwrap_or_else(|| {
+        panic!(
+            "BIRD never got GoBGP's {N} prefixes: {}\n{}",
+            bird.birdc("show protocols all gobgp"),
+            gobgp.cli("neighbor")
+        )
+    });
+    println!("announce_10k_prefixes_s_gobgp: {theirs_s:.2}");
+}
