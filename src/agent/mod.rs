@@ -22,6 +22,7 @@
 //! - `status`: answering `ipvs-proxy services`.
 //! - `start`: opening everything the loop needs.
 
+mod announce;
 mod lb;
 mod rules;
 mod start;
@@ -155,6 +156,12 @@ pub(crate) struct Agent {
     /// LoadBalancer Services (MetalLB's configuration, the announce decision and, with
     /// the static source, the allocation); `None` when `loadBalancer.enabled` is false.
     lb: Option<lb::LoadBalancers>,
+    /// The layer-2 announcer, the membership and the BGP speaker; `None` when
+    /// `loadBalancer.enabled` is false.
+    announcers: Option<announce::Announcers>,
+    /// With the static source: the manifests' Secrets (BGP passwords).
+    static_secrets:
+        Option<tokio::sync::watch::Sender<Arc<Vec<k8s_openapi::api::core::v1::Secret>>>>,
 }
 
 /// Runs the node agent until `shutdown` completes (the binary passes SIGINT/SIGTERM).
@@ -195,17 +202,17 @@ pub async fn run(
     while let Some(Some(change)) =
         futures_util::FutureExt::now_or_never(next_lb_change(&mut lb_inputs))
     {
-        if let Some(lb) = agent.lb.as_mut() {
-            for event in lb.apply(change) {
-                agent.handle_routed(event);
-            }
-        }
+        agent.apply_lb_change(change).await;
     }
     agent.handle(first);
     log_heap("model built");
     agent.sync(SyncKind::Full).await;
     info!("first sync done");
     log_heap("first sync done");
+    // The announcers start only now, with the whole decision (see `announce`).
+    if let (Some(announcers), Some(lb)) = (agent.announcers.as_mut(), agent.lb.as_mut()) {
+        announcers.start(&mut lb.announce).await;
+    }
 
     let min_sync = agent.config.ipvs.min_sync_period;
     let mut resync =
@@ -220,10 +227,25 @@ pub async fn run(
     drain_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Status socket for `ipvs-proxy services` (answered by the select arm below).
     let (status_tx, mut status_requests) = mpsc::channel::<StatusRequest>(8);
+    let bgp_answer: Option<crate::observe::status::BgpAnswer> =
+        agent.announcers.as_ref().map(|announcers| {
+            let view = announcers.bgp_view();
+            let answer: crate::observe::status::BgpAnswer = Arc::new(move || {
+                match view
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                {
+                    Some(view) => view.reply_line(),
+                    None => "{\"neighbors\":[]}\n".to_string(),
+                }
+            });
+            answer
+        });
     let status_server = options
         .status_socket
         .as_deref()
-        .and_then(|path| status::spawn_server(path, status_tx));
+        .and_then(|path| status::spawn_server(path, status_tx, bgp_answer));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -246,24 +268,25 @@ pub async fn run(
                 }
                 agent.sync(SyncKind::Incremental).await;
                 last_sync = Instant::now();
+                agent.publish_announcements();
             }
             change = next_lb_change(&mut lb_inputs), if lb_inputs_open => {
                 let Some(change) = change else {
                     lb_inputs_open = false;
                     continue;
                 };
-                let events = match agent.lb.as_mut() {
-                    Some(lb) => lb.apply(change),
-                    None => Vec::new(),
-                };
-                if !events.is_empty() {
-                    for event in events {
-                        agent.handle_routed(event);
-                    }
+                if agent.apply_lb_change(change).await {
                     agent.sync(SyncKind::Incremental).await;
                     last_sync = Instant::now();
                 }
+                agent.publish_announcements();
             }
+            event = next_announce_event(&mut agent.announcers) => {
+                if let (Some(announcers), Some(lb)) = (agent.announcers.as_mut(), agent.lb.as_mut()) {
+                    announcers.on_event(event, &mut lb.announce);
+                }
+            }
+
             changed = node_object.changed(), if node_watch_open => {
                 if changed.is_err() {
                     node_watch_open = false;
@@ -294,6 +317,9 @@ pub async fn run(
             }
         }
     }
+    if let Some(announcers) = agent.announcers.take() {
+        announcers.shutdown().await;
+    }
     tasks.stop_ipam().await;
     tasks.abort();
     if let Some(server) = status_server {
@@ -306,6 +332,50 @@ pub async fn run(
 }
 
 impl Agent {
+    /// Applies a change of the LoadBalancer inputs to the decision and the announcers;
+    /// returns whether the proxy model changed (allocated addresses, static source),
+    /// which needs a sync.
+    async fn apply_lb_change(&mut self, change: lb::LbChange) -> bool {
+        let Some(lb) = self.lb.as_mut() else {
+            return false;
+        };
+        let nodes: Option<Vec<Node>> = match &change {
+            lb::LbChange::Cluster(objects) => {
+                if let Some(secrets) = &self.static_secrets {
+                    secrets.send_if_modified(|now| {
+                        let changed = **now != objects.secrets;
+                        if changed {
+                            *now = Arc::new(objects.secrets.clone());
+                        }
+                        changed
+                    });
+                }
+                Some(objects.nodes.clone())
+            }
+            lb::LbChange::Nodes(nodes) => Some(nodes.values().cloned().collect()),
+            lb::LbChange::MetalLb(_) | lb::LbChange::Leading(_) => None,
+        };
+        let events = lb.apply(change);
+        if let Some(announcers) = self.announcers.as_mut() {
+            if let Some(nodes) = &nodes {
+                announcers.set_nodes(nodes).await;
+            }
+            announcers.set_config(lb.announce.config());
+        }
+        let changed = !events.is_empty();
+        for event in events {
+            self.handle_routed(event);
+        }
+        changed
+    }
+
+    /// Hands what changed in the announce decision to the announcers.
+    fn publish_announcements(&mut self) {
+        if let (Some(announcers), Some(lb)) = (self.announcers.as_mut(), self.lb.as_mut()) {
+            announcers.publish(&mut lb.announce);
+        }
+    }
+
     /// With `detectLocalMode: NodeCIDR`, says when the Node's pod CIDRs (which the rules
     /// follow) change; kube-proxy waits for them at start and restarts on a change.
     /// Returns whether they changed.
@@ -391,6 +461,16 @@ impl Agent {
         self.metrics
             .sync_last_queued_timestamp
             .set(metrics::unix_seconds(now));
+    }
+}
+
+/// The membership's next event; pending forever without announcers.
+async fn next_announce_event(
+    announcers: &mut Option<announce::Announcers>,
+) -> announce::AnnounceEvent {
+    match announcers {
+        Some(announcers) => announcers.next_event().await,
+        None => std::future::pending().await,
     }
 }
 

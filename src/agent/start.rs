@@ -24,10 +24,12 @@ use crate::plan::DrainStarts;
 use crate::preflight::caps;
 use crate::source::{self, SourceEvent};
 
+use super::announce::{Announcers, SecretSource};
 use super::lb::{LbCluster, LbInputs, LoadBalancers};
 use super::rules::RuleSets;
 use super::{Agent, AgentError, AgentOptions, SourceChoice};
 use crate::lb::ipam::controller::{IpamHandle, IpamOptions, spawn_ipam};
+use crate::observe::announce_metrics::AnnounceMetrics;
 use metallb_config::LbConfig;
 
 /// The background tasks the agent owns; aborted when it stops.
@@ -116,19 +118,28 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
     let node = options.node_name.clone();
     info!(node = %node, scheduler = %config.ipvs.scheduler, "ipvs-proxy starting");
 
-    let metrics = Arc::new(Metrics::new());
+    let lb_settings = &config.extensions.load_balancer;
+    let announce_metrics = AnnounceMetrics::default();
+    let mut metrics = Metrics::new();
+    if lb_settings.enabled {
+        metrics.register_announcers(&announce_metrics);
+    }
+    let metrics = Arc::new(metrics);
     // The source starts before the node is set up, so its first requests (the API
     // server's Service above all) overlap with the sysctls, the interface, the sets and
     // the iptables probes; its events wait in the channel.
     let (events_tx, events) = mpsc::channel::<SourceEvent>(1024);
     // The Node object (zone label for topology hints, primary IPs for
     // `nodePortAddresses: [primary]`) exists only with the Kubernetes source.
-    let lb_settings = &config.extensions.load_balancer;
     let mut lb_tasks = Vec::new();
     let mut ipam = None;
     // The validated MetalLB configuration for the IPAM controller, and the Events on
     // invalid MetalLB objects (sent by the IPAM leader only, so N nodes do not send N).
     let mut lb_cluster: Option<LbCluster> = None;
+    // Where the BGP passwords are read, and with the static source the channel the
+    // run loop refreshes from the manifests.
+    let mut static_secrets = None;
+    let secret_source;
     let (source_task, node_task, node_object, event_reporter, lb_inputs) = match &options.source {
         SourceChoice::Static(dir) => {
             info!(dir = %dir.display(), "static source");
@@ -141,6 +152,9 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
                 );
             }
             let (_, never) = watch::channel(None);
+            let (secrets_tx, secrets_rx) = watch::channel(Arc::new(Vec::new()));
+            static_secrets = Some(secrets_tx);
+            secret_source = SecretSource::Static(secrets_rx);
             let (source_task, cluster) = source::static_dir::spawn_static_with_cluster(
                 dir.clone(),
                 source::static_dir::POLL_INTERVAL,
@@ -161,6 +175,7 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
             let client = source::kubernetes::client(kubeconfig)
                 .await
                 .map_err(AgentError::Connect)?;
+            secret_source = SecretSource::Kubernetes(client.clone());
             let (node_tx, node_object) = watch::channel(None);
             let node_task = source::node::spawn_node_watch(client.clone(), node.clone(), node_tx);
             let lb_inputs = if lb_settings.enabled {
@@ -276,6 +291,9 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
             lb_cluster,
         )
     });
+    let announcers = lb
+        .is_some()
+        .then(|| Announcers::new(&node, lb_settings, announce_metrics, secret_source));
     let node_info = NodeInfo {
         name: node,
         zone: None,
@@ -297,6 +315,8 @@ pub(super) async fn start(options: &AgentOptions) -> Result<Started, AgentError>
         known: None,
         node: None,
         lb,
+        announcers,
+        static_secrets,
         stale_flows: match StaleFlowCleaner::open() {
             Ok(cleaner) => Some(cleaner),
             Err(err) => {

@@ -16,8 +16,9 @@ use super::Agent;
 pub(crate) fn spawn_server(
     path: &Path,
     requests: mpsc::Sender<StatusRequest>,
+    bgp: Option<status::BgpAnswer>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    match status::spawn_status_server(path.to_path_buf(), requests) {
+    match status::spawn_status_server_with_bgp(path.to_path_buf(), requests, bgp) {
         Ok(server) => Some(server),
         Err(err) => {
             warn!("`ipvs-proxy services` will not work: {err}");
@@ -46,6 +47,16 @@ impl Agent {
                 );
                 let report = match &self.lb {
                     Some(lb) => report.with_load_balancers(&lb.announce),
+                    None => report,
+                };
+                let report = match &self.announcers {
+                    Some(announcers) => {
+                        let answering = announcers.l2_status().unwrap_or_default().ips;
+                        let live = announcers
+                            .live_nodes()
+                            .map(|live| live.into_iter().collect());
+                        report.with_announcers(live, &answering)
+                    }
                     None => report,
                 };
                 StatusReply::Report(Box::new(report))

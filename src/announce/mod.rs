@@ -1,4 +1,4 @@
-//! The LoadBalancer announcers, as libraries the agent does not run yet.
+//! The LoadBalancer announcers, as libraries the agent runs (`agent::announce`).
 //!
 //! What to announce is decided in [`crate::lb::decision`] (per LoadBalancer IP: the
 //! layer-2 owner among the live agents, the BGP routes per node and peer); these
@@ -14,9 +14,8 @@
 //! - [`bfd`]: BFD sessions over UDP with GTSM, driving `bfd-proto`'s state machine;
 //!   a session going down tears its BGP session down.
 //!
-//! The agent will publish the decision's local part on watch channels after each
-//! update; the announcers never touch IPVS, ipsets or iptables. Wiring them into the
-//! agent is the next step (issues 15 and 16).
+//! The agent publishes the decision's local part on watch channels after each update
+//! (`agent::announce`); the announcers never touch IPVS, ipsets or iptables.
 
 pub mod bfd;
 pub mod bgp;

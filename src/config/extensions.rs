@@ -1,6 +1,7 @@
 //! ipvs-proxy's own document, `ipvs-proxy.io/v1alpha1` `IpvsProxyConfiguration`: the
 //! settings kube-proxy has no field for.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -47,6 +48,47 @@ pub struct LoadBalancerSettings {
     /// `ipamLeaseNamespace` (default `kube-system`, where the DaemonSet runs): the
     /// Lease's namespace, so the agent needs no write access to MetalLB's.
     pub ipam_lease_namespace: String,
+    /// `membership`: liveness among the agents for the layer-2 owner election.
+    pub membership: MembershipSettings,
+    /// `bgp`: the BGP speaker.
+    pub bgp: BgpSettings,
+}
+
+/// `IpvsProxyConfiguration.loadBalancer.membership`: SWIM among the agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipSettings {
+    /// `port` (default 7947, UDP): every agent's membership port.
+    pub port: u16,
+    /// `keyFile` (default `/etc/ipvs-proxy/membership/key`): the shared key, a Secret
+    /// mounted as a file. Without it there is no membership: the layer-2 election runs
+    /// over the Ready Nodes only (failover then waits for the Node to turn NotReady).
+    pub key_file: PathBuf,
+}
+
+impl Default for MembershipSettings {
+    fn default() -> Self {
+        Self {
+            port: 7947,
+            key_file: PathBuf::from("/etc/ipvs-proxy/membership/key"),
+        }
+    }
+}
+
+/// `IpvsProxyConfiguration.loadBalancer.bgp`: the BGP speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpSettings {
+    /// `restartMarker` (default `/run/ipvs-proxy/bgp-speaker.running`): the file telling
+    /// a restarted agent that it restarts (graceful restart's R bit); it must outlive
+    /// the container (a hostPath), not the node.
+    pub restart_marker: PathBuf,
+}
+
+impl Default for BgpSettings {
+    fn default() -> Self {
+        Self {
+            restart_marker: PathBuf::from("/run/ipvs-proxy/bgp-speaker.running"),
+        }
+    }
 }
 
 impl Default for LoadBalancerSettings {
@@ -58,6 +100,8 @@ impl Default for LoadBalancerSettings {
             ipam: true,
             ipam_lease_name: "ipvs-proxy-ipam".into(),
             ipam_lease_namespace: "kube-system".into(),
+            membership: MembershipSettings::default(),
+            bgp: BgpSettings::default(),
         }
     }
 }
@@ -84,6 +128,21 @@ struct RawLoadBalancer {
     ipam: Option<bool>,
     ipam_lease_name: Option<String>,
     ipam_lease_namespace: Option<String>,
+    membership: Option<RawMembership>,
+    bgp: Option<RawBgp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMembership {
+    port: Option<i64>,
+    key_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBgp {
+    restart_marker: Option<String>,
 }
 
 impl RawExtensions {
@@ -129,11 +188,62 @@ impl RawExtensions {
                 raw.ipam_lease_namespace,
                 defaults.ipam_lease_namespace,
             )?,
+            membership: raw.membership.unwrap_or_default().resolve()?,
+            bgp: raw.bgp.unwrap_or_default().resolve()?,
         };
         Ok(Extensions {
             max_drain,
             load_balancer,
         })
+    }
+}
+
+impl RawMembership {
+    fn resolve(self) -> Result<MembershipSettings, ConfigError> {
+        let defaults = MembershipSettings::default();
+        let port = match self.port {
+            None => defaults.port,
+            Some(port @ 1..=65535) => port as u16,
+            Some(port) => {
+                return Err(invalid(
+                    "IpvsProxyConfiguration.loadBalancer.membership.port",
+                    port,
+                    "a UDP port from 1 to 65535",
+                ));
+            }
+        };
+        Ok(MembershipSettings {
+            port,
+            key_file: absolute_path(
+                "IpvsProxyConfiguration.loadBalancer.membership.keyFile",
+                self.key_file,
+                defaults.key_file,
+            )?,
+        })
+    }
+}
+
+impl RawBgp {
+    fn resolve(self) -> Result<BgpSettings, ConfigError> {
+        Ok(BgpSettings {
+            restart_marker: absolute_path(
+                "IpvsProxyConfiguration.loadBalancer.bgp.restartMarker",
+                self.restart_marker,
+                BgpSettings::default().restart_marker,
+            )?,
+        })
+    }
+}
+
+fn absolute_path(
+    field: &str,
+    value: Option<String>,
+    default: PathBuf,
+) -> Result<PathBuf, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        Some(path) => Err(invalid(field, format!("{path:?}"), "an absolute path")),
     }
 }
 

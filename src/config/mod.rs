@@ -26,7 +26,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use duration::parse_go_duration;
-pub use extensions::{Extensions, LoadBalancerSettings};
+pub use extensions::{BgpSettings, Extensions, LoadBalancerSettings, MembershipSettings};
 
 use documents::Documents;
 use extensions::RawExtensions;

@@ -73,6 +73,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Adds the announcers' metrics (before the registry is shared).
+    pub fn register_announcers(&mut self, announcers: &super::announce_metrics::AnnounceMetrics) {
+        announcers.register(&mut self.registry);
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let mut metrics = Metrics {

@@ -6,6 +6,7 @@
 //! - [`k8s_events`]: Kubernetes `Warning` Events for Services that cannot be programmed.
 //! - `http`: the small HTTP server the health and metrics listeners share.
 
+pub mod announce_metrics;
 pub mod health;
 mod http;
 pub mod k8s_events;

@@ -326,6 +326,67 @@ fn load_balancer_settings_default_to_metallb_and_are_checked() {
 }
 
 #[test]
+fn announcer_settings_default_and_are_checked() {
+    let defaults = parse(&format!("{HEADER}mode: ipvs\n"))
+        .unwrap()
+        .config
+        .extensions
+        .load_balancer;
+    assert_eq!(defaults.membership.port, 7947);
+    assert_eq!(
+        defaults.membership.key_file,
+        std::path::Path::new("/etc/ipvs-proxy/membership/key")
+    );
+    assert_eq!(
+        defaults.bgp.restart_marker,
+        std::path::Path::new("/run/ipvs-proxy/bgp-speaker.running")
+    );
+    let document = |body: &str| {
+        format!(
+            "{HEADER}mode: ipvs\n---\napiVersion: ipvs-proxy.io/v1alpha1\nkind: IpvsProxyConfiguration\n\
+             loadBalancer:\n{body}"
+        )
+    };
+    let settings = parse(&document(
+        "  membership:\n    port: 17947\n    keyFile: /secrets/key\n  bgp:\n    restartMarker: /var/run/gr\n",
+    ))
+    .unwrap()
+    .config
+    .extensions
+    .load_balancer;
+    assert_eq!(settings.membership.port, 17947);
+    assert_eq!(
+        settings.membership.key_file,
+        std::path::Path::new("/secrets/key")
+    );
+    assert_eq!(
+        settings.bgp.restart_marker,
+        std::path::Path::new("/var/run/gr")
+    );
+    for (body, field) in [
+        (
+            "  membership:\n    port: 70000\n",
+            "loadBalancer.membership.port",
+        ),
+        (
+            "  membership:\n    port: 0\n",
+            "loadBalancer.membership.port",
+        ),
+        (
+            "  membership:\n    keyFile: key\n",
+            "loadBalancer.membership.keyFile",
+        ),
+        (
+            "  bgp:\n    restartMarker: run/marker\n",
+            "loadBalancer.bgp.restartMarker",
+        ),
+    ] {
+        let message = error_of(&document(body));
+        assert!(message.contains(field), "{body}: {message}");
+    }
+}
+
+#[test]
 fn go_durations() {
     let ok = [
         ("0", Duration::ZERO),

@@ -153,6 +153,22 @@ impl StatusReport {
         self
     }
 
+    /// The report with what this node's announcers do now: the membership's live set
+    /// and, per address this node answers for, the interfaces answering.
+    pub fn with_announcers(
+        mut self,
+        live_nodes: Option<Vec<String>>,
+        answering: &BTreeMap<IpAddr, Vec<String>>,
+    ) -> StatusReport {
+        self.live_nodes = live_nodes;
+        for row in &mut self.load_balancers {
+            if let Some(interfaces) = answering.get(&row.address) {
+                row.layer2.answering = interfaces.clone();
+            }
+        }
+        self
+    }
+
     /// The part of the report the filter selects. Services not proxied and problems
     /// are kept when they belong to a selected Service (or address); warnings only
     /// without a filter, as they are free text.
@@ -202,6 +218,7 @@ impl StatusReport {
                 })
                 .cloned()
                 .collect(),
+            live_nodes: self.live_nodes.clone(),
         }
     }
 }
@@ -224,6 +241,7 @@ fn load_balancer_status(address: IpAddr, decision: &ServiceDecision) -> LoadBala
                 _ => Vec::new(),
             },
             why: l2.why.clone(),
+            answering: Vec::new(),
         },
         bgp: BgpStatus {
             advertisements: bgp.advertisements.clone(),
@@ -666,6 +684,7 @@ mod tests {
                     eligible: vec!["node-a".into(), "node-b".into()],
                     interfaces: Vec::new(),
                     why: None,
+                    answering: Vec::new(),
                 },
                 bgp: BgpStatus {
                     advertisements: vec!["transit".into()],
@@ -726,6 +745,45 @@ mod tests {
         assert!(
             text.contains("    bgp not announced: no eligible node of 2: 2 without a ready or serving endpoint (externalTrafficPolicy Local)\n"),
             "{text}"
+        );
+    }
+
+    /// What the announcers do shows next to the decision: the membership's live set
+    /// once, and on the owner the interfaces answering; both read back from the JSON.
+    #[test]
+    fn the_announcers_state_shows_live_agents_and_answering_interfaces() {
+        let model = model_with(&["svc-ingress-lb-local.json"], &["eps-ingress.json"]);
+        let observed = observed_from(&model.desired());
+        let plain = report(&model, &observed, &DrainStarts::new());
+        let answering = BTreeMap::from([(ip("203.0.113.10"), vec!["eth1".to_string()])]);
+        let full = plain
+            .clone()
+            .with_load_balancers(&announce_model())
+            .with_announcers(Some(vec!["node-a".into(), "node-b".into()]), &answering);
+        assert_eq!(full.load_balancers[0].layer2.answering, ["eth1"]);
+        let text = render_text(&full);
+        assert!(
+            text.contains("  live agents (membership): node-a,node-b\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(L2Advertisement public); answering on eth1\n"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&full).unwrap();
+        assert_eq!(json["live_nodes"], serde_json::json!(["node-a", "node-b"]));
+        assert_eq!(serde_json::from_value::<StatusReport>(json).unwrap(), full);
+        // Without a membership or an announcer, nothing extra is shown.
+        let quiet = plain
+            .with_load_balancers(&announce_model())
+            .with_announcers(None, &BTreeMap::new());
+        assert!(!render_text(&quiet).contains("live agents"));
+        assert!(!render_text(&quiet).contains("answering"));
+        assert!(
+            serde_json::to_value(&quiet)
+                .unwrap()
+                .get("live_nodes")
+                .is_none()
         );
     }
 }

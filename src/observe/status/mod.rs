@@ -88,4 +88,7 @@ pub use schema::{
     LoadBalancerStatus, NotProxied, Problem, ProblemKind, RealServerState, RealServerStatus,
     ServiceStatus, StatusError, StatusReply, StatusReport, VirtualServerStatus,
 };
-pub use socket::{CLIENT_TIMEOUT, DEFAULT_SOCKET, StatusRequest, query, spawn_status_server};
+pub use socket::{
+    BgpAnswer, CLIENT_TIMEOUT, DEFAULT_SOCKET, StatusRequest, query, spawn_status_server,
+    spawn_status_server_with_bgp,
+};

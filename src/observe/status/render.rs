@@ -88,7 +88,7 @@ pub fn render_text(report: &StatusReport) -> String {
             }
         }
     }
-    render_load_balancers(&mut out, &report.load_balancers);
+    render_load_balancers(&mut out, &report.load_balancers, report.live_nodes.as_ref());
     if !report.not_proxied.is_empty() {
         let _ = writeln!(out, "Not proxied:");
         for service in &report.not_proxied {
@@ -129,11 +129,18 @@ pub fn render_text(report: &StatusReport) -> String {
 /// The load-balancer section: one block per address and Service, a line per
 /// protocol the Service's advertisements use. Nothing at all without addresses, so
 /// a node without LoadBalancer Services prints what it always printed.
-fn render_load_balancers(out: &mut String, rows: &[LoadBalancerStatus]) {
+fn render_load_balancers(
+    out: &mut String,
+    rows: &[LoadBalancerStatus],
+    live_nodes: Option<&Vec<String>>,
+) {
     if rows.is_empty() {
         return;
     }
     let _ = writeln!(out, "Load-balancer IPs:");
+    if let Some(live) = live_nodes {
+        let _ = writeln!(out, "  live agents (membership): {}", live.join(","));
+    }
     for row in rows {
         let _ = writeln!(
             out,
@@ -159,9 +166,14 @@ fn render_load_balancers(out: &mut String, rows: &[LoadBalancerStatus]) {
                     } else {
                         l2.interfaces.join(",")
                     };
+                    let answering = if l2.answering.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; answering on {}", l2.answering.join(","))
+                    };
                     let _ = writeln!(
                         out,
-                        "    layer2 owner {owner} on {interfaces}; eligible {} (L2Advertisement {})",
+                        "    layer2 owner {owner} on {interfaces}; eligible {} (L2Advertisement {}){answering}",
                         l2.eligible.join(","),
                         l2.advertisements.join(",")
                     );

@@ -77,6 +77,10 @@ pub struct StatusReport {
     /// nobody does. Left out of the JSON when there is none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancers: Vec<LoadBalancerStatus>,
+    /// The agents the membership sees alive, this node included (the layer-2
+    /// election runs among them); `None` when the membership does not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_nodes: Option<Vec<String>>,
 }
 
 /// One LoadBalancer address of one Service (an address shared by two Services
@@ -108,6 +112,10 @@ pub struct Layer2Status {
     pub eligible: Vec<String>,
     /// The owner's interfaces; empty means every interface.
     pub interfaces: Vec<String>,
+    /// On the owner, the interfaces answering ARP / NDP for the address now (those
+    /// the interface rule picked); empty elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answering: Vec<String>,
     /// Why no node announces it.
     pub why: Option<String>,
 }

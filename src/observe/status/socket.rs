@@ -15,8 +15,14 @@ use super::schema::{StatusError, StatusReply, StatusReport};
 /// Where the agent listens unless `run --status-socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/ipvs-proxy/ipvs-proxy.sock";
 
-/// The one request line the status socket understands.
+/// The request line for the report of `ipvs-proxy services`.
 const STATUS_REQUEST: &str = "status";
+
+/// The request line for the BGP neighbours (`ipvs-proxy bgp`).
+const BGP_REQUEST: &str = "bgp";
+
+/// Answers the `bgp` request: one JSON line (`BgpReply`), newline included.
+pub type BgpAnswer = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
 /// How long the client waits for the agent's answer; the agent answers between
 /// syncs, and a sync of thousands of Services takes seconds in a slow VM.
@@ -38,6 +44,16 @@ pub struct StatusRequest {
 pub fn spawn_status_server(
     path: PathBuf,
     requests: mpsc::Sender<StatusRequest>,
+) -> Result<tokio::task::JoinHandle<()>, StatusError> {
+    spawn_status_server_with_bgp(path, requests, None)
+}
+
+/// [`spawn_status_server`], also answering `bgp` with `bgp` (an agent without the
+/// BGP speaker answers that request with an error).
+pub fn spawn_status_server_with_bgp(
+    path: PathBuf,
+    requests: mpsc::Sender<StatusRequest>,
+    bgp: Option<BgpAnswer>,
 ) -> Result<tokio::task::JoinHandle<()>, StatusError> {
     let bind_error = |source| StatusError::Bind {
         path: path.clone(),
@@ -64,7 +80,7 @@ pub fn spawn_status_server(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(stream, requests.clone()));
+                    tokio::spawn(serve_connection(stream, requests.clone(), bgp.clone()));
                 }
                 Err(err) => {
                     warn!(path = %path.display(), "status socket: accept failed: {err}");
@@ -78,17 +94,33 @@ pub fn spawn_status_server(
 /// The longest request line accepted.
 const MAX_REQUEST: u64 = 1024;
 
-async fn serve_connection(stream: tokio::net::UnixStream, requests: mpsc::Sender<StatusRequest>) {
+async fn serve_connection(
+    stream: tokio::net::UnixStream,
+    requests: mpsc::Sender<StatusRequest>,
+    bgp: Option<BgpAnswer>,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
     let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+    if matches!(read, Ok(Ok(_))) && line.trim() == BGP_REQUEST {
+        let text = match &bgp {
+            Some(answer) => answer(),
+            None => "{\"error\":\"this agent runs no BGP speaker (loadBalancer is disabled)\"}\n"
+                .to_string(),
+        };
+        if let Err(err) = write.write_all(text.as_bytes()).await {
+            debug!("status socket: the client left before the answer: {err}");
+        }
+        let _ = write.shutdown().await;
+        return;
+    }
     let reply = match read {
         Err(_) => StatusReply::Error("no request line within 5 seconds".to_string()),
         Ok(Err(err)) => StatusReply::Error(format!("cannot read the request: {err}")),
         Ok(Ok(_)) if line.trim() == STATUS_REQUEST => ask_run_loop(&requests).await,
         Ok(Ok(_)) => StatusReply::Error(format!(
-            "unknown request {:?}; this socket answers only {STATUS_REQUEST:?}",
+            "unknown request {:?}; this socket answers {STATUS_REQUEST:?} and {BGP_REQUEST:?}",
             line.trim()
         )),
     };

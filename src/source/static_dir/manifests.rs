@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use metallb_config::MetalLbObjects;
 use serde::Deserialize;
@@ -36,6 +36,8 @@ pub struct ClusterObjects {
     pub nodes: Vec<Node>,
     /// Namespaces, in file order.
     pub namespaces: Vec<Namespace>,
+    /// Secrets (BGP passwords named by `BGPPeer.spec.passwordSecret`), in file order.
+    pub secrets: Vec<Secret>,
 }
 
 impl ClusterObjects {
@@ -62,6 +64,7 @@ impl ClusterObjects {
         }
         self.nodes.extend(other.nodes.iter().cloned());
         self.namespaces.extend(other.namespaces.iter().cloned());
+        self.secrets.extend(other.secrets.iter().cloned());
     }
 }
 
@@ -121,6 +124,11 @@ fn add_object(
             let namespace: Namespace = serde_json::from_value(value)
                 .map_err(|error| parse_error(format!("Namespace {name:?}: {error}")))?;
             manifests.cluster.namespaces.push(namespace);
+        }
+        "Secret" => {
+            let secret: Secret = serde_json::from_value(value)
+                .map_err(|error| parse_error(format!("Secret {name:?}: {error}")))?;
+            manifests.cluster.secrets.push(secret);
         }
         _ if api_version.starts_with("metallb.io/") || kind == "ConfigMap" => {
             // A ConfigMap counts when it is MetalLB's legacy configuration (named

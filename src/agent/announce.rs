@@ -1,0 +1,722 @@
+//! The agent's announcers: the layer-2 responder, the membership among the agents and
+//! the BGP speaker with its BFD sessions, fed from the announce decision.
+//!
+//! ```text
+//!  AnnounceModel ──local().l2──▶ watch ──▶ layer-2 announcer (ARP / NDP)
+//!       ▲        ──local().bgp─▶ watch ──▶ BGP speaker ◀── peers (after nodeSelectors,
+//!       │                                       │           passwords from Secrets)
+//!       └── live set ◀── membership (SWIM)      └── BFD sessions (BFDProfile)
+//! ```
+//!
+//! Nothing starts before the agent's first full sync: a restarted speaker would
+//! otherwise send End-of-RIB over an empty table and make the routers drop the routes
+//! graceful restart kept, and a restarted layer-2 announcer would claim addresses before
+//! it knows its peers are alive. Each announcer starts when it first has something to
+//! do, so a node without layer-2 addresses opens no packet socket and one without peers
+//! no BGP session.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Secret};
+use metallb_config::selector::any_matches;
+use metallb_config::{BfdProfile, LbConfig, Peer, PeerPassword};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::announce::bfd::{BfdManager, Config as BfdConfig, Error as BfdError, SessionKey};
+use crate::announce::bgp::{
+    BfdSessions, BgpHandle, BgpStatusView, PeerConfig, PeerRoutes, SpeakerOptions,
+    spawn_bgp_speaker,
+};
+use crate::announce::l2::{L2Handle, L2Options, L2Status, Wanted, spawn_l2_announcer};
+use crate::announce::membership::{Membership, MembershipConfig, MembershipError, Seed};
+use crate::config::LoadBalancerSettings;
+use crate::lb::decision::AnnounceModel;
+use crate::observe::announce_metrics::AnnounceMetrics;
+
+/// How long a node keeps answering for its layer-2 addresses after leaving the
+/// membership on SIGTERM: the new owner hears the leave, elects itself and sends its
+/// gratuitous frames within this time, so neighbours never find nobody answering.
+const HANDOVER_GRACE: Duration = Duration::from_millis(500);
+
+/// After the membership starts, how long layer-2 ownership waits for the other agents
+/// to be heard (unless every Ready node is live sooner). An agent that restarts alone
+/// would otherwise elect itself for every address and answer next to the real owner.
+const MEMBERSHIP_SETTLE: Duration = Duration::from_secs(2);
+
+/// How often passwords that could not be read are tried again.
+const PASSWORD_RETRY: Duration = Duration::from_secs(30);
+
+/// Where BGP passwords are read.
+pub(crate) enum SecretSource {
+    /// Secret objects of the manifests directory.
+    Static(watch::Receiver<Arc<Vec<Secret>>>),
+    /// The API server (the Secret's `password` key, read with `get`).
+    Kubernetes(kube::Client),
+}
+
+/// This node's addresses, from its Node object's InternalIPs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct NodeAddresses {
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+}
+
+impl NodeAddresses {
+    fn of(node: &Node) -> NodeAddresses {
+        let mut found = NodeAddresses::default();
+        let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+        for address in addresses.into_iter().flatten() {
+            if address.type_ != "InternalIP" {
+                continue;
+            }
+            match address.address.parse::<IpAddr>() {
+                Ok(IpAddr::V4(v4)) if found.v4.is_none() => found.v4 = Some(v4),
+                Ok(IpAddr::V6(v6)) if found.v6.is_none() => found.v6 = Some(v6),
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// The address peers of the membership reach this node at: IPv4 first.
+    fn primary(&self) -> Option<IpAddr> {
+        self.v4.map(IpAddr::V4).or(self.v6.map(IpAddr::V6))
+    }
+
+    fn of_family(&self, like: IpAddr) -> Option<IpAddr> {
+        match like {
+            IpAddr::V4(_) => self.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.v6.map(IpAddr::V6),
+        }
+    }
+}
+
+/// What the announcers tell the run loop.
+pub(crate) enum AnnounceEvent {
+    /// The membership's live set changed.
+    Live(BTreeSet<String>),
+    /// The membership had its time to hear the others: layer-2 ownership may start.
+    Settled,
+    /// The peers (passwords read) changed while the speaker waits to start.
+    Peers,
+}
+
+/// The agent's announcers and what feeds them.
+pub(crate) struct Announcers {
+    node: String,
+    settings: LoadBalancerSettings,
+    metrics: AnnounceMetrics,
+    addresses: NodeAddresses,
+    labels: BTreeMap<String, String>,
+    /// The other nodes (name, InternalIP, Ready), as membership seeds.
+    others: Vec<(String, Option<IpAddr>, bool)>,
+    /// Whether the first full sync is done (nothing is announced before).
+    started: bool,
+    /// Whether the next publication hands over the whole decision, not only what it
+    /// lists as touched (at start, and when the membership settles).
+    republish: bool,
+    membership: Option<Membership>,
+    /// Why the membership does not run, once said.
+    membership_off: Option<String>,
+    live: Option<watch::Receiver<BTreeSet<String>>>,
+    /// Until when layer-2 ownership waits for the membership; `None` once settled.
+    settle_until: Option<Instant>,
+    l2_wanted: watch::Sender<Wanted>,
+    l2: Option<L2Handle>,
+    l2_failed: bool,
+    routes: watch::Sender<PeerRoutes>,
+    /// The peers selecting this node, passwords not yet read.
+    peers_wanted: watch::Sender<Vec<Peer>>,
+    peers: watch::Receiver<Vec<PeerConfig>>,
+    password_task: JoinHandle<()>,
+    bgp: Option<BgpHandle>,
+    bgp_view: Arc<Mutex<Option<BgpStatusView>>>,
+    bfd: Arc<AgentBfd>,
+}
+
+impl Announcers {
+    /// The announcers of `node`, none started yet.
+    pub(crate) fn new(
+        node: &str,
+        settings: &LoadBalancerSettings,
+        metrics: AnnounceMetrics,
+        secrets: SecretSource,
+    ) -> Announcers {
+        let (peers_wanted, peers_wanted_rx) = watch::channel(Vec::new());
+        let (peers_tx, peers) = watch::channel(Vec::new());
+        let password_task = tokio::spawn(resolve_passwords(
+            peers_wanted_rx,
+            secrets,
+            settings.metallb_namespace.clone(),
+            peers_tx,
+        ));
+        Announcers {
+            node: node.to_string(),
+            settings: settings.clone(),
+            bfd: Arc::new(AgentBfd::new(metrics.bfd.clone())),
+            metrics,
+            addresses: NodeAddresses::default(),
+            labels: BTreeMap::new(),
+            others: Vec::new(),
+            started: false,
+            republish: true,
+            membership: None,
+            membership_off: None,
+            live: None,
+            settle_until: None,
+            l2_wanted: watch::channel(Wanted::new()).0,
+            l2: None,
+            l2_failed: false,
+            routes: watch::channel(PeerRoutes::new()).0,
+            peers_wanted,
+            peers,
+            password_task,
+            bgp: None,
+            bgp_view: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Where the status socket reads the BGP neighbours (empty until the speaker runs).
+    pub(crate) fn bgp_view(&self) -> Arc<Mutex<Option<BgpStatusView>>> {
+        self.bgp_view.clone()
+    }
+
+    /// The layer-2 announcer's state (which interfaces answer for which address).
+    pub(crate) fn l2_status(&self) -> Option<L2Status> {
+        self.l2.as_ref().map(|l2| l2.status().borrow().clone())
+    }
+
+    /// The live set of the membership, when it runs.
+    pub(crate) fn live_nodes(&self) -> Option<BTreeSet<String>> {
+        self.live.as_ref().map(|live| live.borrow().clone())
+    }
+
+    /// Takes the Nodes: this node's addresses and labels, the seeds.
+    pub(crate) async fn set_nodes<'a>(&mut self, nodes: impl IntoIterator<Item = &'a Node>) {
+        self.others.clear();
+        for node in nodes {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            if name == self.node {
+                let addresses = NodeAddresses::of(node);
+                if addresses != self.addresses {
+                    info!(node = %self.node, ipv4 = ?addresses.v4, ipv6 = ?addresses.v6, "this node's InternalIPs");
+                    self.bfd.set_addresses(addresses);
+                }
+                self.addresses = addresses;
+                self.labels = node.metadata.labels.clone().unwrap_or_default();
+            } else {
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|conditions| {
+                        conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    });
+                let address = self
+                    .addresses
+                    .primary()
+                    .and_then(|ours| NodeAddresses::of(node).of_family(ours));
+                self.others.push((name.to_string(), address, ready));
+            }
+        }
+        if let Some(membership) = &self.membership {
+            membership.set_seeds(self.seeds());
+        }
+        if self.started {
+            self.start_membership().await;
+        }
+    }
+
+    fn seeds(&self) -> Vec<Seed> {
+        self.others
+            .iter()
+            .filter_map(|(name, ip, _)| ip.map(|ip| Seed::new(name.clone(), ip)))
+            .collect()
+    }
+
+    /// Takes the validated MetalLB configuration: the peers selecting this node and
+    /// the BFD profiles.
+    pub(crate) fn set_config(&mut self, config: &LbConfig) {
+        let peers: Vec<Peer> = config
+            .peers
+            .iter()
+            .filter(|peer| any_matches(&peer.node_selectors, &self.labels))
+            .cloned()
+            .collect();
+        self.bfd.set_profiles(config.bfd_profiles.clone());
+        self.peers_wanted.send_if_modified(|wanted| {
+            let changed = *wanted != peers;
+            *wanted = peers;
+            changed
+        });
+    }
+
+    /// After the first full sync: from now on the announcers act.
+    pub(crate) async fn start(&mut self, announce: &mut AnnounceModel) {
+        self.started = true;
+        self.start_membership().await;
+        if let Some(live) = self.live_nodes() {
+            announce.set_live_nodes(Some(live));
+        }
+        self.publish(announce);
+    }
+
+    async fn start_membership(&mut self) {
+        if self.membership.is_some() || self.membership_off.is_some() {
+            return;
+        }
+        let Some(ip) = self.addresses.primary() else {
+            return;
+        };
+        let settings = &self.settings.membership;
+        let secret = match read_key(&settings.key_file) {
+            Ok(secret) => secret,
+            Err(why) => {
+                warn!(
+                    "layer-2 failover will follow the Node objects only (a dead node's \
+                     addresses move when it turns NotReady, after about 40 s): {why}"
+                );
+                self.membership_off = Some(why);
+                return;
+            }
+        };
+        let mut config = MembershipConfig::new(self.node.clone(), ip, secret);
+        config.advertise.set_port(settings.port);
+        config.listen.set_port(settings.port);
+        config.seeds = self.seeds();
+        match Membership::start(config).await {
+            Ok(membership) => {
+                info!(port = settings.port, %ip, "membership started");
+                let _ = self.metrics.membership.set(membership.metrics());
+                self.live = Some(membership.live());
+                self.membership = Some(membership);
+                let others_ready = self.others.iter().any(|(_, _, ready)| *ready);
+                self.settle_until = others_ready.then(|| Instant::now() + MEMBERSHIP_SETTLE);
+            }
+            Err(error) => {
+                let why = match error {
+                    MembershipError::Bind { .. } => format!(
+                        "the membership cannot start: {error} (is another agent or MetalLB's \
+                         speaker on UDP port {}? set loadBalancer.membership.port)",
+                        settings.port
+                    ),
+                    error => format!(
+                        "the membership cannot start with the key in {}: {error}",
+                        settings.key_file.display()
+                    ),
+                };
+                warn!("{why}");
+                self.membership_off = Some(why);
+            }
+        }
+    }
+
+    /// Waits for the membership's next change or its settling, or for the peers the
+    /// speaker waits for; pending without any.
+    pub(crate) async fn next_event(&mut self) -> AnnounceEvent {
+        let settle = self.settle_until;
+        let live = self.live.as_mut();
+        let waiting_for_peers = self.bgp.is_none() && self.started;
+        let peers = &mut self.peers;
+        tokio::select! {
+            () = async {
+                if !waiting_for_peers || peers.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => AnnounceEvent::Peers,
+            () = async {
+                match settle {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                self.settle_until = None;
+                AnnounceEvent::Settled
+            }
+            set = async {
+                match live {
+                    Some(live) => match live.changed().await {
+                        Ok(()) => live.borrow_and_update().clone(),
+                        // The membership ended: no more changes.
+                        Err(_) => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            } => AnnounceEvent::Live(set),
+        }
+    }
+
+    /// Takes a membership event into the decision; returns whether to publish.
+    pub(crate) fn on_event(&mut self, event: AnnounceEvent, announce: &mut AnnounceModel) {
+        match event {
+            AnnounceEvent::Live(live) => {
+                info!(live = ?live, "membership: live agents");
+                let every_ready_live = self
+                    .others
+                    .iter()
+                    .filter(|(_, _, ready)| *ready)
+                    .all(|(name, _, _)| live.contains(name));
+                if every_ready_live && self.settle_until.take().is_some() {
+                    self.republish = true;
+                }
+                announce.set_live_nodes(Some(live));
+            }
+            AnnounceEvent::Settled => {
+                info!("membership settled; layer-2 ownership starts");
+                if let Some(live) = self.live_nodes() {
+                    announce.set_live_nodes(Some(live));
+                }
+                self.republish = true;
+            }
+            AnnounceEvent::Peers => {}
+        }
+        self.publish(announce);
+    }
+
+    /// Publishes the decision's local part to the announcers, starting them when they
+    /// first have something to do.
+    pub(crate) fn publish(&mut self, announce: &mut AnnounceModel) {
+        if !self.started {
+            return;
+        }
+        let touched = announce.take_touched();
+        let everything = std::mem::take(&mut self.republish);
+        let local = announce.local();
+        if everything || !touched.l2.is_empty() {
+            // While the membership settles, this node owns nothing: what it owned
+            // before a restart waits too, as the real owner may be another node.
+            let l2: Wanted = if self.settle_until.is_some() {
+                Wanted::new()
+            } else {
+                local.l2.clone()
+            };
+            self.l2_wanted.send_if_modified(|wanted| {
+                let changed = *wanted != l2;
+                *wanted = l2;
+                changed
+            });
+            if !self.l2_wanted.borrow().is_empty() {
+                self.start_l2();
+            }
+        }
+        if everything || !touched.bgp.is_empty() {
+            let bgp = local.bgp.clone();
+            self.routes.send_if_modified(|routes| {
+                let changed = *routes != bgp;
+                *routes = bgp;
+                changed
+            });
+        }
+        self.start_bgp();
+    }
+
+    fn start_l2(&mut self) {
+        if self.l2.is_some() || self.l2_failed {
+            return;
+        }
+        let options = L2Options {
+            metrics: self.metrics.l2.clone(),
+            ..L2Options::default()
+        };
+        match spawn_l2_announcer(options, self.l2_wanted.subscribe()) {
+            Ok(handle) => {
+                info!("layer-2 announcer started");
+                self.l2 = Some(handle);
+            }
+            Err(error) => {
+                warn!("the layer-2 announcer cannot start, no address is answered: {error}");
+                self.l2_failed = true;
+            }
+        }
+    }
+
+    fn start_bgp(&mut self) {
+        if self.bgp.is_some() || self.peers.borrow().is_empty() {
+            return;
+        }
+        let router_id = match self.addresses.v4 {
+            Some(v4) => v4,
+            None => match self.peers.borrow().iter().find_map(|peer| peer.router_id) {
+                Some(id) => id,
+                None => {
+                    warn!(
+                        "the BGP speaker needs a router ID: this node has no IPv4 InternalIP \
+                         and no BGPPeer sets spec.routerID"
+                    );
+                    return;
+                }
+            },
+        };
+        let mut options = SpeakerOptions::new(self.node.clone(), router_id);
+        options.node_ipv4 = self.addresses.v4;
+        options.node_ipv6 = self.addresses.v6;
+        options.restart_marker = Some(self.settings.bgp.restart_marker.clone());
+        options.bfd = Some(self.bfd.clone());
+        options.metrics = Some(self.metrics.bgp.clone());
+        let handle = spawn_bgp_speaker(options, self.peers.clone(), self.routes.subscribe());
+        *self.bgp_view.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle.status_view());
+        info!(%router_id, "BGP speaker started");
+        self.bgp = Some(handle);
+    }
+
+    /// On SIGTERM: leave the membership (the others elect new owners at once), keep
+    /// answering while they take over, then stop answering and close the BGP sessions
+    /// (gracefully: with graceful restart negotiated the routers keep the routes while
+    /// IPVS goes on forwarding).
+    pub(crate) async fn shutdown(mut self) {
+        self.password_task.abort();
+        let owned_any = !self.l2_wanted.borrow().is_empty();
+        if let Some(membership) = self.membership.take() {
+            membership.leave().await;
+            if owned_any {
+                tokio::time::sleep(HANDOVER_GRACE).await;
+            }
+        }
+        if let Some(l2) = self.l2.take() {
+            l2.release_all().await;
+        }
+        if let Some(bgp) = self.bgp.take() {
+            bgp.shutdown(true).await;
+        }
+    }
+}
+
+/// Reads the membership key file (trailing newline trimmed).
+fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    match std::fs::read(path) {
+        Ok(mut key) => {
+            while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                key.pop();
+            }
+            if key.is_empty() {
+                Err(format!(
+                    "the membership key file {} is empty",
+                    path.display()
+                ))
+            } else {
+                Ok(key)
+            }
+        }
+        Err(error) => Err(format!(
+            "cannot read the membership key {}: {error} (mount the Secret there, or set \
+             loadBalancer.membership.keyFile)",
+            path.display()
+        )),
+    }
+}
+
+/// Reads the peers' passwords and publishes the peers for the speaker; a peer whose
+/// Secret cannot be read is left out (logged) and tried again later.
+async fn resolve_passwords(
+    mut wanted: watch::Receiver<Vec<Peer>>,
+    mut secrets: SecretSource,
+    metallb_namespace: String,
+    peers: watch::Sender<Vec<PeerConfig>>,
+) {
+    let mut reported = BTreeSet::new();
+    loop {
+        let current = wanted.borrow_and_update().clone();
+        let mut resolved = Vec::new();
+        let mut missing = false;
+        for peer in &current {
+            let password = match &peer.password {
+                None => Ok(None),
+                Some(PeerPassword::Inline(password)) => Ok(Some(password.clone())),
+                Some(PeerPassword::Secret { namespace, name }) => {
+                    let namespace = if namespace.is_empty() {
+                        &metallb_namespace
+                    } else {
+                        namespace
+                    };
+                    read_password(&secrets, namespace, name).await.map(Some)
+                }
+            };
+            match password {
+                Ok(password) => match PeerConfig::from_metallb(peer, password) {
+                    Some(config) => resolved.push(config),
+                    None => {
+                        if reported.insert(format!("{}: unnumbered", peer.name)) {
+                            warn!(peer = %peer.name, "BGPPeer without an address (an interface only) is not supported: skipped");
+                        }
+                    }
+                },
+                Err(why) => {
+                    missing = true;
+                    if reported.insert(why.clone()) {
+                        warn!(peer = %peer.name, "BGPPeer skipped until its password can be read: {why}");
+                    }
+                }
+            }
+        }
+        peers.send_if_modified(|published| {
+            let changed = *published != resolved;
+            *published = resolved;
+            changed
+        });
+        let retry = async {
+            if missing {
+                tokio::time::sleep(PASSWORD_RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let static_change = async {
+            match &mut secrets {
+                SecretSource::Static(secrets) => {
+                    if secrets.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                SecretSource::Kubernetes(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            changed = wanted.changed() => if changed.is_err() { return },
+            () = retry => {}
+            () = static_change => {}
+        }
+    }
+}
+
+/// The `password` key of a Secret.
+async fn read_password(
+    source: &SecretSource,
+    namespace: &str,
+    name: &str,
+) -> Result<String, String> {
+    let secret = match source {
+        SecretSource::Static(secrets) => secrets
+            .borrow()
+            .iter()
+            .find(|secret| {
+                secret.metadata.name.as_deref() == Some(name)
+                    && secret.metadata.namespace.as_deref().unwrap_or(namespace) == namespace
+            })
+            .cloned()
+            .ok_or_else(|| format!("Secret {namespace}/{name} not found in the manifests"))?,
+        SecretSource::Kubernetes(client) => {
+            kube::Api::<Secret>::namespaced(client.clone(), namespace)
+                .get(name)
+                .await
+                .map_err(|error| format!("cannot read Secret {namespace}/{name}: {error}"))?
+        }
+    };
+    if let Some(password) = secret.data.as_ref().and_then(|data| data.get("password")) {
+        return String::from_utf8(password.0.clone())
+            .map_err(|_| format!("Secret {namespace}/{name}: the password is not UTF-8"));
+    }
+    if let Some(password) = secret
+        .string_data
+        .as_ref()
+        .and_then(|data| data.get("password"))
+    {
+        return Ok(password.clone());
+    }
+    Err(format!("Secret {namespace}/{name} has no `password` key"))
+}
+
+/// BFD sessions for the speaker's peers, from their `BFDProfile`s.
+struct AgentBfd {
+    manager: Arc<std::sync::OnceLock<Arc<BfdManager>>>,
+    profiles: Mutex<BTreeMap<String, BfdProfile>>,
+    addresses: Mutex<NodeAddresses>,
+}
+
+impl AgentBfd {
+    fn new(manager: Arc<std::sync::OnceLock<Arc<BfdManager>>>) -> AgentBfd {
+        AgentBfd {
+            manager,
+            profiles: Mutex::new(BTreeMap::new()),
+            addresses: Mutex::new(NodeAddresses::default()),
+        }
+    }
+
+    fn set_profiles(&self, profiles: BTreeMap<String, BfdProfile>) {
+        *self.profiles.lock().unwrap_or_else(PoisonError::into_inner) = profiles;
+    }
+
+    fn set_addresses(&self, addresses: NodeAddresses) {
+        *self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = addresses;
+    }
+}
+
+impl BfdSessions for AgentBfd {
+    fn watch(&self, peer: &PeerConfig) -> Option<watch::Receiver<bool>> {
+        let profile_name = peer.bfd_profile.as_ref()?;
+        let profile = self
+            .profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(profile_name)
+            .cloned();
+        let Some(profile) = profile else {
+            warn!(peer = %peer.name, profile = %profile_name, "BFD profile not found: no BFD for this peer");
+            return None;
+        };
+        let local = peer.source_address.or_else(|| {
+            self.addresses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .of_family(peer.address)
+        });
+        let Some(local) = local else {
+            warn!(peer = %peer.name, "no local address of the peer's family for BFD: no BFD for this peer");
+            return None;
+        };
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let config = BfdConfig::from_profile(
+            Some(ms(profile.receive_interval)),
+            Some(ms(profile.transmit_interval)),
+            Some(profile.detect_multiplier),
+            profile.passive,
+        );
+        let manager = self.manager.get_or_init(|| Arc::new(BfdManager::new()));
+        let key = SessionKey {
+            peer: peer.address,
+            local,
+        };
+        let state = match manager.add_session(key, config, None) {
+            Ok(state) => state,
+            Err(BfdError::Duplicate(_)) => manager.subscribe(key)?,
+            Err(error) => {
+                warn!(peer = %peer.name, "the BFD session cannot start: {error}");
+                return None;
+            }
+        };
+        Some(up_down(state))
+    }
+}
+
+/// A session's state as up / down, for the speaker.
+fn up_down(
+    mut state: watch::Receiver<crate::announce::bfd::SessionState>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(state.borrow_and_update().is_up());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let up = state.borrow_and_update().is_up();
+                    tx.send_if_modified(|now| std::mem::replace(now, up) != up);
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
