@@ -391,21 +391,46 @@ fn ten_thousand_prefixes_reach_bird_from_the_speaker_and_from_gobgp() {
     );
     let mrt = gobgp.dir().join("table.mrt");
     std::fs::write(&mrt, mrt_table(&prefixes, "10.0.2.2".parse().unwrap())).unwrap();
-    let injected = theirs.exec(&format!(
-        "gobgp -u 127.0.0.1 -p 50051 mrt inject global {}",
-        mrt.display()
-    ));
-    assert!(
-        injected.status.success(),
-        "{}",
-        String::from_utf8_lossy(&injected.stderr)
-    );
-    let loaded = wait_until(Duration::from_secs(120), || {
-        gobgp
-            .cli("global rib summary -a ipv4")
-            .contains(&format!("{N}"))
-    });
-    assert!(loaded, "{}", gobgp.cli("global rib summary -a ipv4"));
+    // Destinations in GoBGP's table, as `gobgp global rib summary` counts them.
+    let loaded = || -> usize {
+        let summary = gobgp.cli("global rib summary -a ipv4");
+        summary
+            .split("Destination:")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next()?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // `mrt inject` streams the table in batches and may return before GoBGP took the
+    // last ones: inject again (same paths, replaced) until the whole table is in.
+    for _ in 0..3 {
+        let injected = theirs.exec(&format!(
+            "gobgp -u 127.0.0.1 -p 50051 mrt inject global {}",
+            mrt.display()
+        ));
+        assert!(
+            injected.status.success(),
+            "{}",
+            String::from_utf8_lossy(&injected.stderr)
+        );
+        let mut last = 0;
+        // Settled: no change for 5 s.
+        let _ = wait_until(Duration::from_secs(120), || {
+            let now = loaded();
+            if now == N {
+                return true;
+            }
+            let settled = now == last;
+            last = now;
+            if !settled {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            settled && now > 0
+        });
+        if loaded() == N {
+            break;
+        }
+    }
+    assert_eq!(loaded(), N, "{}", gobgp.cli("global rib summary -a ipv4"));
     gobgp.cli(&format!("neighbor add 10.0.2.1 as {ROUTER_AS}"));
     let theirs_s = time_to_table(&bird, "gobgp", N, Duration::from_secs(300));
     let theirs_s = theirs_s.unwrap_or_else(|| {
