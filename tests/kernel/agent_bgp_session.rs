@@ -389,8 +389,6 @@ fn ten_thousand_prefixes_reach_bird_from_the_speaker_and_from_gobgp() {
         &theirs,
         &format!("[global.config]\n  as = {NODE_AS}\n  router-id = \"10.0.2.2\"\n  port = -1\n"),
     );
-    let mrt = gobgp.dir().join("table.mrt");
-    std::fs::write(&mrt, mrt_table(&prefixes, "10.0.2.2".parse().unwrap())).unwrap();
     // Destinations in GoBGP's table, as `gobgp global rib summary` counts them.
     let loaded = || -> usize {
         let summary = gobgp.cli("global rib summary -a ipv4");
@@ -400,34 +398,27 @@ fn ten_thousand_prefixes_reach_bird_from_the_speaker_and_from_gobgp() {
             .and_then(|rest| rest.split(',').next()?.trim().parse().ok())
             .unwrap_or(0)
     };
-    // `mrt inject` streams the table in batches and may return before GoBGP took the
-    // last ones: inject again (same paths, replaced) until the whole table is in.
-    for _ in 0..3 {
-        let injected = theirs.exec(&format!(
-            "gobgp -u 127.0.0.1 -p 50051 mrt inject global {}",
-            mrt.display()
-        ));
-        assert!(
-            injected.status.success(),
-            "{}",
-            String::from_utf8_lossy(&injected.stderr)
-        );
-        let mut last = 0;
-        // Settled: no change for 5 s.
-        let _ = wait_until(Duration::from_secs(120), || {
-            let now = loaded();
-            if now == N {
-                return true;
+    // `mrt inject` streams the table and may end before GoBGP took all of it (a whole
+    // 10k table lost a few hundred paths in the lab): inject in chunks of 1,000, each
+    // again until it is in.
+    const CHUNK: usize = 1_000;
+    for (k, chunk) in prefixes.chunks(CHUNK).enumerate() {
+        let mrt = gobgp.dir().join(format!("table-{k}.mrt"));
+        std::fs::write(&mrt, mrt_table(chunk, "10.0.2.2".parse().unwrap())).unwrap();
+        let want = (k + 1) * CHUNK;
+        for _ in 0..5 {
+            let injected = theirs.exec(&format!(
+                "gobgp -u 127.0.0.1 -p 50051 mrt inject global {}",
+                mrt.display()
+            ));
+            assert!(
+                injected.status.success(),
+                "{}",
+                String::from_utf8_lossy(&injected.stderr)
+            );
+            if wait_until(Duration::from_secs(30), || loaded() >= want) {
+                break;
             }
-            let settled = now == last;
-            last = now;
-            if !settled {
-                std::thread::sleep(Duration::from_secs(5));
-            }
-            settled && now > 0
-        });
-        if loaded() == N {
-            break;
         }
     }
     assert_eq!(loaded(), N, "{}", gobgp.cli("global rib summary -a ipv4"));

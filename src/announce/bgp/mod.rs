@@ -104,6 +104,14 @@ pub trait BfdSessions: Send + Sync {
     /// A receiver of the BFD session's state towards `peer` (true: up), or `None` when
     /// there is no BFD session for it.
     fn watch(&self, peer: &PeerConfig) -> Option<watch::Receiver<bool>>;
+
+    /// The session of `peer` (as given to [`BfdSessions::watch`]) is no longer wanted:
+    /// the peer was removed or its configuration changed (a changed BFD profile comes
+    /// back through `watch` with the new configuration). Called after the peer's BGP
+    /// session stopped; by default nothing is released.
+    fn release(&self, peer: &PeerConfig) {
+        let _ = peer;
+    }
 }
 
 /// Speaker-wide settings.

@@ -89,6 +89,9 @@ pub(crate) async fn supervise(
                 let _ = tx.send(Some(false));
                 let _ = task.await;
                 listeners.remove(&cfg);
+                if let (Some(_), Some(bfd)) = (&cfg.bfd_profile, &options.bfd) {
+                    bfd.release(&cfg);
+                }
                 lock(&shared).remove(&name);
                 if let Some(m) = &options.metrics {
                     m.remove(&peer_label(&cfg));
