@@ -785,8 +785,9 @@ fn frr_md5_four_octet_as_and_bfd_failover() {
     println!("bfd_failover_ms: {bfd_ms}");
     let n2 = frr.vtysh("bgpd", "show bgp neighbors 10.0.2.2 json");
     let n2: Value = serde_json::from_str(&n2).unwrap();
-    let reason = n2["10.0.2.2"]["lastResetDueTo"].to_string();
-    println!("bfd_failover_reset_reason: {reason}");
+    // FRR ends the session itself on BFD down, with a Cease NOTIFICATION saying so.
+    let reason = n2["10.0.2.2"]["lastNotificationReason"].to_string();
+    println!("bfd_failover_reason: {reason}");
     assert!(reason.contains("BFD"), "{n2:#}");
 
     // Node 1 goes silent without BFD: only the hold timer (9 s) notices.

@@ -248,6 +248,8 @@ enum Wake {
     Timer,
     Routes(bool),
     Bfd(bool),
+    /// The BFD session's sender is gone: no more states will come.
+    BfdGone,
     Accepted(Option<TcpStream>),
     PendingRead(io::Result<usize>),
 }
@@ -445,7 +447,7 @@ impl PeerTask {
                     r = async { bfd.as_mut().expect("guarded").changed().await }, if bfd.is_some() => {
                         match r {
                             Ok(()) => Wake::Bfd(*bfd.as_ref().expect("guarded").borrow()),
-                            Err(_) => Wake::Bfd(false),
+                            Err(_) => Wake::BfdGone,
                         }
                     }
                 }
@@ -472,6 +474,12 @@ impl PeerTask {
                     self.sync_routes().await;
                 }
                 Wake::Bfd(up) => self.bfd_changed(up).await,
+                Wake::BfdGone => {
+                    // Counted as down once; then no longer watched (a closed channel
+                    // would wake this loop at once, forever).
+                    self.bfd = None;
+                    self.bfd_changed(false).await;
+                }
                 Wake::Accepted(Some(stream)) => self.accepted(stream).await,
                 Wake::Accepted(None) => self.incoming_open = false,
                 Wake::PendingRead(r) => self.pending_read(r).await,
