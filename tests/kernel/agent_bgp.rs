@@ -542,7 +542,11 @@ fn bird_ecmp_follows_the_pods_and_survives_a_restart_and_a_garbage_peer() {
 
     // The client reaches the Service through the router, with its own address.
     let url = format!("http://{VIP}/cgi-bin/peer");
-    let answer = lab.curl(&url);
+    let mut answer = None;
+    wait_until(Duration::from_secs(60), || {
+        answer = lab.curl(&url);
+        answer.is_some()
+    });
     let answer = answer.unwrap_or_else(|| panic!("no answer\n{}", lab.logs()));
     // busybox shows an IPv4 peer of its dual-stack socket as [::ffff:a.b.c.d].
     assert!(
@@ -558,7 +562,7 @@ fn bird_ecmp_follows_the_pods_and_survives_a_restart_and_a_garbage_peer() {
             web_slice(&[2, 3], false),
         ],
     );
-    let moved = wait_until(Duration::from_secs(60), || {
+    let moved = wait_until(Duration::from_secs(180), || {
         next_hops(&fib(&lab.router, VIP)) == set(&["10.0.2.2", "10.0.3.2"])
     });
     assert!(moved, "{}\n{}", fib(&lab.router, VIP), lab.logs());
@@ -894,7 +898,7 @@ fn gobgp_learns_an_ipv6_address_over_ibgp_with_local_pref_and_communities() {
             web_slice(&[2], true),
         ],
     );
-    let moved = wait_until(Duration::from_secs(60), || {
+    let moved = wait_until(Duration::from_secs(180), || {
         hops(&rib()) == set(&["fd00:2::2"])
     });
     assert!(moved, "{}\n{}", rib(), lab.logs());
