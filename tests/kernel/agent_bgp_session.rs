@@ -404,7 +404,7 @@ fn ten_thousand_prefixes_reach_bird_from_the_speaker_and_from_gobgp() {
     // test checks: when GoBGP cannot be loaded in time under the lab's emulation, it
     // is reported unavailable.
     const CHUNK: usize = 1_000;
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     'chunks: for (k, chunk) in prefixes.chunks(CHUNK).enumerate() {
         let mrt = gobgp.dir().join(format!("table-{k}.mrt"));
         std::fs::write(&mrt, mrt_table(chunk, "10.0.2.2".parse().unwrap())).unwrap();
