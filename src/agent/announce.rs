@@ -732,7 +732,34 @@ impl AgentBfd {
     }
 }
 
+impl AgentBfd {
+    fn key_of(&self, peer: &PeerConfig) -> Option<SessionKey> {
+        let local = peer.source_address.or_else(|| {
+            self.addresses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .of_family(peer.address)
+        })?;
+        Some(SessionKey {
+            peer: peer.address,
+            local,
+        })
+    }
+}
+
 impl BfdSessions for AgentBfd {
+    /// A peer removed or changed: its BFD session ends (AdminDown to the router), so a
+    /// changed profile starts a new session with the new timers.
+    fn release(&self, peer: &PeerConfig) {
+        let (Some(manager), Some(key)) = (self.manager.get(), self.key_of(peer)) else {
+            return;
+        };
+        // The first poll takes the session out of the table and tells its task to say
+        // AdminDown; waiting for that is not needed before a new session of the same
+        // key is added, so the rest of the future is dropped.
+        let _ = futures_util::FutureExt::now_or_never(manager.remove_session(key));
+    }
+
     fn watch(&self, peer: &PeerConfig) -> Option<watch::Receiver<bool>> {
         let profile_name = peer.bfd_profile.as_ref()?;
         let profile = self
@@ -745,13 +772,7 @@ impl BfdSessions for AgentBfd {
             warn!(peer = %peer.name, profile = %profile_name, "BFD profile not found: no BFD for this peer");
             return None;
         };
-        let local = peer.source_address.or_else(|| {
-            self.addresses
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .of_family(peer.address)
-        });
-        let Some(local) = local else {
+        let Some(key) = self.key_of(peer) else {
             warn!(peer = %peer.name, "no local address of the peer's family for BFD: no BFD for this peer");
             return None;
         };
@@ -763,10 +784,6 @@ impl BfdSessions for AgentBfd {
             profile.passive,
         );
         let manager = self.manager.get_or_init(|| Arc::new(BfdManager::new()));
-        let key = SessionKey {
-            peer: peer.address,
-            local,
-        };
         let state = match manager.add_session(key, config, None) {
             Ok(state) => state,
             Err(BfdError::Duplicate(_)) => manager.subscribe(key)?,

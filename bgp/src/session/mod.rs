@@ -7,8 +7,12 @@
 //! passes, report the session up or down. Nothing here sleeps, reads or writes, so whole
 //! sessions run in unit tests with a fake clock.
 //!
-//! Collision detection (RFC 4271 §6.8) needs two connections to the same peer; the
-//! driver holds one `Session` per connection and asks [`collision`] which to keep.
+//! Collision detection (RFC 4271 §6.8) needs two connections to the same peer: the
+//! driver keeps a second, accepted connection aside until the peer's OPEN arrives on
+//! it, asks [`collision`] which to keep, and either closes the new one (Cease, connection
+//! collision resolution) or feeds [`Event::CollisionLost`] to the session and then
+//! [`Event::TcpAccepted`] and the OPEN already read, so the session goes on over the
+//! peer's connection.
 
 mod negotiate;
 
@@ -61,10 +65,20 @@ pub enum Event {
     /// Start: connect (or, with [`Config::passive`], wait for the peer to connect), and
     /// keep trying after failures.
     ManualStart,
+    /// Start without connecting (RFC 4271 event 4, ManualStart with passive TCP
+    /// establishment): wait in Active for the peer's connection; when the connect-retry
+    /// time passes first, connect as usual (unless [`Config::passive`]).
+    ManualStartPassive,
     /// Stop: say goodbye (Cease, administrative shutdown) if connected, and stay Idle.
     ManualStop,
-    /// The TCP connection is up (our connect succeeded or the peer's was accepted).
+    /// Our outgoing TCP connection is up (RFC 4271 event 16).
     TcpConnected,
+    /// The peer's connection to us was accepted (RFC 4271 event 17). Taken in Connect
+    /// (the caller abandons its own attempt), in Active, and in Idle while started
+    /// (waiting to retry after a failure); ignored in Idle when not started and in the
+    /// later states, where the caller either closes the new connection or resolves the
+    /// collision with [`collision`] on the peer's OPEN.
+    TcpAccepted,
     /// The connection attempt failed or the connection closed.
     TcpFailed,
     /// A message arrived.
@@ -270,10 +284,10 @@ impl Session {
         });
     }
 
-    fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
+    fn start(&mut self, passive: bool, now: Instant, out: &mut Vec<Action>) {
         self.started = true;
         self.arm(TimerKind::ConnectRetry, self.config.connect_retry, now, out);
-        if self.config.passive {
+        if self.config.passive || passive {
             self.state = State::Active;
         } else {
             self.state = State::Connect;
@@ -368,14 +382,20 @@ impl Session {
                     ),
                 }
             }
-            (Idle, Event::ManualStart) => self.start(now, out),
+            (Idle, Event::ManualStart) => self.start(false, now, out),
+            (Idle, Event::ManualStartPassive) => self.start(true, now, out),
             (Idle, Event::TimerExpired(TimerKind::ConnectRetry)) if self.started => {
-                self.start(now, out)
+                self.start(false, now, out)
             }
+            // Idle after a failure is RFC 4271's Active with a longer wait: the peer
+            // may connect in the meantime.
+            (Idle, Event::TcpAccepted) if self.started => self.connected(now, out),
             (Idle, _) => {}
-            (_, Event::ManualStart) => {}
+            (_, Event::ManualStart | Event::ManualStartPassive) => {}
 
-            (Connect | Active, Event::TcpConnected) => self.connected(now, out),
+            (Connect | Active, Event::TcpConnected | Event::TcpAccepted) => {
+                self.connected(now, out)
+            }
             (Connect, Event::TcpFailed) => {
                 self.state = Active;
                 self.arm(TimerKind::ConnectRetry, self.config.connect_retry, now, out);
@@ -407,8 +427,9 @@ impl Session {
                 self.keepalive_timer(now, out);
             }
             (_, Event::TimerExpired(_)) => {}
-            // A second connection needs a `Session` of its own (see `collision`).
-            (_, Event::TcpConnected) => {}
+            // A second connection is the caller's to close or to resolve (see
+            // `collision`).
+            (_, Event::TcpConnected | Event::TcpAccepted) => {}
             (_, Event::CollisionLost) => {
                 let n =
                     Notification::new(ErrorCode::Cease(CeaseError::ConnectionCollisionResolution));

@@ -528,3 +528,83 @@ fn collisions_keep_the_higher_identifiers_connection() {
         ErrorCode::Cease(CeaseError::ConnectionCollisionResolution)
     );
 }
+
+fn sent_open(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::SendMessage(Message::Open(_))))
+}
+
+#[test]
+fn a_passive_start_waits_for_the_peer_and_connects_after_the_retry_time() {
+    let now = Instant::now();
+    let mut s = Session::new(config(64512, PeerAs::Exact(64513), [10, 0, 0, 1], 90));
+    let actions = s.handle(Event::ManualStartPassive, now);
+    assert_eq!(s.state(), State::Active);
+    assert!(!actions.contains(&Action::Connect), "{actions:?}");
+    // Nobody came: it connects itself.
+    let actions = s.handle(Event::TimerExpired(TimerKind::ConnectRetry), now);
+    assert!(actions.contains(&Action::Connect), "{actions:?}");
+    assert_eq!(s.state(), State::Connect);
+    // The peer's connection arrives first: it is taken, our OPEN goes on it.
+    let actions = s.handle(Event::TcpAccepted, now);
+    assert!(sent_open(&actions), "{actions:?}");
+    assert_eq!(s.state(), State::OpenSent);
+}
+
+#[test]
+fn accepted_connections_are_taken_while_waiting_to_retry_but_not_when_stopped() {
+    let now = Instant::now();
+    let mut s = Session::new(config(64512, PeerAs::Exact(64513), [10, 0, 0, 1], 90));
+    // Never started: refused.
+    assert!(s.handle(Event::TcpAccepted, now).is_empty());
+    assert_eq!(s.state(), State::Idle);
+    s.handle(Event::ManualStart, now);
+    s.handle(Event::TcpFailed, now);
+    s.handle(Event::TcpConnected, now);
+    // The attempt dies in OpenSent: Idle, waiting for the retry time.
+    s.handle(Event::TcpFailed, now);
+    assert_eq!(s.state(), State::Idle);
+    let actions = s.handle(Event::TcpAccepted, now);
+    assert!(sent_open(&actions), "{actions:?}");
+    assert!(actions.contains(&Action::CancelTimer(TimerKind::ConnectRetry)));
+    assert_eq!(s.state(), State::OpenSent);
+    // A second accepted connection is the caller's business.
+    assert!(s.handle(Event::TcpAccepted, now).is_empty());
+    s.handle(Event::ManualStop, now);
+    assert!(s.handle(Event::TcpAccepted, now).is_empty());
+    assert_eq!(s.state(), State::Idle);
+}
+
+#[test]
+fn a_lost_collision_moves_the_session_onto_the_peers_connection() {
+    let now = Instant::now();
+    let local = [10, 0, 0, 1];
+    let mut s = Session::new(config(64512, PeerAs::Exact(64513), local, 90));
+    s.handle(Event::ManualStart, now);
+    s.handle(Event::TcpConnected, now);
+    assert_eq!(s.state(), State::OpenSent);
+    // The peer's own connection brings its OPEN; its identifier is higher, so its
+    // connection wins.
+    let open = peer_open(64513, 90, [10, 0, 0, 2]);
+    assert_eq!(
+        collision(Ipv4Addr::from(local), open.bgp_id),
+        Keep::RemotelyInitiated
+    );
+    let actions = s.handle(Event::CollisionLost, now);
+    assert!(actions.contains(&Action::SendMessage(Message::Notification(
+        Notification::new(ErrorCode::Cease(CeaseError::ConnectionCollisionResolution))
+    ))));
+    assert!(actions.contains(&Action::CloseTcp));
+    let actions = s.handle(Event::TcpAccepted, now);
+    assert!(sent_open(&actions), "{actions:?}");
+    let actions = s.handle(Event::MessageReceived(Message::Open(open)), now);
+    assert!(actions.contains(&Action::SendMessage(Message::Keepalive)));
+    assert_eq!(s.state(), State::OpenConfirm);
+    let actions = s.handle(Event::MessageReceived(Message::Keepalive), now);
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::SessionUp(_))),
+        "{actions:?}"
+    );
+    assert_eq!(s.state(), State::Established);
+}

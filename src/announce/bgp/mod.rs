@@ -18,6 +18,17 @@
 //! // on SIGTERM: handle.shutdown(true).await   (keeps routes at GR-capable peers)
 //! ```
 //!
+//! # Connections
+//!
+//! Each session connects to its peer, and the speaker also listens on port 179
+//! ([`SpeakerOptions::listen_port`]) for the peers' own connections, taken only from
+//! configured peer addresses (with their TCP MD5 keys on the listening socket). A
+//! connection arriving while the session's own is exchanging OPENs is a collision
+//! (RFC 4271 §6.8): once the peer's OPEN arrives on it, the connection initiated by
+//! the side with the higher BGP identifier survives. One arriving while the session is
+//! Established is closed. When the port cannot be bound (another BGP daemon on the
+//! host), the speaker warns and only connects.
+//!
 //! # Graceful restart's R bit
 //!
 //! The speaker sets the restart state bit in its first OPEN to each peer when
@@ -66,6 +77,9 @@ pub use render::render_text;
 /// otherwise.
 pub const DEFAULT_RESTART_MARKER: &str = "/run/ipvs-proxy/bgp-speaker.running";
 
+/// BGP's TCP port, where the speaker takes the peers' connections.
+pub const BGP_PORT: u16 = 179;
+
 /// The hold time proposed when the peer's configuration names none (MetalLB's).
 pub const DEFAULT_HOLD_TIME: u16 = 90;
 
@@ -90,6 +104,14 @@ pub trait BfdSessions: Send + Sync {
     /// A receiver of the BFD session's state towards `peer` (true: up), or `None` when
     /// there is no BFD session for it.
     fn watch(&self, peer: &PeerConfig) -> Option<watch::Receiver<bool>>;
+
+    /// The session of `peer` (as given to [`BfdSessions::watch`]) is no longer wanted:
+    /// the peer was removed or its configuration changed (a changed BFD profile comes
+    /// back through `watch` with the new configuration). Called after the peer's BGP
+    /// session stopped; by default nothing is released.
+    fn release(&self, peer: &PeerConfig) {
+        let _ = peer;
+    }
 }
 
 /// Speaker-wide settings.
@@ -115,6 +137,9 @@ pub struct SpeakerOptions {
     pub bfd: Option<Arc<dyn BfdSessions>>,
     /// Metrics to update, if any.
     pub metrics: Option<Arc<BgpMetrics>>,
+    /// The port to take the peers' connections on ([`BGP_PORT`]); `None`: connect
+    /// only.
+    pub listen_port: Option<u16>,
 }
 
 impl fmt::Debug for SpeakerOptions {
@@ -128,6 +153,7 @@ impl fmt::Debug for SpeakerOptions {
             .field("restart_marker", &self.restart_marker)
             .field("restart_time", &self.restart_time)
             .field("bfd", &self.bfd.is_some())
+            .field("listen_port", &self.listen_port)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +172,7 @@ impl SpeakerOptions {
             restart_time: DEFAULT_RESTART_TIME,
             bfd: None,
             metrics: None,
+            listen_port: Some(BGP_PORT),
         }
     }
 }
@@ -193,6 +220,10 @@ pub struct PeerConfig {
     pub ebgp_multihop: bool,
     /// Announce both address families over this session.
     pub dual_stack: bool,
+    /// The interface of an IPv6 link-local peer address (its scope): the session is
+    /// link-local, and IPv6 routes carry our link-local address as a second next hop
+    /// (RFC 2545).
+    pub interface: Option<String>,
 }
 
 impl PeerConfig {
@@ -223,6 +254,7 @@ impl PeerConfig {
             graceful_restart: peer.graceful_restart,
             ebgp_multihop: peer.ebgp_multihop,
             dual_stack: peer.dual_stack,
+            interface: None,
         })
     }
 
@@ -245,6 +277,7 @@ impl PeerConfig {
             graceful_restart: false,
             ebgp_multihop: false,
             dual_stack: false,
+            interface: None,
         }
     }
 }

@@ -1,17 +1,15 @@
 //! Sockets towards a peer: an outgoing TCP connection built with socket2 (source
-//! address, TTL, TCP MD5 signature) and handed to tokio.
-//!
-//! The speaker only connects; it does not listen on port 179. MetalLB's native speaker
-//! works the same way, and every router we test against (BIRD, FRR, GoBGP) accepts an
-//! incoming session, so a router configured as passive or as active both work: when
-//! the router connects to us its attempt is refused and it waits for ours.
+//! address, TTL, TCP MD5 signature) and handed to tokio, and the listening socket on
+//! port 179 that takes the peers' own connections (TCP MD5 keys per peer address on
+//! it, so a router that only connects, or whose connection wins a collision, is
+//! served too).
 
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd as _;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::error::BgpError;
 
@@ -32,6 +30,8 @@ pub struct ConnectOptions {
     pub md5_key: Option<String>,
     /// Give up connecting after this long.
     pub timeout: Duration,
+    /// The interface of an IPv6 link-local peer (its scope, and `SO_BINDTODEVICE`).
+    pub interface: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -42,6 +42,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("source", &self.source)
             .field("md5_key", &self.md5_key.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
+            .field("interface", &self.interface)
             .finish()
     }
 }
@@ -50,7 +51,21 @@ impl std::fmt::Debug for ConnectOptions {
 /// the SYN, as the SYN is signed too) and its source address, then connects without
 /// blocking the runtime.
 pub async fn connect(options: &ConnectOptions) -> Result<TcpStream, BgpError> {
-    let peer = options.peer;
+    let scope = match &options.interface {
+        Some(name) => {
+            nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| BgpError::Socket {
+                peer: options.peer,
+                source: std::io::Error::from(e),
+            })?
+        }
+        None => 0,
+    };
+    let peer = match options.peer {
+        SocketAddr::V6(v6) if is_link_local(*v6.ip()) => {
+            SocketAddr::V6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, scope))
+        }
+        other => other,
+    };
     let socket_error = |source| BgpError::Socket { peer, source };
     let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))
         .map_err(socket_error)?;
@@ -62,13 +77,22 @@ pub async fn connect(options: &ConnectOptions) -> Result<TcpStream, BgpError> {
         SocketAddr::V6(_) => socket.set_unicast_hops_v6(TTL),
     }
     .map_err(socket_error)?;
+    if let Some(name) = &options.interface {
+        socket
+            .bind_device(Some(name.as_bytes()))
+            .map_err(socket_error)?;
+    }
     if let Some(key) = &options.md5_key {
         set_md5_key(&socket, peer, key.as_bytes())?;
     }
     if let Some(source) = options.source {
-        socket
-            .bind(&SockAddr::from(SocketAddr::new(source, 0)))
-            .map_err(socket_error)?;
+        let local = match source {
+            IpAddr::V6(ip) if is_link_local(ip) => {
+                SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, scope))
+            }
+            ip => SocketAddr::new(ip, 0),
+        };
+        socket.bind(&SockAddr::from(local)).map_err(socket_error)?;
     }
     match socket.connect(&SockAddr::from(peer)) {
         Ok(()) => {}
@@ -92,6 +116,48 @@ pub async fn connect(options: &ConnectOptions) -> Result<TcpStream, BgpError> {
         .peer_addr()
         .map_err(|source| BgpError::Connect { peer, source })?;
     Ok(stream)
+}
+
+/// Whether `ip` is an IPv6 link-local unicast address (fe80::/10), which needs an
+/// interface to be reached.
+pub fn is_link_local(ip: Ipv6Addr) -> bool {
+    ip.is_unicast_link_local()
+}
+
+/// Listens for the peers' connections on `port` of every address of `family` (IPv4:
+/// 0.0.0.0, IPv6: [::] for IPv6 only, so each family has its own socket and TCP MD5
+/// keys go to the socket of their family). Segments leave with TTL 255 as on our own
+/// connections; accepted connections inherit the keys.
+pub fn listen(v6: bool, port: u16) -> Result<TcpListener, BgpError> {
+    let any: SocketAddr = if v6 {
+        (std::net::Ipv6Addr::UNSPECIFIED, port).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, port).into()
+    };
+    let socket_error = |source| BgpError::Socket { peer: any, source };
+    let socket = Socket::new(Domain::for_address(any), Type::STREAM, Some(Protocol::TCP))
+        .map_err(socket_error)?;
+    socket.set_nonblocking(true).map_err(socket_error)?;
+    socket.set_reuse_address(true).map_err(socket_error)?;
+    if v6 {
+        socket.set_only_v6(true).map_err(socket_error)?;
+        socket.set_unicast_hops_v6(TTL).map_err(socket_error)?;
+    } else {
+        socket.set_ttl_v4(TTL).map_err(socket_error)?;
+    }
+    socket.bind(&SockAddr::from(any)).map_err(socket_error)?;
+    socket.listen(64).map_err(socket_error)?;
+    TcpListener::from_std(std::net::TcpListener::from(socket)).map_err(socket_error)
+}
+
+/// Readies a connection accepted from a peer like our own: no Nagle, TTL 255.
+pub fn accepted(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let socket = socket2::SockRef::from(stream);
+    match stream.peer_addr()? {
+        SocketAddr::V4(_) => socket.set_ttl_v4(TTL),
+        SocketAddr::V6(_) => socket.set_unicast_hops_v6(TTL),
+    }
 }
 
 /// The kernel's `struct tcp_md5sig` (include/uapi/linux/tcp.h), which libc does not
@@ -131,13 +197,14 @@ fn sockaddr_bytes(peer: IpAddr) -> [u8; 128] {
 }
 
 /// Sets the TCP MD5 signature key for segments to and from `peer` on `socket`
-/// (`TCP_MD5SIG`); an empty key removes it.
+/// (`TCP_MD5SIG`; on a listening socket, for the connections it accepts from `peer`);
+/// an empty key removes it.
 ///
 /// Neither socket2 nor nix has this option, so the structure is built here and passed
 /// to `setsockopt` directly, which is `unsafe`: the kernel reads `size_of::<TcpMd5Sig>()`
 /// bytes from the pointer.
 #[allow(unsafe_code)]
-pub fn set_md5_key(socket: &Socket, peer: SocketAddr, key: &[u8]) -> Result<(), BgpError> {
+pub fn set_md5_key(socket: &impl AsRawFd, peer: SocketAddr, key: &[u8]) -> Result<(), BgpError> {
     if key.len() > MD5_MAX_KEY {
         return Err(BgpError::PasswordTooLong {
             peer,

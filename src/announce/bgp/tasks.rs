@@ -5,21 +5,24 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bgp_proto::packet::attribute::{Community, LargeCommunity};
+use bgp_proto::packet::notification::{CeaseError, ErrorCode, Notification};
+use bgp_proto::packet::open::Open;
 use bgp_proto::packet::update::{Announcement, Update};
 use bgp_proto::session::{
-    Action, Config, DownReason, Event, GracefulRestartConfig, Negotiated, Session, TimerKind,
+    Action, Config, DownReason, Event, GracefulRestartConfig, Keep, LARGE_HOLD_TIME, Negotiated,
+    Session, State, TimerKind, collision,
 };
-use bgp_proto::{Family, Message};
+use bgp_proto::{Family, Message, SessionCaps};
 use bytes::BytesMut;
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -68,6 +71,7 @@ pub(crate) async fn supervise(
     type Running = (PeerConfig, watch::Sender<Option<bool>>, JoinHandle<()>);
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut peers_open = true;
+    let mut listeners = Listeners::default();
     loop {
         let wanted: BTreeMap<String, PeerConfig> = peers
             .borrow_and_update()
@@ -84,6 +88,10 @@ pub(crate) async fn supervise(
                 info!(peer = %name, "bgp: peer removed or changed; stopping its session");
                 let _ = tx.send(Some(false));
                 let _ = task.await;
+                listeners.remove(&cfg);
+                if let (Some(_), Some(bfd)) = (&cfg.bfd_profile, &options.bfd) {
+                    bfd.release(&cfg);
+                }
                 lock(&shared).remove(&name);
                 if let Some(m) = &options.metrics {
                     m.remove(&peer_label(&cfg));
@@ -95,7 +103,14 @@ pub(crate) async fn supervise(
                 continue;
             }
             let (tx, rx) = watch::channel(None);
-            let task = PeerTask::new(cfg.clone(), options.clone(), routes.clone(), shared.clone());
+            let incoming = listeners.add(&cfg, options.listen_port);
+            let task = PeerTask::new(
+                cfg.clone(),
+                options.clone(),
+                routes.clone(),
+                shared.clone(),
+                incoming,
+            );
             running.insert(name, (cfg, tx, tokio::spawn(task.run(rx))));
         }
         tokio::select! {
@@ -109,6 +124,112 @@ pub(crate) async fn supervise(
     }
     for (_, (_, _, task)) in running {
         let _ = task.await;
+    }
+    listeners.close();
+}
+
+/// Where accepted connections go: per peer address, its session's queue.
+type Accepting = Arc<Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>>;
+
+/// The listening sockets (one per address family, bound with the first peer of that
+/// family) and the peers they take connections from.
+#[derive(Default)]
+struct Listeners {
+    sockets: HashMap<bool, (Arc<TcpListener>, JoinHandle<()>)>,
+    /// Families whose port could not be bound (warned once).
+    failed: Vec<bool>,
+    accepting: Accepting,
+}
+
+impl Listeners {
+    /// Registers `cfg`'s address: the listening socket of its family takes its
+    /// connections (with its TCP MD5 key) and hands them to the returned queue.
+    fn add(&mut self, cfg: &PeerConfig, port: Option<u16>) -> mpsc::Receiver<TcpStream> {
+        let (tx, rx) = mpsc::channel(4);
+        let Some(port) = port else {
+            return rx;
+        };
+        let v6 = cfg.address.is_ipv6();
+        if !self.sockets.contains_key(&v6) && !self.failed.contains(&v6) {
+            match network::listen(v6, port) {
+                Ok(listener) => {
+                    let listener = Arc::new(listener);
+                    let task = tokio::spawn(accept(listener.clone(), self.accepting.clone()));
+                    self.sockets.insert(v6, (listener, task));
+                }
+                Err(e) => {
+                    warn!("bgp: not taking the peers' connections ({e}); connecting only");
+                    self.failed.push(v6);
+                }
+            }
+        }
+        if let Some((listener, _)) = self.sockets.get(&v6) {
+            if let Some(password) = &cfg.password {
+                let peer = SocketAddr::new(cfg.address, cfg.port);
+                if let Err(e) = network::set_md5_key(listener.as_ref(), peer, password.0.as_bytes())
+                {
+                    warn!(peer = %cfg.name, "bgp: the listening socket refused the TCP MD5 key: {e}");
+                }
+            }
+            self.lock().insert(cfg.address, tx);
+        }
+        rx
+    }
+
+    /// Forgets `cfg`'s address (and its key).
+    fn remove(&mut self, cfg: &PeerConfig) {
+        self.lock().remove(&cfg.address);
+        if cfg.password.is_some()
+            && let Some((listener, _)) = self.sockets.get(&cfg.address.is_ipv6())
+        {
+            let peer = SocketAddr::new(cfg.address, cfg.port);
+            let _ = network::set_md5_key(listener.as_ref(), peer, b"");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, mpsc::Sender<TcpStream>>> {
+        self.accepting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops listening.
+    fn close(self) {
+        for (_, task) in self.sockets.into_values() {
+            task.abort();
+        }
+    }
+}
+
+/// Takes connections on `listener`: a configured peer's goes to its session, anyone
+/// else's is closed at once.
+async fn accept(listener: Arc<TcpListener>, accepting: Accepting) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let ip = from.ip().to_canonical();
+                let queue = accepting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&ip)
+                    .cloned();
+                match queue {
+                    Some(queue) => {
+                        if let Err(e) = network::accepted(&stream) {
+                            debug!(%from, "bgp: cannot set up an accepted connection: {e}");
+                            continue;
+                        }
+                        if queue.try_send(stream).is_err() {
+                            debug!(%from, "bgp: the session is not taking connections; closed");
+                        }
+                    }
+                    None => debug!(%from, "bgp: closed a connection from no configured peer"),
+                }
+            }
+            Err(e) => {
+                // Out of descriptors or similar: do not spin.
+                warn!("bgp: accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }
 
@@ -127,6 +248,31 @@ enum Wake {
     Timer,
     Routes(bool),
     Bfd(bool),
+    /// The BFD session's sender is gone: no more states will come.
+    BfdGone,
+    Accepted(Option<TcpStream>),
+    PendingRead(io::Result<usize>),
+}
+
+/// The peer's connection accepted while our own was exchanging OPENs: kept aside until
+/// the peer's OPEN on it settles the collision.
+struct Pending {
+    stream: TcpStream,
+    buf: BytesMut,
+    open: Option<Open>,
+    /// Dropped when no OPEN came by then.
+    deadline: Instant,
+}
+
+/// Reads into the pending connection until its OPEN is in, or waits forever.
+async fn read_pending(pending: &mut Option<Pending>) -> io::Result<usize> {
+    match pending {
+        Some(p) if p.open.is_none() => {
+            p.buf.reserve(4096);
+            p.stream.read_buf(&mut p.buf).await
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// Reads into `buf` from the connection, or waits forever without one.
@@ -164,6 +310,10 @@ struct PeerTask {
     bfd_up: bool,
     shared: Arc<Shared>,
     label: PeerLabel,
+    /// The peer's connections, from the listener.
+    incoming: mpsc::Receiver<TcpStream>,
+    incoming_open: bool,
+    pending: Option<Pending>,
 }
 
 impl PeerTask {
@@ -172,6 +322,7 @@ impl PeerTask {
         options: Arc<SpeakerOptions>,
         routes: watch::Receiver<PeerRoutes>,
         shared: Arc<Shared>,
+        incoming: mpsc::Receiver<TcpStream>,
     ) -> PeerTask {
         let restarting = options.restarting && cfg.graceful_restart;
         let bfd = match (&cfg.bfd_profile, &options.bfd) {
@@ -232,6 +383,9 @@ impl PeerTask {
             bfd_up,
             shared,
             label,
+            incoming,
+            incoming_open: true,
+            pending: None,
         }
     }
 
@@ -265,7 +419,12 @@ impl PeerTask {
                 self.stop(graceful).await;
                 return;
             }
-            let next = self.timers.values().min().copied();
+            let next = self
+                .timers
+                .values()
+                .copied()
+                .chain(self.pending.as_ref().map(|p| p.deadline))
+                .min();
             let established = self.negotiated.is_some();
             let wake = {
                 let stream = &mut self.stream;
@@ -273,17 +432,22 @@ impl PeerTask {
                 let routes = &mut self.routes;
                 let bfd = &mut self.bfd;
                 let routes_open = self.routes_open;
+                let incoming = &mut self.incoming;
+                let incoming_open = self.incoming_open;
+                let pending = &mut self.pending;
                 tokio::select! {
                     biased;
                     _ = stop.changed() => Wake::Stop(stop.borrow().unwrap_or(false)),
                     r = read_some(stream, buf) => Wake::Read(r),
+                    s = incoming.recv(), if incoming_open => Wake::Accepted(s),
+                    r = read_pending(pending) => Wake::PendingRead(r),
                     _ = tokio::time::sleep_until(tokio::time::Instant::from_std(
                         next.unwrap_or_else(Instant::now))), if next.is_some() => Wake::Timer,
                     r = routes.changed(), if routes_open && established => Wake::Routes(r.is_ok()),
                     r = async { bfd.as_mut().expect("guarded").changed().await }, if bfd.is_some() => {
                         match r {
                             Ok(()) => Wake::Bfd(*bfd.as_ref().expect("guarded").borrow()),
-                            Err(_) => Wake::Bfd(false),
+                            Err(_) => Wake::BfdGone,
                         }
                     }
                 }
@@ -310,7 +474,136 @@ impl PeerTask {
                     self.sync_routes().await;
                 }
                 Wake::Bfd(up) => self.bfd_changed(up).await,
+                Wake::BfdGone => {
+                    // Counted as down once; then no longer watched (a closed channel
+                    // would wake this loop at once, forever).
+                    self.bfd = None;
+                    self.bfd_changed(false).await;
+                }
+                Wake::Accepted(Some(stream)) => self.accepted(stream).await,
+                Wake::Accepted(None) => self.incoming_open = false,
+                Wake::PendingRead(r) => self.pending_read(r).await,
             }
+            // Our connection is gone while the peer's waits: go on over the peer's.
+            if self.pending.is_some() && matches!(self.fsm.state(), State::Idle | State::Active) {
+                let p = self.pending.take().expect("checked");
+                self.adopt(p.stream, p.buf, p.open).await;
+            }
+        }
+    }
+
+    /// A connection from the peer: taken unless our own is further along.
+    async fn accepted(&mut self, stream: TcpStream) {
+        let from = stream.peer_addr().ok();
+        match self.fsm.state() {
+            State::Idle | State::Connect | State::Active => {
+                debug!(peer = %self.cfg.name, ?from, "bgp: taking the peer's connection");
+                self.adopt(stream, BytesMut::new(), None).await;
+            }
+            State::OpenSent | State::OpenConfirm => {
+                debug!(peer = %self.cfg.name, ?from, "bgp: connection collision; waiting for the peer's OPEN");
+                self.pending = Some(Pending {
+                    stream,
+                    buf: BytesMut::new(),
+                    open: None,
+                    deadline: Instant::now() + LARGE_HOLD_TIME,
+                });
+            }
+            // RFC 4271 §6.8: a collision with an Established session closes the new
+            // connection.
+            State::Established => {
+                debug!(peer = %self.cfg.name, ?from, "bgp: refused a second connection while Established");
+                refuse(stream).await;
+            }
+        }
+    }
+
+    /// Continues the session over the peer's connection `stream` (with what was read
+    /// from it and the peer's OPEN if already in).
+    async fn adopt(&mut self, stream: TcpStream, buf: BytesMut, open: Option<Open>) {
+        if self.fsm.state() == State::Idle && self.start_pending {
+            // The rebuilt machine (without the R bit) starts now, on this connection.
+            self.start_pending = false;
+            self.timers.remove(&TimerKind::ConnectRetry);
+            self.handle(Event::ManualStartPassive).await;
+        }
+        if !matches!(
+            self.fsm.state(),
+            State::Idle | State::Connect | State::Active
+        ) {
+            refuse(stream).await;
+            return;
+        }
+        self.local = stream.local_addr().ok().map(|a| a.ip().to_canonical());
+        self.stream = Some(stream);
+        self.buf = buf;
+        self.handle(Event::TcpAccepted).await;
+        if self.fsm.state() != State::OpenSent {
+            // Not started: refused.
+            self.stream = None;
+            self.buf.clear();
+            return;
+        }
+        if let Some(open) = open {
+            self.metric(|m, l| m.opens_received.get_or_create(l).inc());
+            self.handle(Event::MessageReceived(Message::Open(open)))
+                .await;
+        }
+        // Whatever followed the OPEN.
+        if !self.buf.is_empty() {
+            self.received().await;
+        }
+    }
+
+    /// Bytes on the connection kept aside: its OPEN settles the collision.
+    async fn pending_read(&mut self, r: io::Result<usize>) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        if !matches!(r, Ok(n) if n > 0) {
+            self.pending = None;
+            return;
+        }
+        match bgp_proto::decode(&mut p.buf, &SessionCaps::default()) {
+            Ok(None) => {}
+            Ok(Some(Message::Open(open))) => {
+                p.open = Some(open);
+                self.resolve_collision().await;
+            }
+            // Anything else first: not a peer worth keeping.
+            Ok(Some(_)) | Err(_) => self.pending = None,
+        }
+    }
+
+    /// RFC 4271 §6.8: of the two connections, the one initiated by the side with the
+    /// higher BGP identifier stays; the other is closed with Cease, connection
+    /// collision resolution.
+    async fn resolve_collision(&mut self) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let Some(peer_id) = p.open.as_ref().map(|o| o.bgp_id) else {
+            self.pending = Some(p);
+            return;
+        };
+        match self.fsm.state() {
+            State::Idle | State::Connect | State::Active => {
+                self.adopt(p.stream, p.buf, p.open).await
+            }
+            State::OpenSent | State::OpenConfirm => {
+                match collision(self.fsm.config().router_id, peer_id) {
+                    Keep::LocallyInitiated => {
+                        info!(peer = %self.cfg.name, "bgp: connection collision; keeping ours");
+                        refuse(p.stream).await;
+                    }
+                    Keep::RemotelyInitiated => {
+                        info!(peer = %self.cfg.name, "bgp: connection collision; keeping the peer's");
+                        self.handle(Event::CollisionLost).await;
+                        self.adopt(p.stream, p.buf, p.open).await;
+                    }
+                }
+            }
+            State::Established => refuse(p.stream).await,
         }
     }
 
@@ -354,6 +647,9 @@ impl PeerTask {
 
     async fn timers_due(&mut self) {
         let now = Instant::now();
+        if self.pending.as_ref().is_some_and(|p| p.deadline <= now) {
+            self.pending = None;
+        }
         let due: Vec<TimerKind> = self
             .timers
             .iter()
@@ -416,7 +712,7 @@ impl PeerTask {
                 match action {
                     Action::Connect => match self.connect().await {
                         Ok(stream) => {
-                            self.local = stream.local_addr().ok().map(|a| a.ip());
+                            self.local = stream.local_addr().ok().map(|a| a.ip().to_canonical());
                             self.stream = Some(stream);
                             self.buf.clear();
                             pending.push(Event::TcpConnected);
@@ -457,6 +753,7 @@ impl PeerTask {
                 .cfg
                 .connect_time
                 .clamp(Duration::from_secs(1), MAX_CONNECT_TIMEOUT),
+            interface: self.cfg.interface.clone(),
         };
         network::connect(&options).await
     }
@@ -574,17 +871,14 @@ impl PeerTask {
         out
     }
 
-    /// The next hop for routes of `prefix`'s family: our address on the session when of
-    /// the same family, else the node's address of that family.
-    fn next_hop(&self, prefix: &IpNet) -> Option<IpAddr> {
-        match (prefix, self.local) {
-            (IpNet::V4(_), Some(IpAddr::V4(a))) => Some(IpAddr::V4(a)),
-            (IpNet::V6(_), Some(IpAddr::V6(a))) if !a.is_unicast_link_local() => {
-                Some(IpAddr::V6(a))
-            }
-            (IpNet::V4(_), _) => self.options.node_ipv4.map(IpAddr::V4),
-            (IpNet::V6(_), _) => self.options.node_ipv6.map(IpAddr::V6),
-        }
+    /// The next hop for routes of `prefix`'s family, and the link-local one beside it.
+    fn next_hop(&self, prefix: &IpNet) -> Option<(IpAddr, Option<Ipv6Addr>)> {
+        next_hop(
+            prefix,
+            self.local,
+            self.options.node_ipv4,
+            self.options.node_ipv6,
+        )
     }
 
     /// Sends the differences between what the peer has and what it should have.
@@ -617,7 +911,7 @@ impl PeerTask {
         }
         let mut missing_next_hop = false;
         for ((v6, communities, local_pref), prefixes) in groups {
-            let Some(next_hop) = self.next_hop(&prefixes[0]) else {
+            let Some((next_hop, link_local)) = self.next_hop(&prefixes[0]) else {
                 missing_next_hop = true;
                 continue;
             };
@@ -626,7 +920,7 @@ impl PeerTask {
                 let a = Announcement {
                     prefixes: part.to_vec(),
                     next_hop,
-                    link_local: None,
+                    link_local,
                     as_path: if n.internal {
                         vec![]
                     } else {
@@ -699,6 +993,40 @@ impl PeerTask {
     }
 }
 
+/// Closes a connection we do not keep with Cease, connection collision resolution
+/// (RFC 4271 §6.8; the peer learns why instead of seeing a bare close).
+async fn refuse(mut stream: TcpStream) {
+    let mut out = BytesMut::new();
+    let n = Notification::new(ErrorCode::Cease(CeaseError::ConnectionCollisionResolution));
+    if bgp_proto::encode(&Message::Notification(n), &SessionCaps::default(), &mut out).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// The next hop for routes of `prefix`'s family, with the link-local next hop beside
+/// it on a link-local session (RFC 2545 §3, MP_REACH_NLRI with two next hops): our
+/// address on the session when of the same family (`local`), else the node's address
+/// of that family. A link-local session's global next hop is the node's IPv6 address;
+/// without one, the link-local address goes alone.
+fn next_hop(
+    prefix: &IpNet,
+    local: Option<IpAddr>,
+    node_ipv4: Option<std::net::Ipv4Addr>,
+    node_ipv6: Option<Ipv6Addr>,
+) -> Option<(IpAddr, Option<Ipv6Addr>)> {
+    match (prefix, local) {
+        (IpNet::V4(_), Some(IpAddr::V4(a))) => Some((IpAddr::V4(a), None)),
+        (IpNet::V6(_), Some(IpAddr::V6(a))) if network::is_link_local(a) => match node_ipv6 {
+            Some(global) => Some((IpAddr::V6(global), Some(a))),
+            None => Some((IpAddr::V6(a), None)),
+        },
+        (IpNet::V6(_), Some(IpAddr::V6(a))) => Some((IpAddr::V6(a), None)),
+        (IpNet::V4(_), _) => node_ipv4.map(|a| (IpAddr::V4(a), None)),
+        (IpNet::V6(_), _) => node_ipv6.map(|a| (IpAddr::V6(a), None)),
+    }
+}
+
 /// The state machine's configuration for a peer.
 fn session_config(cfg: &PeerConfig, options: &SpeakerOptions, restarting: bool) -> Config {
     let (own, other) = match cfg.address {
@@ -732,6 +1060,45 @@ fn session_config(cfg: &PeerConfig, options: &SpeakerOptions, restarting: bool) 
 mod tests {
     use super::*;
     use bgp_proto::session::PeerAs;
+
+    #[test]
+    fn next_hops_follow_the_sessions_address_and_add_the_link_local_one() {
+        let v4: IpNet = "198.51.100.10/32".parse().unwrap();
+        let v6: IpNet = "2001:db8::10/128".parse().unwrap();
+        let node4 = Some("10.0.0.2".parse().unwrap());
+        let global: Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+        let node6 = Some(global);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let ll: Ipv6Addr = "fe80::2".parse().unwrap();
+        // The session's own address for its family.
+        assert_eq!(
+            next_hop(&v4, ip("10.0.1.2"), node4, node6),
+            Some((ip("10.0.1.2").unwrap(), None))
+        );
+        assert_eq!(
+            next_hop(&v6, ip("fd00:1::2"), node4, node6),
+            Some((ip("fd00:1::2").unwrap(), None))
+        );
+        // The node's address for the other family (dual stack), none when unknown.
+        assert_eq!(
+            next_hop(&v6, ip("10.0.1.2"), node4, node6),
+            Some((IpAddr::V6(global), None))
+        );
+        assert_eq!(next_hop(&v6, ip("10.0.1.2"), node4, None), None);
+        assert_eq!(
+            next_hop(&v4, ip("fd00:1::2"), node4, node6),
+            Some((ip("10.0.0.2").unwrap(), None))
+        );
+        // A link-local session: the global address plus the link-local one.
+        assert_eq!(
+            next_hop(&v6, Some(IpAddr::V6(ll)), node4, node6),
+            Some((IpAddr::V6(global), Some(ll)))
+        );
+        assert_eq!(
+            next_hop(&v6, Some(IpAddr::V6(ll)), node4, None),
+            Some((IpAddr::V6(ll), None))
+        );
+    }
 
     #[test]
     fn sessions_speak_the_peers_family_and_both_with_dual_stack() {

@@ -27,6 +27,7 @@ use nix::sched::{CloneFlags, setns};
 
 pub mod frr;
 pub mod neigh;
+pub mod routers;
 mod topology;
 
 pub use topology::{Pod, Topology, TopologyBuilder};
@@ -236,6 +237,38 @@ impl Background {
             );
         }
         let _ = self.child.kill();
+    }
+
+    /// The process id of the command ([`Netns::spawn`] execs it in place of the shell).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the command alone (not its group): SIGTERM for a graceful
+    /// stop, SIGKILL for a crash of the process under test.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Waits up to `timeout` for the command to exit; whether it did.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the command is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills the process group and returns everything it printed (stdout, then stderr).
