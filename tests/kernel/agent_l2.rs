@@ -450,6 +450,21 @@ impl Lab {
             .expect("the membership counter rule")
     }
 
+    /// How many times node `i`'s agent took or gave up an address, from its own
+    /// metrics (`ipvs_proxy_l2_ips_acquired_total` + `_released_total`).
+    fn ownership_changes(&self, i: usize) -> u64 {
+        let metrics = self.nodes[i]
+            .ns
+            .sh("curl -s --max-time 10 http://127.0.0.1:10249/metrics");
+        let value = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        value("ipvs_proxy_l2_ips_acquired_total ") + value("ipvs_proxy_l2_ips_released_total ")
+    }
+
     /// Every agent's log, for failure messages.
     fn logs(&self) -> String {
         (0..3)
@@ -694,11 +709,20 @@ fn three_agents_elect_one_owner_and_fail_over() {
         "{row:#}"
     );
 
-    // Steady membership traffic, from each node's own counter of what it sends.
+    // A minute of quiet: no agent takes or gives up an address (its own counters), and
+    // the steady membership traffic, from each node's own counter of what it sends.
+    let changes_before: Vec<u64> = (0..3).map(|i| lab.ownership_changes(i)).collect();
     let before: Vec<u64> = (0..3).map(|i| lab.membership_bytes(i)).collect();
     let quiet = Instant::now();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(60));
     let seconds = quiet.elapsed().as_secs_f64();
+    let changes_after: Vec<u64> = (0..3).map(|i| lab.ownership_changes(i)).collect();
+    assert_eq!(
+        changes_after,
+        changes_before,
+        "an address changed owner during a quiet minute (acquired + released per node)\n{}",
+        lab.logs()
+    );
     let rates: Vec<f64> = (0..3)
         .map(|i| (lab.membership_bytes(i) - before[i]) as f64 / seconds)
         .collect();
