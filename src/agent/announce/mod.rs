@@ -15,24 +15,25 @@
 //! do, so a node without layer-2 addresses opens no packet socket and one without peers
 //! no BGP session.
 
+mod bfd_sessions;
+mod passwords;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Node;
 use metallb_config::selector::any_matches;
-use metallb_config::{BfdProfile, LbConfig, Peer, PeerPassword};
+use metallb_config::{LbConfig, Peer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::announce::bfd::{BfdManager, Config as BfdConfig, Error as BfdError, SessionKey};
 use crate::announce::bgp::{
-    BfdSessions, BgpHandle, BgpStatusView, PeerConfig, PeerRoutes, SpeakerOptions,
-    spawn_bgp_speaker,
+    BgpHandle, BgpStatusView, PeerConfig, PeerRoutes, SpeakerOptions, spawn_bgp_speaker,
 };
 use crate::announce::l2::{L2Handle, L2Options, L2Status, Wanted, spawn_l2_announcer};
 use crate::announce::membership::{
@@ -41,6 +42,9 @@ use crate::announce::membership::{
 use crate::config::LoadBalancerSettings;
 use crate::lb::decision::AnnounceModel;
 use crate::observe::announce_metrics::AnnounceMetrics;
+use bfd_sessions::AgentBfd;
+pub(crate) use passwords::SecretSource;
+use passwords::resolve_passwords;
 
 /// How long a node keeps answering for its layer-2 addresses after leaving the
 /// membership on SIGTERM: the new owner hears the leave, elects itself and sends its
@@ -54,17 +58,6 @@ const MEMBERSHIP_SETTLE: Duration = Duration::from_secs(2);
 
 /// How often the membership's rejoin counter is read (see [`AnnounceEvent::Rejoined`]).
 const REJOIN_CHECK: Duration = Duration::from_millis(250);
-
-/// How often passwords that could not be read are tried again.
-const PASSWORD_RETRY: Duration = Duration::from_secs(30);
-
-/// Where BGP passwords are read.
-pub(crate) enum SecretSource {
-    /// Secret objects of the manifests directory.
-    Static(watch::Receiver<Arc<Vec<Secret>>>),
-    /// The API server (the Secret's `password` key, read with `get`).
-    Kubernetes(kube::Client),
-}
 
 /// This node's addresses, from its Node object's InternalIPs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -283,11 +276,7 @@ impl Announcers {
             .cloned()
             .collect();
         self.bfd.set_profiles(config.bfd_profiles.clone());
-        self.peers_wanted.send_if_modified(|wanted| {
-            let changed = *wanted != peers;
-            *wanted = peers;
-            changed
-        });
+        send_if_changed(&self.peers_wanted, peers);
     }
 
     /// After the first full sync: from now on the announcers act.
@@ -479,22 +468,14 @@ impl Announcers {
             } else {
                 local.l2.clone()
             };
-            self.l2_wanted.send_if_modified(|wanted| {
-                let changed = *wanted != l2;
-                *wanted = l2;
-                changed
-            });
+            send_if_changed(&self.l2_wanted, l2);
             if !self.l2_wanted.borrow().is_empty() {
                 self.start_l2();
             }
         }
         if everything || !touched.bgp.is_empty() {
             let bgp = local.bgp.clone();
-            self.routes.send_if_modified(|routes| {
-                let changed = *routes != bgp;
-                *routes = bgp;
-                changed
-            });
+            send_if_changed(&self.routes, bgp);
         }
         self.start_bgp();
     }
@@ -570,6 +551,18 @@ impl Announcers {
     }
 }
 
+/// Publishes `value` unless the channel holds an equal one, so receivers wake only on
+/// a real change.
+fn send_if_changed<T: PartialEq>(sender: &watch::Sender<T>, value: T) {
+    sender.send_if_modified(|now| {
+        if *now == value {
+            return false;
+        }
+        *now = value;
+        true
+    });
+}
+
 /// Reads the membership key file (trailing newline trimmed).
 fn read_key(path: &Path) -> Result<Vec<u8>, String> {
     match std::fs::read(path) {
@@ -591,359 +584,5 @@ fn read_key(path: &Path) -> Result<Vec<u8>, String> {
              loadBalancer.membership.keyFile)",
             path.display()
         )),
-    }
-}
-
-/// Reads the peers' passwords and publishes the peers for the speaker; a peer whose
-/// Secret cannot be read is left out (logged) and tried again later.
-async fn resolve_passwords(
-    mut wanted: watch::Receiver<Vec<Peer>>,
-    mut secrets: SecretSource,
-    metallb_namespace: String,
-    peers: watch::Sender<Vec<PeerConfig>>,
-) {
-    let mut reported = BTreeSet::new();
-    loop {
-        let current = wanted.borrow_and_update().clone();
-        let mut resolved = Vec::new();
-        let mut missing = false;
-        for peer in &current {
-            let password = match &peer.password {
-                None => Ok(None),
-                Some(PeerPassword::Inline(password)) => Ok(Some(password.clone())),
-                Some(PeerPassword::Secret { namespace, name }) => {
-                    let namespace = if namespace.is_empty() {
-                        &metallb_namespace
-                    } else {
-                        namespace
-                    };
-                    read_password(&secrets, namespace, name).await.map(Some)
-                }
-            };
-            match password {
-                Ok(password) => match PeerConfig::from_metallb(peer, password) {
-                    Some(config) => resolved.push(config),
-                    None => {
-                        if reported.insert(format!("{}: unnumbered", peer.name)) {
-                            warn!(peer = %peer.name, "BGPPeer without an address (an interface only) is not supported: skipped");
-                        }
-                    }
-                },
-                Err(why) => {
-                    missing = true;
-                    if reported.insert(why.clone()) {
-                        warn!(peer = %peer.name, "BGPPeer skipped until its password can be read: {why}");
-                    }
-                }
-            }
-        }
-        peers.send_if_modified(|published| {
-            let changed = *published != resolved;
-            *published = resolved;
-            changed
-        });
-        let retry = async {
-            if missing {
-                tokio::time::sleep(PASSWORD_RETRY).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let static_change = async {
-            match &mut secrets {
-                SecretSource::Static(secrets) => {
-                    if secrets.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                SecretSource::Kubernetes(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            changed = wanted.changed() => if changed.is_err() { return },
-            () = retry => {}
-            () = static_change => {}
-        }
-    }
-}
-
-/// The `password` key of a Secret.
-async fn read_password(
-    source: &SecretSource,
-    namespace: &str,
-    name: &str,
-) -> Result<String, String> {
-    let secret = match source {
-        SecretSource::Static(secrets) => secrets
-            .borrow()
-            .iter()
-            .find(|secret| {
-                secret.metadata.name.as_deref() == Some(name)
-                    && secret.metadata.namespace.as_deref().unwrap_or(namespace) == namespace
-            })
-            .cloned()
-            .ok_or_else(|| format!("Secret {namespace}/{name} not found in the manifests"))?,
-        SecretSource::Kubernetes(client) => {
-            kube::Api::<Secret>::namespaced(client.clone(), namespace)
-                .get(name)
-                .await
-                .map_err(|error| format!("cannot read Secret {namespace}/{name}: {error}"))?
-        }
-    };
-    if let Some(password) = secret.data.as_ref().and_then(|data| data.get("password")) {
-        return String::from_utf8(password.0.clone())
-            .map_err(|_| format!("Secret {namespace}/{name}: the password is not UTF-8"));
-    }
-    if let Some(password) = secret
-        .string_data
-        .as_ref()
-        .and_then(|data| data.get("password"))
-    {
-        return Ok(password.clone());
-    }
-    Err(format!("Secret {namespace}/{name} has no `password` key"))
-}
-
-/// BFD sessions for the speaker's peers, from their `BFDProfile`s.
-struct AgentBfd {
-    manager: Arc<std::sync::OnceLock<Arc<BfdManager>>>,
-    profiles: Mutex<BTreeMap<String, BfdProfile>>,
-    addresses: Mutex<NodeAddresses>,
-}
-
-impl AgentBfd {
-    fn new(manager: Arc<std::sync::OnceLock<Arc<BfdManager>>>) -> AgentBfd {
-        AgentBfd {
-            manager,
-            profiles: Mutex::new(BTreeMap::new()),
-            addresses: Mutex::new(NodeAddresses::default()),
-        }
-    }
-
-    fn set_profiles(&self, profiles: BTreeMap<String, BfdProfile>) {
-        *self.profiles.lock().unwrap_or_else(PoisonError::into_inner) = profiles;
-    }
-
-    fn set_addresses(&self, addresses: NodeAddresses) {
-        *self
-            .addresses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = addresses;
-    }
-}
-
-impl AgentBfd {
-    fn key_of(&self, peer: &PeerConfig) -> Option<SessionKey> {
-        let local = peer.source_address.or_else(|| {
-            self.addresses
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .of_family(peer.address)
-        })?;
-        Some(SessionKey {
-            peer: peer.address,
-            local,
-        })
-    }
-}
-
-impl BfdSessions for AgentBfd {
-    /// A peer removed or changed: its BFD session ends (AdminDown to the router), so a
-    /// changed profile starts a new session with the new timers.
-    fn release(&self, peer: &PeerConfig) {
-        let (Some(manager), Some(key)) = (self.manager.get(), self.key_of(peer)) else {
-            return;
-        };
-        // The first poll takes the session out of the table and tells its task to say
-        // AdminDown; waiting for that is not needed before a new session of the same
-        // key is added, so the rest of the future is dropped.
-        let _ = futures_util::FutureExt::now_or_never(manager.remove_session(key));
-    }
-
-    fn watch(&self, peer: &PeerConfig) -> Option<watch::Receiver<bool>> {
-        let profile_name = peer.bfd_profile.as_ref()?;
-        let profile = self
-            .profiles
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(profile_name)
-            .cloned();
-        let Some(profile) = profile else {
-            warn!(peer = %peer.name, profile = %profile_name, "BFD profile not found: no BFD for this peer");
-            return None;
-        };
-        let Some(key) = self.key_of(peer) else {
-            warn!(peer = %peer.name, "no local address of the peer's family for BFD: no BFD for this peer");
-            return None;
-        };
-        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-        let config = BfdConfig::from_profile(
-            Some(ms(profile.receive_interval)),
-            Some(ms(profile.transmit_interval)),
-            Some(profile.detect_multiplier),
-            profile.passive,
-        );
-        let manager = self.manager.get_or_init(|| Arc::new(BfdManager::new()));
-        let state = match manager.add_session(key, config, None) {
-            Ok(state) => state,
-            Err(BfdError::Duplicate(_)) => manager.subscribe(key)?,
-            Err(error) => {
-                warn!(peer = %peer.name, "the BFD session cannot start: {error}");
-                return None;
-            }
-        };
-        Some(up_down(state))
-    }
-}
-
-/// A session's state as up / down, for the speaker.
-fn up_down(
-    mut state: watch::Receiver<crate::announce::bfd::SessionState>,
-) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(state.borrow_and_update().is_up());
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                changed = state.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let up = state.borrow_and_update().is_up();
-                    tx.send_if_modified(|now| std::mem::replace(now, up) != up);
-                }
-                () = tx.closed() => return,
-            }
-        }
-    });
-    rx
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-    use testkit::store_server::StoreServer;
-
-    use super::*;
-
-    fn secret(name: &str, data: serde_json::Value) -> serde_json::Value {
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-               "metadata": {"name": name, "namespace": "metallb-system"}, "data": data})
-    }
-
-    /// The password is the Secret's `password` key, read from the API server with
-    /// `get` or from the manifests; a missing Secret or key says which.
-    #[tokio::test]
-    async fn passwords_come_from_the_secrets_password_key() {
-        // "s3cret" and "other" in base64.
-        let objects = [
-            secret("bgp-auth", json!({"password": "czNjcmV0"})),
-            secret("no-key", json!({"username": "b3RoZXI="})),
-        ];
-        let server = StoreServer::with_objects(objects.clone());
-        server.serve().await;
-        let api = SecretSource::Kubernetes(server.client());
-        assert_eq!(
-            read_password(&api, "metallb-system", "bgp-auth").await,
-            Ok("s3cret".to_string())
-        );
-        let missing = read_password(&api, "metallb-system", "absent")
-            .await
-            .unwrap_err();
-        assert!(
-            missing.contains("Secret metallb-system/absent"),
-            "{missing}"
-        );
-        let no_key = read_password(&api, "metallb-system", "no-key")
-            .await
-            .unwrap_err();
-        assert!(no_key.contains("has no `password` key"), "{no_key}");
-
-        let parsed: Vec<Secret> = objects
-            .iter()
-            .map(|object| serde_json::from_value(object.clone()).unwrap())
-            .collect();
-        let (_tx, rx) = watch::channel(Arc::new(parsed));
-        let manifests = SecretSource::Static(rx);
-        assert_eq!(
-            read_password(&manifests, "metallb-system", "bgp-auth").await,
-            Ok("s3cret".to_string())
-        );
-        // Another namespace's Secret of the same name is not the one named.
-        assert!(
-            read_password(&manifests, "default", "bgp-auth")
-                .await
-                .is_err()
-        );
-    }
-
-    /// The speaker gets the peers selecting this node with their passwords; a peer
-    /// whose Secret cannot be read is left out, the others are not held back.
-    #[tokio::test]
-    async fn peers_are_published_with_passwords_and_unreadable_ones_wait() {
-        let peer = |name: &str, password: Option<PeerPassword>| Peer {
-            name: name.into(),
-            my_asn: 64512,
-            peer_asn: metallb_config::PeerAsn::Fixed(64513),
-            address: Some("10.0.0.254".parse().unwrap()),
-            interface: None,
-            source_address: None,
-            port: 179,
-            hold_time: None,
-            keepalive_time: None,
-            connect_time: None,
-            router_id: None,
-            node_selectors: Vec::new(),
-            password,
-            bfd_profile: None,
-            graceful_restart: true,
-            ebgp_multihop: false,
-            dual_stack: false,
-        };
-        let secret_ref = |name: &str| PeerPassword::Secret {
-            namespace: String::new(),
-            name: name.into(),
-        };
-        let parsed: Vec<Secret> = vec![
-            serde_json::from_value(secret("bgp-auth", json!({"password": "czNjcmV0"}))).unwrap(),
-        ];
-        let (_secrets_tx, secrets_rx) = watch::channel(Arc::new(parsed));
-        let (wanted_tx, wanted_rx) = watch::channel(Vec::new());
-        let (peers_tx, mut peers) = watch::channel(Vec::new());
-        let task = tokio::spawn(resolve_passwords(
-            wanted_rx,
-            SecretSource::Static(secrets_rx),
-            "metallb-system".into(),
-            peers_tx,
-        ));
-        wanted_tx.send_replace(vec![
-            peer("open", None),
-            peer("inline", Some(PeerPassword::Inline("pw".into()))),
-            peer("from-secret", Some(secret_ref("bgp-auth"))),
-            peer("unreadable", Some(secret_ref("absent"))),
-        ]);
-        let published = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                peers.changed().await.unwrap();
-                let now = peers.borrow_and_update().clone();
-                if !now.is_empty() {
-                    return now;
-                }
-            }
-        })
-        .await
-        .unwrap();
-        let by_name: BTreeMap<&str, Option<&str>> = published
-            .iter()
-            .map(|p| (p.name.as_str(), p.password.as_ref().map(|pw| pw.0.as_str())))
-            .collect();
-        assert_eq!(
-            by_name,
-            BTreeMap::from([
-                ("from-secret", Some("s3cret")),
-                ("inline", Some("pw")),
-                ("open", None),
-            ])
-        );
-        task.abort();
     }
 }
