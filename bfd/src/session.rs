@@ -329,12 +329,7 @@ impl Session {
         }
         if self.next_tx.is_some_and(|t| now >= t) {
             if self.may_transmit() {
-                let flags = if self.poll_active {
-                    Flags::POLL
-                } else {
-                    Flags::empty()
-                };
-                actions.push(Action::Send(self.packet(flags)));
+                actions.push(Action::Send(self.packet(self.periodic_flags())));
                 self.next_tx = Some(now + self.jittered());
             } else {
                 self.next_tx = None;
@@ -432,6 +427,16 @@ impl Session {
         }
     }
 
+    /// The flags of a packet sent on our own initiative: Poll while a poll sequence
+    /// waits for its Final (RFC 5880 §6.5), none otherwise.
+    fn periodic_flags(&self) -> Flags {
+        if self.poll_active {
+            Flags::POLL
+        } else {
+            Flags::empty()
+        }
+    }
+
     /// Sends the current packet out of turn (a change the peer should hear now) and
     /// restarts the periodic timer from here.
     fn send_now(&mut self, now: Instant, actions: &mut Vec<Action>) {
@@ -439,12 +444,7 @@ impl Session {
             self.next_tx = None;
             return;
         }
-        let flags = if self.poll_active {
-            Flags::POLL
-        } else {
-            Flags::empty()
-        };
-        actions.push(Action::Send(self.packet(flags)));
+        actions.push(Action::Send(self.packet(self.periodic_flags())));
         self.next_tx = self.may_transmit().then(|| now + self.jittered());
     }
 

@@ -9,6 +9,13 @@ use bfd_proto::{Action, Config, Diagnostic, Error, Flags, Packet, Session, State
 
 const DELAY: Duration = Duration::from_millis(1);
 
+/// Asserts that every gap between packets lies within `lo..=hi`: the jittered range
+/// of a transmit interval (RFC 5880 §6.8.7: 75 % to 100 %, 90 % with a multiplier of 1).
+#[track_caller]
+fn assert_gaps_within(gaps: &[Duration], lo: Duration, hi: Duration) {
+    assert!(gaps.iter().all(|g| *g >= lo && *g <= hi), "{gaps:?}");
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -154,10 +161,7 @@ fn two_active_sessions_come_up_with_a_three_way_handshake() {
     for side in 0..2 {
         let gaps = sim.gaps(side, from, sim.now);
         assert!(gaps.len() >= 20, "{gaps:?}");
-        assert!(
-            gaps.iter().all(|g| *g >= ms(225) && *g <= ms(300)),
-            "{gaps:?}"
-        );
+        assert_gaps_within(&gaps, ms(225), ms(300));
         assert!(gaps.iter().any(|g| *g < ms(270)), "no jitter: {gaps:?}");
         assert!(
             sim.sent[side]
@@ -219,10 +223,8 @@ fn a_silent_peer_is_detected_after_the_detection_time() {
         assert_eq!(p.desired_min_tx_us, 1_000_000);
     }
     let gaps = sim.gaps(0, down.0, sim.now);
-    assert!(
-        !gaps.is_empty() && gaps.iter().all(|g| *g >= ms(750) && *g <= ms(1000)),
-        "{gaps:?}"
-    );
+    assert!(!gaps.is_empty());
+    assert_gaps_within(&gaps, ms(750), ms(1000));
 
     // The link comes back: they meet again.
     sim.link[1] = true;
@@ -272,10 +274,7 @@ fn a_poll_sequence_changes_the_intervals_safely() {
     sim.run_for(Duration::from_secs(10));
     for side in 0..2 {
         let gaps = sim.gaps(side, start + Duration::from_secs(2), sim.now);
-        assert!(
-            gaps.iter().all(|g| *g >= ms(750) && *g <= ms(1000)),
-            "{side}: {gaps:?}"
-        );
+        assert_gaps_within(&gaps, ms(750), ms(1000));
     }
     assert_eq!(sim.states(), (State::Up, State::Up));
 }
@@ -430,10 +429,7 @@ fn detect_mult_one_narrows_the_jitter() {
     sim.run_for(Duration::from_secs(10));
     let gaps = sim.gaps(0, from, sim.now);
     assert!(gaps.len() >= 30);
-    assert!(
-        gaps.iter().all(|g| *g >= ms(225) && *g <= ms(270)),
-        "{gaps:?}"
-    );
+    assert_gaps_within(&gaps, ms(225), ms(270));
     assert_eq!(sim.states(), (State::Up, State::Up));
 }
 
@@ -567,13 +563,7 @@ fn intervals_and_multipliers_are_negotiated_per_direction() {
     sim.run_for(Duration::from_secs(10));
     let a_gaps = sim.gaps(0, from, sim.now);
     let b_gaps = sim.gaps(1, from, sim.now);
-    assert!(
-        a_gaps.iter().all(|g| *g >= ms(75) && *g <= ms(100)),
-        "{a_gaps:?}"
-    );
-    assert!(
-        b_gaps.iter().all(|g| *g >= ms(375) && *g <= ms(500)),
-        "{b_gaps:?}"
-    );
+    assert_gaps_within(&a_gaps, ms(75), ms(100));
+    assert_gaps_within(&b_gaps, ms(375), ms(500));
     assert_eq!(sim.states(), (State::Up, State::Up));
 }

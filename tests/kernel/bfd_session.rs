@@ -170,6 +170,15 @@ impl Router {
     }
 }
 
+/// The keys of one session seen from both ends: `a`'s (local `a`, peer `b`) and
+/// `b`'s.
+fn mirrored_keys(a: IpAddr, b: IpAddr) -> (SessionKey, SessionKey) {
+    (
+        SessionKey { peer: b, local: a },
+        SessionKey { peer: a, local: b },
+    )
+}
+
 /// An AdminDown from the router's address that does not know our discriminator: were
 /// it accepted, our Up session would go Down at once (the peer said so).
 fn spoofed_admin_down() -> Vec<u8> {
@@ -346,14 +355,7 @@ fn bfd_session_two_managers() {
     veth(&a_ns, "eth0", "10.1.0.1/24", &b_ns, "eth0", "10.1.0.2/24");
     let (ip_a, ip_b): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
     let (mut a, b) = (Node::new(&a_ns), Node::new(&b_ns));
-    let key_a = SessionKey {
-        peer: ip_b,
-        local: ip_a,
-    };
-    let key_b = SessionKey {
-        peer: ip_a,
-        local: ip_b,
-    };
+    let (key_a, key_b) = mirrored_keys(ip_a, ip_b);
     let passive = Config {
         passive: true,
         ..Config::default()
@@ -472,14 +474,7 @@ fn bfd_session_ipv6_link_local() {
     b_ns.sh("ip addr add fe80::b/64 dev eth0 nodad");
     let (ll_a, ll_b): (IpAddr, IpAddr) = ("fe80::a".parse().unwrap(), "fe80::b".parse().unwrap());
     let (a, b) = (Node::new(&a_ns), Node::new(&b_ns));
-    let key_a = SessionKey {
-        peer: ll_b,
-        local: ll_a,
-    };
-    let key_b = SessionKey {
-        peer: ll_a,
-        local: ll_b,
-    };
+    let (key_a, key_b) = mirrored_keys(ll_a, ll_b);
     let refused = a.with(move |m| async move { m.add_session(key_a, Config::default(), None) });
     assert!(refused.is_err(), "a link-local session without interface");
     let mut rx_a = a

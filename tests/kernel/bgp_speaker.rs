@@ -8,130 +8,23 @@
 //! router keeps the route across a restart and flushes what the restarted speaker no
 //! longer announces once it gets End-of-RIB), and a peer sending garbage.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipvs_proxy::announce::bgp::{
-    BfdSessions, BfdState, NeighborStatus, Password, PeerAs, PeerConfig, PeerRoutes, SessionState,
-    SpeakerOptions, spawn_bgp_speaker,
+    BfdSessions, BfdState, Password, PeerAs, PeerConfig, SessionState, SpeakerOptions,
 };
-use ipvs_proxy::lb::decision::Route;
+use netns_lab::routers::{Bird, Frr, Gobgp, bird_bgp, fib, next_hops, scratch_dir, star};
 use netns_lab::{Netns, veth, wait_until};
-use tokio::sync::{oneshot, watch};
+use testkit::speaker::{InProcessSpeaker as Speaker, route, routes_for};
+use tokio::sync::watch;
 
 const ROUTER_AS: u32 = 64513;
 const NODE_AS: u32 = 64512;
 const VIP: &str = "198.51.100.10/32";
 const VIP2: &str = "198.51.100.11/32";
-
-/// A scratch directory for a router's files.
-fn lab_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(format!(
-        "/run/lab/bgp-speaker-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn route(prefix: &str, communities: &[&str], local_pref: Option<u32>) -> Route {
-    Route {
-        prefix: prefix.parse().unwrap(),
-        communities: communities.iter().map(|c| c.parse().unwrap()).collect(),
-        local_pref,
-    }
-}
-
-fn routes_for(peer: &str, routes: &[Route]) -> PeerRoutes {
-    let mut map = BTreeMap::new();
-    map.insert(
-        Arc::from(peer),
-        routes.iter().cloned().collect::<BTreeSet<_>>(),
-    );
-    map
-}
-
-/// The speaker running in a node namespace on its own thread and runtime.
-struct Speaker {
-    peers: watch::Sender<Vec<PeerConfig>>,
-    routes: watch::Sender<PeerRoutes>,
-    status: Arc<Mutex<Vec<NeighborStatus>>>,
-    stop: Option<oneshot::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Speaker {
-    fn start(
-        ns: &Netns,
-        options: SpeakerOptions,
-        peers: Vec<PeerConfig>,
-        routes: PeerRoutes,
-    ) -> Speaker {
-        let (peers_tx, peers_rx) = watch::channel(peers);
-        let (routes_tx, routes_rx) = watch::channel(routes);
-        let (stop, mut stop_rx) = oneshot::channel::<bool>();
-        let status = Arc::new(Mutex::new(Vec::new()));
-        let shown = status.clone();
-        let thread = ns.thread_async(move || async move {
-            let handle = spawn_bgp_speaker(options, peers_rx, routes_rx);
-            loop {
-                *shown.lock().unwrap() = handle.status();
-                tokio::select! {
-                    graceful = &mut stop_rx => {
-                        handle.shutdown(graceful.unwrap_or(false)).await;
-                        return;
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
-        });
-        Speaker {
-            peers: peers_tx,
-            routes: routes_tx,
-            status,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn status(&self, peer: &str) -> Option<NeighborStatus> {
-        self.status
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|n| n.name == peer)
-            .cloned()
-    }
-
-    fn established(&self, peer: &str) -> bool {
-        self.status(peer)
-            .is_some_and(|n| n.state == SessionState::Established)
-    }
-
-    /// Stops the speaker and waits for it.
-    fn shutdown(mut self, graceful: bool) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(graceful);
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the speaker's thread panicked");
-        }
-    }
-}
-
-impl Drop for Speaker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(false);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 fn options(node: &str, router_id: &str, marker: &Path) -> SpeakerOptions {
     let mut o = SpeakerOptions::new(node, router_id.parse().unwrap());
@@ -150,100 +43,20 @@ fn peer(name: &str, local_as: u32, peer_as: u32, address: &str) -> PeerConfig {
     p
 }
 
-// --- BIRD ---------------------------------------------------------------------------
-
-struct Bird {
-    ns: Netns,
-    dir: PathBuf,
-    _daemon: netns_lab::Background,
-}
-
-impl Bird {
-    /// BIRD in `ns` with `protocols` (BGP protocol blocks) and a kernel protocol that
-    /// merges equal BGP paths into ECMP routes.
-    fn start(ns: Netns, name: &str, router_id: &str, protocols: &str) -> Bird {
-        let dir = lab_dir(name);
-        std::fs::write(
-            dir.join("bird.conf"),
-            format!(
-                "router id {router_id};\nprotocol device {{ }}\n\
-                 protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
-                 protocol kernel {{ ipv6 {{ export all; }}; merge paths on; }}\n{protocols}"
-            ),
-        )
-        .unwrap();
-        let daemon = ns.spawn(&format!(
-            "bird -f -c {d}/bird.conf -s {d}/bird.ctl -P {d}/bird.pid",
-            d = dir.display()
-        ));
-        let bird = Bird {
-            ns,
-            dir,
-            _daemon: daemon,
-        };
-        assert!(
-            wait_until(Duration::from_secs(10), || bird
-                .ns
-                .exec(&format!(
-                    "birdc -s {}/bird.ctl show status",
-                    bird.dir.display()
-                ))
-                .status
-                .success()),
-            "BIRD never answered"
-        );
-        bird
-    }
-
-    fn show(&self, cmd: &str) -> String {
-        let out = self
-            .ns
-            .exec(&format!("birdc -s {}/bird.ctl {cmd}", self.dir.display()));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn fib(&self, prefix: &str) -> String {
-        self.ns.sh(&format!("ip route show {prefix}"))
-    }
-}
-
 /// A BIRD protocol for a node on `address` in AS `asn`, passive (the speaker
 /// connects), with graceful restart.
 fn bird_protocol(name: &str, local: &str, address: &str, asn: u32, extra: &str) -> String {
-    format!(
-        "protocol bgp {name} {{\n  local {local} as {ROUTER_AS};\n  neighbor {address} as {asn};\n  \
-         passive on;\n  graceful restart on;\n  {extra}\n  ipv4 {{ import all; export none; }};\n}}\n"
+    bird_bgp(
+        name,
+        local,
+        ROUTER_AS,
+        address,
+        asn,
+        &format!("passive on;\n  graceful restart on;\n  {extra}"),
     )
 }
 
-/// The router and `n` nodes, node i on 10.0.i.2/24 and the router on 10.0.i.1/24.
-fn star(prefix: &str, n: usize) -> (Netns, Vec<Netns>) {
-    let r = Netns::new(&format!("{prefix}r"));
-    let nodes: Vec<Netns> = (1..=n)
-        .map(|i| {
-            let node = Netns::new(&format!("{prefix}n{i}"));
-            veth(
-                &r,
-                &format!("r{i}"),
-                &format!("10.0.{i}.1/24"),
-                &node,
-                "eth0",
-                &format!("10.0.{i}.2/24"),
-            );
-            node
-        })
-        .collect();
-    (r, nodes)
-}
-
-fn next_hops(fib: &str) -> BTreeSet<String> {
-    fib.split_whitespace()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|w| w[0] == "via")
-        .map(|w| w[1].to_string())
-        .collect()
-}
+// --- BIRD ---------------------------------------------------------------------------
 
 #[test]
 #[ignore = "needs the kernel lab"]
@@ -260,8 +73,8 @@ fn bird_installs_an_ecmp_route_over_three_nodes_and_follows_withdrawals() {
             )
         })
         .collect();
-    let bird = Bird::start(r, "ecmp", "10.0.0.1", &protocols);
-    let dir = lab_dir("ecmp-markers");
+    let bird = Bird::start(&r, "10.0.0.1", &protocols);
+    let dir = scratch_dir("bgp-speaker-ecmp-markers");
     let speakers: Vec<Speaker> = nodes
         .iter()
         .enumerate()
@@ -286,24 +99,24 @@ fn bird_installs_an_ecmp_route_over_three_nodes_and_follows_withdrawals() {
 
     let all = ["10.0.1.2", "10.0.2.2", "10.0.3.2"].map(String::from);
     let ecmp = wait_until(Duration::from_secs(60), || {
-        next_hops(&bird.fib("198.51.100.10")) == BTreeSet::from(all.clone())
+        next_hops(&fib(&r, "198.51.100.10")) == BTreeSet::from(all.clone())
     });
     assert!(
         ecmp,
         "no ECMP route via the three nodes:\n{}\n{}",
-        bird.fib("198.51.100.10"),
-        bird.show("show protocols all")
+        fib(&r, "198.51.100.10"),
+        bird.birdc("show protocols all")
     );
-    let shown = bird.show("show route 198.51.100.10/32 all");
+    let shown = bird.birdc("show route 198.51.100.10/32 all");
     assert!(shown.contains("(64512,7)"), "{shown}");
     assert!(shown.contains("(64512, 1, 1)"), "{shown}");
     assert!(shown.contains("BGP.as_path: 64512"), "{shown}");
     // eBGP: no LOCAL_PREF on the wire (BIRD shows its own default, 100).
     assert!(!shown.contains("BGP.local_pref: 300"), "{shown}");
-    let second = bird.show("show route 198.51.100.11/32 all");
+    let second = bird.birdc("show route 198.51.100.11/32 all");
     assert!(second.contains("(64512,8)"), "{second}");
     assert_eq!(
-        next_hops(&bird.fib("198.51.100.11")),
+        next_hops(&fib(&r, "198.51.100.11")),
         BTreeSet::from(["10.0.1.2".to_string()])
     );
     let status = speakers[0].status("router").unwrap();
@@ -313,26 +126,23 @@ fn bird_installs_an_ecmp_route_over_three_nodes_and_follows_withdrawals() {
 
     // Node 3 stops announcing: its next hop leaves the ECMP route; node 1 drops the
     // second prefix: it leaves the router's table.
-    speakers[2].routes.send(routes_for("router", &[])).unwrap();
-    speakers[0]
-        .routes
-        .send(routes_for(
-            "router",
-            &[route(VIP, &["64512:7", "large:64512:1:1"], Some(300))],
-        ))
-        .unwrap();
+    speakers[2].set_routes(routes_for("router", &[]));
+    speakers[0].set_routes(routes_for(
+        "router",
+        &[route(VIP, &["64512:7", "large:64512:1:1"], Some(300))],
+    ));
     let shrunk = wait_until(Duration::from_secs(10), || {
-        next_hops(&bird.fib("198.51.100.10"))
+        next_hops(&fib(&r, "198.51.100.10"))
             == BTreeSet::from(["10.0.1.2".to_string(), "10.0.2.2".to_string()])
             && !bird
-                .show("show route 198.51.100.11/32")
+                .birdc("show route 198.51.100.11/32")
                 .contains("198.51.100.11")
     });
     assert!(
         shrunk,
         "{}\n{}",
-        bird.fib("198.51.100.10"),
-        bird.show("show route")
+        fib(&r, "198.51.100.10"),
+        bird.birdc("show route")
     );
     // The session of node 3 stays up with nothing announced.
     assert!(speakers[2].established("router"));
@@ -340,11 +150,11 @@ fn bird_installs_an_ecmp_route_over_three_nodes_and_follows_withdrawals() {
 
     // Node 2 loses its peer (a nodeSelector no longer selects it): the session ends
     // with its routes withdrawn.
-    speakers[1].peers.send(Vec::new()).unwrap();
+    speakers[1].set_peers(Vec::new());
     let one = wait_until(Duration::from_secs(10), || {
-        next_hops(&bird.fib("198.51.100.10")) == BTreeSet::from(["10.0.1.2".to_string()])
+        next_hops(&fib(&r, "198.51.100.10")) == BTreeSet::from(["10.0.1.2".to_string()])
     });
-    assert!(one, "{}", bird.fib("198.51.100.10"));
+    assert!(one, "{}", fib(&r, "198.51.100.10"));
     assert!(wait_until(Duration::from_secs(5), || speakers[1]
         .status("router")
         .is_none()));
@@ -371,8 +181,8 @@ fn tcp_md5_lets_the_right_password_in_and_keeps_the_wrong_one_out() {
             "password \"s3cret-key\";"
         ),
     );
-    let bird = Bird::start(r, "md5", "10.0.0.1", &protocols);
-    let dir = lab_dir("md5-markers");
+    let bird = Bird::start(&r, "10.0.0.1", &protocols);
+    let dir = scratch_dir("bgp-speaker-md5-markers");
     let mut good_peer = peer("router", NODE_AS, ROUTER_AS, "10.0.1.1");
     good_peer.password = Some(Password("s3cret-key".into()));
     let mut bad_peer = peer("router", NODE_AS, ROUTER_AS, "10.0.2.1");
@@ -390,15 +200,15 @@ fn tcp_md5_lets_the_right_password_in_and_keeps_the_wrong_one_out() {
         routes_for("router", &[route(VIP2, &[], None)]),
     );
     let routed = wait_until(Duration::from_secs(60), || {
-        bird.fib("198.51.100.10").contains("via 10.0.1.2")
+        fib(&r, "198.51.100.10").contains("via 10.0.1.2")
     });
-    assert!(routed, "{}", bird.show("show protocols all good"));
+    assert!(routed, "{}", bird.birdc("show protocols all good"));
     assert!(good.established("router"));
     // The wrong key: the router drops the segments, no session in 10 s (ten attempts).
     std::thread::sleep(Duration::from_secs(10));
     assert!(!bad.established("router"), "{:?}", bad.status("router"));
-    assert!(!bird.show("show route").contains("198.51.100.11"));
-    let protocols = bird.show("show protocols");
+    assert!(!bird.birdc("show route").contains("198.51.100.11"));
+    let protocols = bird.birdc("show protocols");
     assert!(
         protocols
             .lines()
@@ -414,12 +224,11 @@ fn tcp_md5_lets_the_right_password_in_and_keeps_the_wrong_one_out() {
 fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
     let (r, nodes) = star("bgpg", 1);
     let bird = Bird::start(
-        r,
-        "gr",
+        &r,
         "10.0.0.1",
         &bird_protocol("node1", "10.0.1.1", "10.0.1.2", NODE_AS, ""),
     );
-    let dir = lab_dir("gr-markers");
+    let dir = scratch_dir("bgp-speaker-gr-markers");
     let marker = dir.join("node1");
     let mut gr_peer = peer("router", NODE_AS, ROUTER_AS, "10.0.1.1");
     gr_peer.graceful_restart = true;
@@ -430,14 +239,14 @@ fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
         routes_for("router", &[route(VIP, &[], None), route(VIP2, &[], None)]),
     );
     let both = wait_until(Duration::from_secs(60), || {
-        bird.fib("198.51.100.10").contains("via 10.0.1.2")
-            && bird.fib("198.51.100.11").contains("via 10.0.1.2")
+        fib(&r, "198.51.100.10").contains("via 10.0.1.2")
+            && fib(&r, "198.51.100.11").contains("via 10.0.1.2")
     });
-    assert!(both, "{}", bird.show("show protocols all node1"));
+    assert!(both, "{}", bird.birdc("show protocols all node1"));
     assert!(first.status("router").unwrap().graceful_restart);
     assert!(marker.exists());
     // A fresh start: no restart state (R bit) in our OPEN.
-    let caps = bird.show("show protocols all node1");
+    let caps = bird.birdc("show protocols all node1");
     assert!(!caps.contains("Restart recovery"), "{caps}");
 
     // Watch the FIB for any gap in the first prefix from now on.
@@ -445,7 +254,7 @@ fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
     let gaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let watcher = {
         let (watching, gaps) = (watching.clone(), gaps.clone());
-        let ns = bird.ns.name().to_string();
+        let ns = r.name().to_string();
         std::thread::spawn(move || {
             while watching.load(std::sync::atomic::Ordering::SeqCst) {
                 let out = std::process::Command::new("ip")
@@ -465,12 +274,12 @@ fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
     first.shutdown(true);
     assert!(marker.exists(), "a graceful stop keeps the restart marker");
     std::thread::sleep(Duration::from_secs(3));
-    let kept = bird.show("show route all");
+    let kept = bird.birdc("show route all");
     assert!(
         kept.contains("198.51.100.10") && kept.contains("198.51.100.11"),
         "{kept}"
     );
-    assert!(bird.fib("198.51.100.11").contains("via 10.0.1.2"));
+    assert!(fib(&r, "198.51.100.11").contains("via 10.0.1.2"));
 
     // It comes back (restart bit set from the marker) announcing one prefix: once its
     // End-of-RIB arrives, the router flushes the stale second prefix, long before the
@@ -483,17 +292,17 @@ fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
         routes_for("router", &[route(VIP, &[], None)]),
     );
     let flushed = wait_until(Duration::from_secs(60), || {
-        second.established("router") && !bird.fib("198.51.100.11").contains("via")
+        second.established("router") && !fib(&r, "198.51.100.11").contains("via")
     });
     assert!(
         flushed,
         "{}\n{}",
-        bird.show("show protocols all node1"),
-        bird.show("show route all")
+        bird.birdc("show protocols all node1"),
+        bird.birdc("show route all")
     );
     assert!(restarted_at.elapsed() < Duration::from_secs(60));
     // The restart state (R bit) came from the marker the first run left.
-    let caps = bird.show("show protocols all node1");
+    let caps = bird.birdc("show protocols all node1");
     assert!(caps.contains("Restart recovery"), "{caps}");
     watching.store(false, std::sync::atomic::Ordering::SeqCst);
     watcher.join().unwrap();
@@ -502,15 +311,15 @@ fn graceful_restart_keeps_the_route_and_end_of_rib_flushes_what_is_gone() {
         0,
         "the route left the FIB during the restart"
     );
-    assert!(bird.fib("198.51.100.10").contains("via 10.0.1.2"));
+    assert!(fib(&r, "198.51.100.10").contains("via 10.0.1.2"));
 
     // A non-graceful stop withdraws, and removes the marker.
     second.shutdown(false);
     assert!(!marker.exists());
     let gone = wait_until(Duration::from_secs(10), || {
-        !bird.fib("198.51.100.10").contains("via")
+        !fib(&r, "198.51.100.10").contains("via")
     });
-    assert!(gone, "{}", bird.show("show route all"));
+    assert!(gone, "{}", bird.birdc("show route all"));
 }
 
 #[test]
@@ -520,8 +329,7 @@ fn a_peer_sending_garbage_does_not_disturb_the_other_session() {
     // A second "router" address on the same link that answers with garbage.
     r.sh("ip addr add 10.0.1.9/24 dev r1");
     let bird = Bird::start(
-        r,
-        "garbage",
+        &r,
         "10.0.0.1",
         &bird_protocol("node1", "10.0.1.1", "10.0.1.2", NODE_AS, ""),
     );
@@ -529,7 +337,7 @@ fn a_peer_sending_garbage_does_not_disturb_the_other_session() {
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let garbage = {
         let (stop, served) = (stop.clone(), served.clone());
-        bird.ns.thread(move || {
+        r.thread(move || {
             let listener = std::net::TcpListener::bind("10.0.1.9:1179").unwrap();
             listener.set_nonblocking(true).unwrap();
             let mut n = 0u8;
@@ -554,7 +362,7 @@ fn a_peer_sending_garbage_does_not_disturb_the_other_session() {
             }
         })
     };
-    let dir = lab_dir("garbage-markers");
+    let dir = scratch_dir("bgp-speaker-garbage-markers");
     let speaker = Speaker::start(
         &nodes[0],
         options("node1", "10.0.1.2", &dir.join("node1")),
@@ -575,13 +383,13 @@ fn a_peer_sending_garbage_does_not_disturb_the_other_session() {
         },
     );
     let routed = wait_until(Duration::from_secs(60), || {
-        bird.fib("198.51.100.10").contains("via 10.0.1.2")
+        fib(&r, "198.51.100.10").contains("via 10.0.1.2")
     });
-    assert!(routed, "{}", bird.show("show protocols all node1"));
+    assert!(routed, "{}", bird.birdc("show protocols all node1"));
     // BIRD's "since" column (hh:mm:ss.mmm) in milliseconds; it is printed from a
     // monotonic stamp, so two readings of an unchanged session may differ by 1 ms.
     let uptime = |bird: &Bird| -> i64 {
-        let line = bird.show("show protocols node1");
+        let line = bird.birdc("show protocols node1");
         let since = line
             .split_whitespace()
             .find(|w| w.len() == 12 && w.as_bytes()[2] == b':' && w.as_bytes()[8] == b'.')
@@ -618,15 +426,12 @@ fn a_peer_sending_garbage_does_not_disturb_the_other_session() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     garbage.join().unwrap();
     // The speaker still serves: a route change reaches the good peer.
-    speaker
-        .routes
-        .send(routes_for("router", &[route(VIP2, &[], None)]))
-        .unwrap();
+    speaker.set_routes(routes_for("router", &[route(VIP2, &[], None)]));
     let moved = wait_until(Duration::from_secs(10), || {
-        bird.fib("198.51.100.11").contains("via 10.0.1.2")
-            && !bird.fib("198.51.100.10").contains("via")
+        fib(&r, "198.51.100.11").contains("via 10.0.1.2")
+            && !fib(&r, "198.51.100.10").contains("via")
     });
-    assert!(moved, "{}", bird.show("show route all"));
+    assert!(moved, "{}", bird.birdc("show route all"));
 }
 
 // --- FRR ----------------------------------------------------------------------------
@@ -635,7 +440,6 @@ fn a_peer_sending_garbage_does_not_disturb_the_other_session() {
 #[ignore = "needs the kernel lab"]
 fn frr_sees_a_four_octet_as_ebgp_node_and_an_ibgp_node_with_local_pref() {
     let (r, nodes) = star("bgpf", 2);
-    let dir = lab_dir("frr");
     let conf = format!(
         r#"frr defaults datacenter
 hostname lab
@@ -652,30 +456,9 @@ router bgp {ROUTER_AS}
 exit
 "#
     );
-    std::fs::write(dir.join("bgpd.conf"), conf).unwrap();
-    std::fs::write(dir.join("zebra.conf"), "hostname lab\n").unwrap();
-    // zebra drops to the frr user and writes its pid file and sockets here.
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let zebra = r.spawn(&format!(
-        "/usr/lib/frr/zebra -f {d}/zebra.conf -i {d}/zebra.pid -z {d}/zserv.api --vty_socket {d} -P 0",
-        d = dir.display()
-    ));
-    // Slow under emulation with the other tests running beside it.
-    if !wait_until(Duration::from_secs(60), || dir.join("zserv.api").exists()) {
-        panic!("zebra never opened its socket:\n{}", zebra.finish());
-    }
-    let _bgpd = r.spawn(&format!(
-        "/usr/lib/frr/bgpd -f {d}/bgpd.conf -i {d}/bgpd.pid -z {d}/zserv.api --vty_socket {d} -S -P 0",
-        d = dir.display()
-    ));
-    let vtysh = |cmd: &str| {
-        let out = r.exec(&format!(
-            "vtysh --vty_socket {} -d bgpd -c '{cmd}'",
-            dir.display()
-        ));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let markers = lab_dir("frr-markers");
+    let frr = Frr::start(&r, &conf, false);
+    let vtysh = |cmd: &str| frr.vtysh("bgpd", cmd);
+    let markers = scratch_dir("bgp-speaker-frr-markers");
     let _ebgp = Speaker::start(
         &nodes[0],
         options("node1", "10.0.1.2", &markers.join("n1")),
@@ -744,7 +527,6 @@ fn gobgp_learns_ipv6_prefixes_over_an_ipv6_session_and_a_dual_stack_one() {
     veth(&r, "r2", "10.0.2.1/24", &n2, "eth0", "10.0.2.2/24");
     r.sh("ip addr add fd00:2::1/64 dev r2 nodad");
     n2.sh("ip addr add fd00:2::2/64 dev eth0 nodad");
-    let dir = lab_dir("gobgp6");
     let conf = format!(
         r#"[global.config]
   as = {ROUTER_AS}
@@ -777,23 +559,9 @@ fn gobgp_learns_ipv6_prefixes_over_an_ipv6_session_and_a_dual_stack_one() {
       afi-safi-name = "ipv6-unicast"
 "#
     );
-    std::fs::write(dir.join("gobgpd.toml"), conf).unwrap();
-    let daemon = r.spawn(&format!(
-        "gobgpd -f {}/gobgpd.toml -t toml --api-hosts 127.0.0.1:50051 --pprof-disable",
-        dir.display()
-    ));
-    let gobgp = |cmd: &str| {
-        let out = r.exec(&format!("gobgp -u 127.0.0.1 -p 50051 {cmd}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    if !wait_until(Duration::from_secs(60), || {
-        r.exec("gobgp -u 127.0.0.1 -p 50051 global")
-            .status
-            .success()
-    }) {
-        panic!("gobgpd never answered:\n{}", daemon.finish());
-    }
-    let markers = lab_dir("gobgp6-markers");
+    let router = Gobgp::start(&r, &conf);
+    let gobgp = |args: &str| router.cli(args);
+    let markers = scratch_dir("bgp-speaker-gobgp6-markers");
     let mut p = peer("router", NODE_AS, ROUTER_AS, "fd00:1::1");
     p.graceful_restart = true;
     let speaker = Speaker::start(
@@ -854,7 +622,7 @@ fn gobgp_learns_ipv6_prefixes_over_an_ipv6_session_and_a_dual_stack_one() {
     assert_eq!(dual.status("router").unwrap().prefixes_sent, 2);
 
     // Withdrawn when the route goes.
-    speaker.routes.send(routes_for("router", &[])).unwrap();
+    speaker.set_routes(routes_for("router", &[]));
     let gone = wait_until(Duration::from_secs(10), || {
         !gobgp("global rib -a ipv6").contains("2001:db8:100::10")
     });
@@ -878,18 +646,21 @@ impl BfdSessions for Switch {
 fn bfd_going_down_closes_the_session_at_once() {
     let (r, nodes) = star("bgpb", 1);
     let bird = Bird::start(
-        r,
-        "bfd",
+        &r,
         "10.0.0.1",
         // Without graceful restart the router drops our routes when the connection
         // closes.
-        &format!(
-            "protocol bgp node1 {{\n  local 10.0.1.1 as {ROUTER_AS};\n  neighbor 10.0.1.2 as {NODE_AS};\n  \
-             passive on;\n  ipv4 {{ import all; export none; }};\n}}\n"
+        &bird_bgp(
+            "node1",
+            "10.0.1.1",
+            ROUTER_AS,
+            "10.0.1.2",
+            NODE_AS,
+            "passive on;",
         ),
     );
     let (bfd, bfd_rx) = watch::channel(true);
-    let dir = lab_dir("bfd-markers");
+    let dir = scratch_dir("bgp-speaker-bfd-markers");
     let mut o = options("node1", "10.0.1.2", &dir.join("n1"));
     o.bfd = Some(Arc::new(Switch(bfd_rx)));
     let mut p = peer("router", NODE_AS, ROUTER_AS, "10.0.1.1");
@@ -903,9 +674,9 @@ fn bfd_going_down_closes_the_session_at_once() {
         routes_for("router", &[route(VIP, &[], None)]),
     );
     let routed = wait_until(Duration::from_secs(60), || {
-        bird.fib("198.51.100.10").contains("via 10.0.1.2")
+        fib(&r, "198.51.100.10").contains("via 10.0.1.2")
     });
-    assert!(routed, "{}", bird.show("show protocols all node1"));
+    assert!(routed, "{}", bird.birdc("show protocols all node1"));
     assert!(wait_until(Duration::from_secs(2), || speaker
         .status("router")
         .is_some_and(|s| s.bfd == BfdState::Up)));
@@ -913,9 +684,9 @@ fn bfd_going_down_closes_the_session_at_once() {
     let down_at = Instant::now();
     bfd.send(false).unwrap();
     let gone = wait_until(Duration::from_secs(5), || {
-        !bird.fib("198.51.100.10").contains("via")
+        !fib(&r, "198.51.100.10").contains("via")
     });
-    assert!(gone, "{}", bird.show("show protocols all node1"));
+    assert!(gone, "{}", bird.birdc("show protocols all node1"));
     // Well within the 90 s hold time: the connection closed at once.
     assert!(down_at.elapsed() < Duration::from_secs(5));
     let status = speaker.status("router").unwrap();
@@ -926,7 +697,7 @@ fn bfd_going_down_closes_the_session_at_once() {
     // BFD up again: the session comes back on the next attempt.
     bfd.send(true).unwrap();
     let back = wait_until(Duration::from_secs(60), || {
-        bird.fib("198.51.100.10").contains("via 10.0.1.2")
+        fib(&r, "198.51.100.10").contains("via 10.0.1.2")
     });
-    assert!(back, "{}", bird.show("show protocols all node1"));
+    assert!(back, "{}", bird.birdc("show protocols all node1"));
 }

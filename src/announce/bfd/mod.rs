@@ -154,11 +154,7 @@ impl BfdManager {
             None => 0,
         };
         self.ensure_receiver(Family::of(key.local))?;
-        let mut table = self
-            .shared
-            .table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.shared.table();
         if table.by_key.contains_key(&key) {
             return Err(Error::Duplicate(key));
         }
@@ -206,11 +202,7 @@ impl BfdManager {
 
     /// The sessions and their states, by key.
     pub fn sessions(&self) -> Vec<(SessionKey, SessionState)> {
-        let table = self
-            .shared
-            .table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let table = self.shared.table();
         let mut all: Vec<_> = table
             .by_discriminator
             .values()

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bfd_proto::packet::TTL;
@@ -61,6 +61,7 @@ pub(super) struct Table {
     pub by_key: HashMap<SessionKey, u32>,
 }
 
+/// The receive path's counters (see [`super::Stats`] for each one's meaning).
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub received: AtomicU64,
@@ -79,27 +80,35 @@ fn bump(counter: &AtomicU64) {
 /// only, never across an await.
 #[derive(Debug, Default)]
 pub(super) struct Shared {
-    pub table: Mutex<Table>,
+    table: Mutex<Table>,
     pub counters: Counters,
 }
 
 impl Shared {
+    /// The table, even after a panic while it was held: each change to it is one map
+    /// operation, never left half done, so a poisoned lock is no reason to stop BFD.
+    pub(super) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the entry of the session `key`, if there is one.
     pub(super) fn with_entry<R>(&self, key: SessionKey, f: impl FnOnce(&Entry) -> R) -> Option<R> {
-        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = self.table();
         let discriminator = table.by_key.get(&key)?;
         table.by_discriminator.get(discriminator).map(f)
     }
 
     /// Forgets a session: its packets are no longer routed to it.
     pub(super) fn remove(&self, key: SessionKey) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table();
         if let Some(discriminator) = table.by_key.remove(&key) {
             table.by_discriminator.remove(&discriminator);
         }
     }
 
+    /// Forgets every session (their tasks end as their command channels close).
     pub(super) fn clear(&self) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table();
         table.by_key.clear();
         table.by_discriminator.clear();
     }
@@ -111,7 +120,7 @@ impl Shared {
         from: std::net::IpAddr,
         to: Option<std::net::IpAddr>,
     ) -> Option<mpsc::Sender<Inbound>> {
-        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = self.table();
         let discriminator = if packet.your_discriminator != 0 {
             packet.your_discriminator
         } else {

@@ -4,7 +4,9 @@
 //!
 //! - [`network`]: the TCP connection to a peer (source address, TTL, TCP MD5).
 //! - [`tasks`]: one tokio task per peer carrying out the `bgp-proto` state machine's
-//!   actions: connects, messages, timers, and the routes sent (Adj-RIB-Out).
+//!   actions: connects, messages, timers, and the routes sent (Adj-RIB-Out); the
+//!   listener on port 179 and connection collisions; the supervisor following the
+//!   peers; the status cells and metrics the tasks publish.
 //! - [`render`]: the `ipvs-proxy bgp` report.
 //! - [`metrics`]: MetalLB's BGP metric names.
 //!

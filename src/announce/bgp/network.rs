@@ -125,7 +125,7 @@ pub fn is_link_local(ip: Ipv6Addr) -> bool {
 }
 
 /// Listens for the peers' connections on `port` of every address of `family` (IPv4:
-/// 0.0.0.0, IPv6: [::] for IPv6 only, so each family has its own socket and TCP MD5
+/// `0.0.0.0`, IPv6: `[::]` for IPv6 only, so each family has its own socket and TCP MD5
 /// keys go to the socket of their family). Segments leave with TTL 255 as on our own
 /// connections; accepted connections inherit the keys.
 pub fn listen(v6: bool, port: u16) -> Result<TcpListener, BgpError> {

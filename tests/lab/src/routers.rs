@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::frr::RunDir;
-use crate::{Background, Netns, wait_until};
+use crate::{Background, Netns, veth, wait_until};
 
 /// A fresh scratch directory `/run/lab/<tag>-<pid>-<n>` (the lab's tmpfs).
 pub fn scratch_dir(tag: &str) -> PathBuf {
@@ -23,6 +23,28 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     dir
+}
+
+/// A router namespace `<prefix>r` and `n` node namespaces `<prefix>n<i>` (i from 1),
+/// each node linked to the router: node i's `eth0` on 10.0.i.2/24, the router's `r<i>`
+/// on 10.0.i.1/24.
+pub fn star(prefix: &str, n: usize) -> (Netns, Vec<Netns>) {
+    let router = Netns::new(&format!("{prefix}r"));
+    let nodes = (1..=n)
+        .map(|i| {
+            let node = Netns::new(&format!("{prefix}n{i}"));
+            veth(
+                &router,
+                &format!("r{i}"),
+                &format!("10.0.{i}.1/24"),
+                &node,
+                "eth0",
+                &format!("10.0.{i}.2/24"),
+            );
+            node
+        })
+        .collect();
+    (router, nodes)
 }
 
 /// The next hops (`via X` words) of an `ip route show` output.

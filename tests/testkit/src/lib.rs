@@ -8,12 +8,14 @@
 //!   watch, create, patch and delete, with an access policy and a switch to lose it;
 //! - [`cluster`]: the lab's client–node–pods cluster with a manifests directory and an
 //!   agent started as the binary or in-process;
-//! - [`agent`]: the agent run in-process, in the node's network namespace.
+//! - [`agent`]: the agent run in-process, in the node's network namespace;
+//! - [`speaker`]: the BGP speaker alone run in-process, in a node's network namespace.
 
 pub mod agent;
 pub mod apiserver;
 pub mod cluster;
 pub mod k8s;
+pub mod speaker;
 pub mod store_server;
 
 /// The agent configuration the lab tests run with: kube-proxy's format, a short
