@@ -49,6 +49,7 @@ struct Lab {
     client: Netns,
     nodes: Vec<Node>,
     dir: PathBuf,
+    ipv6: bool,
 }
 
 fn sysctl_forwarding(ns: &Netns) {
@@ -145,6 +146,7 @@ impl Lab {
             client,
             nodes,
             dir,
+            ipv6,
         }
     }
 
@@ -154,6 +156,50 @@ impl Lab {
         let tmp = self.dir.join(format!("{file}.tmp"));
         std::fs::write(&tmp, testkit::k8s::manifest(objects)).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    /// Writes the MetalLB `objects` with the three Node objects, then starts the
+    /// three agents.
+    fn start_agents(&mut self, mut objects: Vec<Value>) {
+        objects.extend((1..=3).map(|i| node_object(i, self.ipv6)));
+        self.write("metallb.json", &objects);
+        for i in 0..3 {
+            self.start(i);
+        }
+    }
+
+    /// Writes the LoadBalancer Service `web` at `vip` with `traffic_policy` and its
+    /// EndpointSlice: one ready endpoint on each node of `on` (1-based).
+    fn write_web(&self, vip: &str, traffic_policy: &str, on: &[usize]) {
+        self.write(
+            "web.json",
+            &[
+                web_service(vip, traffic_policy),
+                web_slice(on, vip.contains(':')),
+            ],
+        );
+    }
+
+    /// Waits up to `timeout` until the router's FIB routes the IPv4 VIP via exactly
+    /// `hops` and `also` holds; otherwise panics showing the FIB, `router` (the
+    /// router's own view) and the agents' logs.
+    fn expect_next_hops(
+        &self,
+        hops: &[&str],
+        timeout: Duration,
+        mut also: impl FnMut() -> bool,
+        router: impl Fn() -> String,
+    ) {
+        let reached = wait_until(timeout, || {
+            next_hops(&fib(&self.router, VIP)) == set(hops) && also()
+        });
+        assert!(
+            reached,
+            "want {hops:?}\n{}\n{}\n{}",
+            fib(&self.router, VIP),
+            router(),
+            self.logs()
+        );
     }
 
     /// Starts node `i`'s agent (0-based).
@@ -262,6 +308,29 @@ fn metallb(kind: &str, version: &str, name: &str, spec: Value) -> Value {
            "metadata": {"name": name, "namespace": "metallb-system"}, "spec": spec})
 }
 
+/// `object` with the fields of `extra` added (or replaced).
+fn with_fields(mut object: Value, extra: Value) -> Value {
+    if let (Some(object), Value::Object(extra)) = (object.as_object_mut(), extra) {
+        object.extend(extra);
+    }
+    object
+}
+
+/// The IPAddressPool `name` of `addresses` and a BGPAdvertisement of it with the
+/// fields of `advertisement`.
+fn bgp_pool(name: &str, addresses: &[&str], advertisement: Value) -> [Value; 2] {
+    let spec = with_fields(json!({"ipAddressPools": [name]}), advertisement);
+    [
+        metallb(
+            "IPAddressPool",
+            "v1beta1",
+            name,
+            json!({ "addresses": addresses }),
+        ),
+        metallb("BGPAdvertisement", "v1beta1", name, spec),
+    ]
+}
+
 /// A BGPPeer for node `i` only, with `extra` fields in its spec.
 fn bgp_peer(
     name: &str,
@@ -271,19 +340,18 @@ fn bgp_peer(
     peer_asn: u32,
     extra: Value,
 ) -> Value {
-    let mut spec = json!({"myASN": my_asn, "peerASN": peer_asn, "peerAddress": address,
-                          "connectTime": "2s",
-                          "nodeSelectors": [{"matchLabels":
-                              {"kubernetes.io/hostname": format!("node-{i}")}}]});
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    metallb("BGPPeer", "v1beta2", name, spec)
+    let spec = json!({"myASN": my_asn, "peerASN": peer_asn, "peerAddress": address,
+                      "connectTime": "2s",
+                      "nodeSelectors": [{"matchLabels":
+                          {"kubernetes.io/hostname": format!("node-{i}")}}]});
+    metallb("BGPPeer", "v1beta2", name, with_fields(spec, extra))
 }
 
-/// The LoadBalancer Service `web` pinned at `vip` with `traffic_policy`.
-fn web_service(vip: &str, cluster_ip: &str, traffic_policy: &str) -> Value {
+/// The LoadBalancer Service `web` pinned at `vip` with `traffic_policy` (its cluster
+/// IP in the family of `vip`).
+fn web_service(vip: &str, traffic_policy: &str) -> Value {
     let v6 = vip.contains(':');
+    let cluster_ip = if v6 { "fd00:96::10" } else { "10.96.0.10" };
     let mut service = testkit::k8s::service(
         "lab",
         "web",
@@ -406,6 +474,121 @@ impl Watch {
     }
 }
 
+/// The lines a command running in a namespace prints (stdout and stderr), each
+/// stamped with the wall-clock time it arrived: an event source (`ip monitor`,
+/// `tcpdump -l`) that times a change without polling. Killed on drop.
+struct Events {
+    child: std::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<(std::time::SystemTime, String)>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Events {
+    /// Starts `cmd` in `ns` and waits up to 10 s for a first line containing `ready`
+    /// (an empty `ready` does not wait).
+    fn start(ns: &Netns, cmd: &str, ready: &str) -> Events {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "sh",
+                "-c",
+                &format!("exec {cmd} 2>&1"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn `{cmd}`: {e}"));
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reader = {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    lines
+                        .lock()
+                        .unwrap()
+                        .push((std::time::SystemTime::now(), line));
+                }
+            })
+        };
+        let events = Events {
+            child,
+            lines,
+            reader: Some(reader),
+        };
+        let started = ready.is_empty()
+            || wait_until(Duration::from_secs(10), || {
+                events.lines().iter().any(|(_, l)| l.contains(ready))
+            });
+        assert!(started, "`{cmd}` did not start: {:?}", events.lines());
+        events
+    }
+
+    /// The lines so far.
+    fn lines(&self) -> Vec<(std::time::SystemTime, String)> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Milliseconds from `since` to the first `ip monitor route` line about `prefix` at or
+/// after it.
+fn first_change(
+    routes: &[(std::time::SystemTime, String)],
+    prefix: &str,
+    since: std::time::SystemTime,
+) -> Option<f64> {
+    routes
+        .iter()
+        .map(|(t, l)| (ms_between(since, *t), l))
+        .find(|(ms, l)| *ms >= 0.0 && l.contains(prefix))
+        .map(|(ms, _)| ms)
+}
+
+/// Milliseconds from `from` to `to` (negative when `to` is earlier).
+fn ms_between(from: std::time::SystemTime, to: std::time::SystemTime) -> f64 {
+    match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    }
+}
+
+/// The capture time of a `tcpdump -tt` line (its first word, seconds since the epoch).
+fn captured_at(line: &str) -> Option<std::time::SystemTime> {
+    let secs: f64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+/// Whether a `tcpdump -n` line shows a packet from `from` to `to`, each an address
+/// with a port, or `*` for any port (`10.0.2.1.*`, `10.0.2.2.3784`). Only the
+/// addresses and ports are read: tcpdump decodes the node's BFD packets, sent from
+/// port 49152, as a Broadcom LI shim.
+fn flows(line: &str, from: &str, to: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let matches = |endpoint: &str, pattern: &str| match pattern.strip_suffix('*') {
+        Some(address) => endpoint
+            .rsplit_once('.')
+            .is_some_and(|(a, _)| format!("{a}.") == address),
+        None => endpoint == pattern,
+    };
+    words.len() > 4
+        && words[1] == "IP"
+        && words[3] == ">"
+        && matches(words[2], from)
+        && matches(words[4].trim_end_matches(':'), to)
+}
+
 /// A "router" at `address:1179` on the router namespace that answers every connection
 /// with garbage: no BGP marker, a header announcing an absurd length, an unknown
 /// message type. Stops when `stop` is set; counts the connections served.
@@ -468,63 +651,40 @@ fn bird_ecmp_follows_the_pods_and_survives_a_restart_and_a_garbage_peer() {
     let served = Arc::new(AtomicUsize::new(0));
     let garbage = garbage_peer(&lab.router, "10.0.1.9", stop.clone(), served.clone());
 
-    let mut objects = vec![
-        metallb(
-            "IPAddressPool",
-            "v1beta1",
-            "bgp",
-            json!({"addresses": ["198.51.100.0/28"]}),
-        ),
-        metallb(
-            "BGPAdvertisement",
-            "v1beta1",
-            "bgp",
-            json!({"ipAddressPools": ["bgp"], "communities": ["64512:7", "large:64512:1:1"]}),
-        ),
+    let mut objects = bgp_pool(
+        "bgp",
+        &["198.51.100.0/28"],
+        json!({"communities": ["64512:7", "large:64512:1:1"]}),
+    )
+    .to_vec();
+    objects.push(bgp_peer(
+        "garbage",
+        1,
+        "10.0.1.9",
+        NODE_AS,
+        ROUTER_AS,
+        json!({"peerPort": 1179}),
+    ));
+    objects.extend((1..=3).map(|i| {
         bgp_peer(
-            "garbage",
-            1,
-            "10.0.1.9",
-            NODE_AS,
-            ROUTER_AS,
-            json!({"peerPort": 1179}),
-        ),
-    ];
-    for i in 1..=3 {
-        objects.push(node_object(i, false));
-        objects.push(bgp_peer(
             &format!("router-{i}"),
             i,
             &format!("10.0.{i}.1"),
             NODE_AS,
             ROUTER_AS,
             json!({"enableGracefulRestart": true, "holdTime": "9s"}),
-        ));
-    }
-    lab.write("metallb.json", &objects);
-    lab.write(
-        "web.json",
-        &[
-            web_service(VIP, "10.96.0.10", "Local"),
-            web_slice(&[1, 2], false),
-        ],
-    );
-    for i in 0..3 {
-        lab.start(i);
-    }
+        )
+    }));
+    lab.write_web(VIP, "Local", &[1, 2]);
+    lab.start_agents(objects);
 
     // ECMP via the nodes with a local endpoint only; node 3's session is up with
     // nothing to announce.
-    let ecmp = wait_until(Duration::from_secs(300), || {
-        next_hops(&fib(&lab.router, VIP)) == set(&["10.0.1.2", "10.0.2.2"])
-            && lab.established(2, "router-3")
-    });
-    assert!(
-        ecmp,
-        "{}\n{}\n{}",
-        fib(&lab.router, VIP),
-        bird.birdc("show protocols"),
-        lab.logs()
+    lab.expect_next_hops(
+        &["10.0.1.2", "10.0.2.2"],
+        Duration::from_secs(300),
+        || lab.established(2, "router-3"),
+        || bird.birdc("show protocols"),
     );
     let shown = bird.birdc(&format!("show route {VIP}/32 all"));
     assert!(shown.contains("(64512,7)"), "{shown}");
@@ -555,17 +715,13 @@ fn bird_ecmp_follows_the_pods_and_survives_a_restart_and_a_garbage_peer() {
     );
 
     // The pods move to nodes 2 and 3: the route follows.
-    lab.write(
-        "web.json",
-        &[
-            web_service(VIP, "10.96.0.10", "Local"),
-            web_slice(&[2, 3], false),
-        ],
+    lab.write_web(VIP, "Local", &[2, 3]);
+    lab.expect_next_hops(
+        &["10.0.2.2", "10.0.3.2"],
+        Duration::from_secs(180),
+        || true,
+        || bird.birdc("show protocols"),
     );
-    let moved = wait_until(Duration::from_secs(180), || {
-        next_hops(&fib(&lab.router, VIP)) == set(&["10.0.2.2", "10.0.3.2"])
-    });
-    assert!(moved, "{}\n{}", fib(&lab.router, VIP), lab.logs());
     assert!(wait_until(Duration::from_secs(20), || lab
         .curl(&url)
         .is_some()));
@@ -662,19 +818,8 @@ fn frr_md5_four_octet_as_and_bfd_failover() {
     conf.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\nexit\n");
     let frr = Frr::start(&lab.router, &conf, true);
 
-    let mut objects = vec![
-        metallb(
-            "IPAddressPool",
-            "v1beta1",
-            "bgp",
-            json!({"addresses": ["198.51.100.0/28"]}),
-        ),
-        metallb(
-            "BGPAdvertisement",
-            "v1beta1",
-            "bgp",
-            json!({"ipAddressPools": ["bgp"]}),
-        ),
+    let mut objects = bgp_pool("bgp", &["198.51.100.0/28"], json!({})).to_vec();
+    objects.extend([
         metallb(
             "BFDProfile",
             "v1beta1",
@@ -709,32 +854,16 @@ fn frr_md5_four_octet_as_and_bfd_failover() {
             ROUTER_AS,
             json!({"password": "not-the-password", "holdTime": "9s"}),
         ),
-    ];
-    for i in 1..=3 {
-        objects.push(node_object(i, false));
-    }
-    lab.write("metallb.json", &objects);
+    ]);
     // eTP=Cluster: every node announces while the Service has a ready endpoint.
-    lab.write(
-        "web.json",
-        &[
-            web_service(VIP, "10.96.0.10", "Cluster"),
-            web_slice(&[1], false),
-        ],
-    );
-    for i in 0..3 {
-        lab.start(i);
-    }
+    lab.write_web(VIP, "Cluster", &[1]);
+    lab.start_agents(objects);
     let summary = || frr.vtysh("bgpd", "show bgp summary");
-    let ecmp = wait_until(Duration::from_secs(300), || {
-        next_hops(&fib(&lab.router, VIP)) == set(&["10.0.1.2", "10.0.2.2"])
-    });
-    assert!(
-        ecmp,
-        "{}\n{}\n{}",
-        fib(&lab.router, VIP),
-        summary(),
-        lab.logs()
+    lab.expect_next_hops(
+        &["10.0.1.2", "10.0.2.2"],
+        Duration::from_secs(300),
+        || true,
+        summary,
     );
     // The 4-octet AS in FRR's own view of the paths.
     let paths = || -> Vec<Value> {
@@ -777,16 +906,85 @@ fn frr_md5_four_octet_as_and_bfd_failover() {
     );
     assert_eq!(lab.neighbor(0, "router-1").unwrap()["bfd"], "None");
 
-    // Node 2 goes silent: BFD takes its next hop away.
+    // Node 2 goes silent: BFD takes its next hop away. Timed three ways: polling the
+    // FIB (a process per sample), the FIB change as `ip monitor` reports it, and the
+    // BFD and BGP packets on the router's link to the node (`tcpdump -tt`), so the
+    // figure splits into BFD detection and the router's own BGP + zebra work.
+    let peers = frr.vtysh("bfdd", "show bfd peers json");
+    println!(
+        "bfd_router_peer: {}",
+        peers.split_whitespace().collect::<String>()
+    );
+    println!(
+        "bfd_agent_neighbor: {}",
+        lab.neighbor(1, "router-2").unwrap_or_default()
+    );
+    let capture = Events::start(
+        &lab.router,
+        "tcpdump -l -n -tt -i r2 udp port 3784 or tcp port 179",
+        "listening on",
+    );
+    let monitor = Events::start(&lab.router, "ip monitor route", "");
+    std::thread::sleep(Duration::from_secs(1));
     lab.silence_bgp(1);
+    let killed_at = std::time::SystemTime::now();
     let killed = Instant::now();
     lab.signal(1, Signal::SIGKILL);
     let dropped = wait_until(Duration::from_secs(60), || {
         next_hops(&fib(&lab.router, VIP)) == set(&["10.0.1.2"])
     });
-    let bfd_ms = killed.elapsed().as_millis();
+    let polled_ms = killed.elapsed().as_millis();
     assert!(dropped, "{}\n{}", fib(&lab.router, VIP), summary());
-    println!("bfd_failover_ms: {bfd_ms}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (packets, routes) = (capture.lines(), monitor.lines());
+    drop((capture, monitor));
+    let after = |t: &std::time::SystemTime| ms_between(killed_at, *t);
+    let fib_event = first_change(&routes, VIP, killed_at);
+    // The first packet after the kill that `what` picks.
+    let first = |what: &dyn Fn(&str) -> bool| {
+        packets.iter().find_map(|(_, l)| {
+            let t = after(&captured_at(l)?);
+            (t >= 0.0 && what(l)).then_some(t)
+        })
+    };
+    let last_from_node = packets
+        .iter()
+        .filter(|(_, l)| flows(l, "10.0.2.2.*", "10.0.2.1.3784"))
+        .filter_map(|(_, l)| Some(after(&captured_at(l)?)))
+        .next_back();
+    let router_down =
+        first(&|l| flows(l, "10.0.2.1.*", "10.0.2.2.3784") && l.contains("State Down"));
+    // The NOTIFICATION (Cease, BFD down): the first router segment carrying data, on
+    // whichever side opened the connection.
+    let notification = first(&|l| {
+        (flows(l, "10.0.2.1.*", "10.0.2.2.179") || flows(l, "10.0.2.1.179", "10.0.2.2.*"))
+            && l.contains("length")
+            && !l.contains("length 0")
+    });
+    let bfd_ms = fib_event.unwrap_or(polled_ms as f64);
+    println!("bfd_failover_ms: {bfd_ms:.0}");
+    println!("bfd_failover_ms_polled: {polled_ms}");
+    let show = |v: Option<f64>| v.map_or("unseen".to_string(), |v| format!("{v:+.0} ms"));
+    println!(
+        "bfd_failover_breakdown: last BFD packet from the node {}, router's BFD Down {} \
+         ({} after that packet), router's NOTIFICATION {}, FIB change {} ({} after BFD Down)",
+        show(last_from_node),
+        show(router_down),
+        show(router_down.zip(last_from_node).map(|(d, l)| d - l)),
+        show(notification),
+        show(fib_event),
+        show(fib_event.zip(router_down).map(|(f, d)| f - d)),
+    );
+    // What the router sent and installed around the detection, for the breakdown.
+    for (_, l) in &packets {
+        let at = captured_at(l).map_or(f64::NAN, |c| after(&c));
+        if (-400.0..2000.0).contains(&at) {
+            println!("bfd_failover_packet: {at:+.0} ms {l}");
+        }
+    }
+    for (t, l) in &routes {
+        println!("bfd_failover_route: {:+.0} ms {l}", after(t));
+    }
     let n2 = frr.vtysh("bgpd", "show bgp neighbors 10.0.2.2 json");
     let n2: Value = serde_json::from_str(&n2).unwrap();
     // FRR ends the session itself on BFD down, with a Cease NOTIFICATION saying so.
@@ -794,16 +992,21 @@ fn frr_md5_four_octet_as_and_bfd_failover() {
     println!("bfd_failover_reason: {reason}");
     assert!(reason.contains("BFD"), "{n2:#}");
 
-    // Node 1 goes silent without BFD: only the hold timer (9 s) notices.
+    // Node 1 goes silent without BFD: only the hold timer (9 s) notices. Timed by
+    // `ip monitor` as well, the poll only confirms.
+    let monitor = Events::start(&lab.router, "ip monitor route", "");
     lab.silence_bgp(0);
+    let killed_at = std::time::SystemTime::now();
     let killed = Instant::now();
     lab.signal(0, Signal::SIGKILL);
     let dropped = wait_until(Duration::from_secs(60), || {
         !fib(&lab.router, VIP).contains("via")
     });
-    let hold_ms = killed.elapsed().as_millis();
+    let polled_ms = killed.elapsed().as_millis();
     assert!(dropped, "{}\n{}", fib(&lab.router, VIP), summary());
-    println!("failover_ms_without_bfd: {hold_ms}");
+    std::thread::sleep(Duration::from_millis(300));
+    let hold_ms = first_change(&monitor.lines(), VIP, killed_at).unwrap_or(polled_ms as f64);
+    println!("failover_ms_without_bfd: {hold_ms:.0}");
     assert!(lab.running(2), "{}", lab.logs());
 }
 
@@ -826,43 +1029,24 @@ fn gobgp_learns_an_ipv6_address_over_ibgp_with_local_pref_and_communities() {
         ));
     }
     let gobgp = Gobgp::start(&lab.router, &toml);
-    let mut objects = vec![
-        metallb(
-            "IPAddressPool",
-            "v1beta1",
-            "v6",
-            json!({"addresses": ["2001:db8:100::/120"]}),
-        ),
-        metallb(
-            "BGPAdvertisement",
-            "v1beta1",
-            "v6",
-            json!({"ipAddressPools": ["v6"], "localPref": 250,
-                   "communities": ["64512:7", "large:64512:1:1"]}),
-        ),
-    ];
-    for i in 1..=3 {
-        objects.push(node_object(i, true));
-        objects.push(bgp_peer(
+    let mut objects = bgp_pool(
+        "v6",
+        &["2001:db8:100::/120"],
+        json!({"localPref": 250, "communities": ["64512:7", "large:64512:1:1"]}),
+    )
+    .to_vec();
+    objects.extend((1..=3).map(|i| {
+        bgp_peer(
             &format!("router-{i}"),
             i,
             &format!("fd00:{i}::1"),
             NODE_AS,
             NODE_AS,
             json!({}),
-        ));
-    }
-    lab.write("metallb.json", &objects);
-    lab.write(
-        "web.json",
-        &[
-            web_service(VIP6, "fd00:96::10", "Local"),
-            web_slice(&[1, 3], true),
-        ],
-    );
-    for i in 0..3 {
-        lab.start(i);
-    }
+        )
+    }));
+    lab.write_web(VIP6, "Local", &[1, 3]);
+    lab.start_agents(objects);
     let rib = || gobgp.cli(&format!("global rib -a ipv6 {VIP6}/128"));
     let hops = |rib: &str| -> BTreeSet<String> {
         ["fd00:1::2", "fd00:2::2", "fd00:3::2"]
@@ -891,13 +1075,7 @@ fn gobgp_learns_an_ipv6_address_over_ibgp_with_local_pref_and_communities() {
     assert_eq!(n["prefixes_sent"], 1, "{n}");
 
     // The endpoints move to node 2 only.
-    lab.write(
-        "web.json",
-        &[
-            web_service(VIP6, "fd00:96::10", "Local"),
-            web_slice(&[2], true),
-        ],
-    );
+    lab.write_web(VIP6, "Local", &[2]);
     let moved = wait_until(Duration::from_secs(180), || {
         hops(&rib()) == set(&["fd00:2::2"])
     });
