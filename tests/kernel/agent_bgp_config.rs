@@ -4,7 +4,9 @@
 //! again from the new address with the new router ID, next hop and BFD source.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use netns_lab::routers::{Frr, fib, next_hops, scratch_dir};
 use netns_lab::{Background, Netns, veth, wait_until};
@@ -45,7 +47,8 @@ fn objects(node_ip: &str, interval_ms: u32, multiplier: u32) -> Vec<Value> {
             "v1beta2",
             "router",
             json!({"myASN": 64512, "peerASN": 64513, "peerAddress": "10.0.1.1",
-                   "connectTime": "2s", "holdTime": "9s", "bfdProfile": "tuned"}),
+                   "connectTime": "2s", "holdTime": "9s", "bfdProfile": "tuned",
+                   "enableGracefulRestart": true}),
         ),
         json!({"apiVersion": "v1", "kind": "Node",
                "metadata": {"name": "node-1",
@@ -100,11 +103,12 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     veth(&router, "r1", "10.0.1.1/24", &node, "eth0", "10.0.1.2/24");
     let mut conf = String::from(
         "frr defaults datacenter\nhostname lab\nrouter bgp 64513\n bgp router-id 10.0.0.1\n \
-         no bgp ebgp-requires-policy\n",
+         no bgp ebgp-requires-policy\n bgp graceful-restart\n",
     );
     for peer in ["10.0.1.2", "10.0.1.3"] {
         conf.push_str(&format!(
-            " neighbor {peer} remote-as 64512\n neighbor {peer} bfd\n"
+            " neighbor {peer} remote-as 64512\n neighbor {peer} bfd\n \
+             neighbor {peer} bfd check-control-plane-failure\n"
         ));
     }
     conf.push_str("exit\n");
@@ -144,14 +148,17 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     )
     .unwrap();
     let log = dir.join("node-1.log");
-    let _agent: Background = node.spawn(&format!(
-        "{} run --config {} --manifests {} --hostname-override node-1 --status-socket {} >> {} 2>&1",
-        crate::AGENT,
-        config.display(),
-        dir.join("manifests").display(),
-        dir.join("node-1.sock").display(),
-        log.display()
-    ));
+    let start_agent = || -> Background {
+        node.spawn(&format!(
+            "{} run --config {} --manifests {} --hostname-override node-1 --status-socket {} >> {} 2>&1",
+            crate::AGENT,
+            config.display(),
+            dir.join("manifests").display(),
+            dir.join("node-1.sock").display(),
+            log.display()
+        ))
+    };
+    let mut agent = start_agent();
 
     // Up with 300 ms × 3: FRR's BFD session sees our timers.
     let timers = |peer: &str| {
@@ -175,11 +182,10 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
         frr.vtysh("bgpd", "show bgp summary"),
         agent_log(&log)
     );
-    // FRR may count two: when its session comes up, bgpd registers the BFD peer again
-    // with the connection's addresses and bfdd's new session starts Down, which ends
-    // the first BGP session (Cease, BFD down) once. Only a change from now on counts.
+    // One session: BFD starts once BGP is up, so FRR's registering its BFD session
+    // again with the connection's addresses does not end the fresh BGP session.
     let established = bgp_neighbor(&frr, "10.0.1.2")["connectionsEstablished"].clone();
-    assert!(established.as_u64().is_some(), "{established}");
+    assert_eq!(established, json!(1), "{}", agent_log(&log));
 
     // The profile changes: the router sees the new timers on the same sessions.
     write(&dir, "metallb.json", &objects("10.0.1.2", 200, 5));
@@ -216,6 +222,76 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
         bgp_neighbor(&frr, "10.0.1.3"),
         bfd_peer(&frr, "10.0.1.3"),
         frr.vtysh("bgpd", "show bgp summary"),
+        agent_log(&log)
+    );
+
+    // A rolling restart of the agent with graceful restart and BFD: SIGTERM closes
+    // BGP without a word and BFD falls silent; FRR, told to check for a control-plane
+    // failure, sees our BFD's C bit clear (it shares fate with the agent) and keeps
+    // the route for graceful restart while the agent is away; the new agent's session
+    // comes up once and stays.
+    let established = bgp_neighbor(&frr, "10.0.1.3")["connectionsEstablished"]
+        .as_u64()
+        .unwrap_or_default();
+    let gaps = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (gaps, stop) = (gaps.clone(), stop.clone());
+        let router = router.name().to_string();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = std::process::Command::new("ip")
+                    .args(["netns", "exec", &router, "ip", "route", "show", VIP])
+                    .output()
+                    .unwrap();
+                if !next_hops(&String::from_utf8_lossy(&out.stdout)).contains("10.0.1.3") {
+                    gaps.lock().unwrap().push(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let terminated = Instant::now();
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        agent.wait_exit(Duration::from_secs(30)),
+        "the agent did not exit on SIGTERM\n{}",
+        agent_log(&log)
+    );
+    // Away for longer than BFD's detection time (200 ms x 5).
+    std::thread::sleep(Duration::from_secs(2));
+    let _agent = start_agent();
+    let back = wait_until(Duration::from_secs(120), || {
+        bgp_neighbor(&frr, "10.0.1.3")["connectionsEstablished"].as_u64() == Some(established + 1)
+            && timers("10.0.1.3") == Some(("up".into(), 200, 5))
+    });
+    assert!(
+        back,
+        "{:#}\n{:?}\n{}",
+        bgp_neighbor(&frr, "10.0.1.3"),
+        bfd_peer(&frr, "10.0.1.3"),
+        agent_log(&log)
+    );
+    // Settled: still the one new session a few seconds on, and the route was never gone.
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let neighbor = bgp_neighbor(&frr, "10.0.1.3");
+    assert_eq!(
+        neighbor["connectionsEstablished"].as_u64(),
+        Some(established + 1),
+        "{neighbor:#}\n{}",
+        agent_log(&log)
+    );
+    let gaps = gaps.lock().unwrap();
+    let since = |at: &Instant| at.duration_since(terminated).as_millis();
+    assert!(
+        gaps.is_empty(),
+        "FRR lost the route during the restart: {} samples from +{} ms to +{} ms after \
+         SIGTERM\n{neighbor:#}\n{}",
+        gaps.len(),
+        gaps.first().map(since).unwrap_or_default(),
+        gaps.last().map(since).unwrap_or_default(),
         agent_log(&log)
     );
 }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::NodeAddresses;
-use crate::announce::bfd::{BfdManager, Config as BfdConfig, Error as BfdError, SessionKey};
+use crate::announce::bfd::{BfdManager, Config as BfdConfig, Error as BfdError, SessionKey, State};
 use crate::announce::bgp::{BfdSessions, PeerConfig};
 
 /// BFD sessions for the speaker's peers, from their `BFDProfile`s.
@@ -185,8 +185,15 @@ fn up_down(
                     if changed.is_err() {
                         return;
                     }
-                    let up = state.borrow_and_update().is_up();
-                    tx.send_if_modified(|now| std::mem::replace(now, up) != up);
+                    let now = *state.borrow_and_update();
+                    // A session ended on purpose, by us or by the router (AdminDown), is
+                    // no forwarding failure (RFC 5882 §3.2): the BGP session is left to
+                    // its own shutdown rather than torn down on BFD's word.
+                    if now.state == State::AdminDown || now.peer_admin_down() {
+                        continue;
+                    }
+                    let up = now.is_up();
+                    tx.send_if_modified(|was| std::mem::replace(was, up) != up);
                 }
                 () = tx.closed() => return,
             }

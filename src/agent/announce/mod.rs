@@ -561,6 +561,12 @@ impl Announcers {
             l2.release_all().await;
         }
         if let Some(bgp) = self.bgp.take() {
+            // No BFD AdminDown: FRR's bgpd takes it as BFD down and ends the session
+            // with a Cease, which voids graceful restart. BFD just falls silent when
+            // the process exits, after BGP closed: a router that keeps our routes for
+            // graceful restart ignores that silence when told our BFD shares fate
+            // with the control plane (C bit clear; FRR: `neighbor X bfd
+            // check-control-plane-failure`).
             bgp.shutdown(true).await;
         }
     }

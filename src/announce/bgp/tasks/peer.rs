@@ -119,11 +119,8 @@ impl PeerTask {
         incoming: mpsc::Receiver<TcpStream>,
     ) -> PeerTask {
         let restarting = options.restarting && cfg.graceful_restart;
-        let bfd = match (&cfg.bfd_profile, &options.bfd) {
-            (Some(_), Some(source)) => source.watch(&cfg),
-            _ => None,
-        };
-        let bfd_up = bfd.as_ref().is_some_and(|rx| *rx.borrow());
+        // The BFD session starts once the BGP session is up (see `session_up`).
+        let (bfd, bfd_up) = (None, false);
         let label = PeerLabel {
             peer: peer_label(&cfg),
         };
@@ -301,6 +298,25 @@ impl PeerTask {
         }
     }
 
+    /// Starts following the peer's BFD session, the first time the BGP session is up.
+    /// Not before, as BGP bootstraps BFD (RFC 5882): a router such as FRR's
+    /// bgpd registers its BFD session again with the connection's addresses once the
+    /// session is up, and its new session starts Down; had ours come up with the
+    /// first registration, that Down would end the fresh BGP session (Cease, BFD
+    /// down) on every start. The BFD session outlives BGP session flaps.
+    fn watch_bfd(&mut self) {
+        if self.bfd.is_some() {
+            return;
+        }
+        let (Some(_), Some(source)) = (&self.cfg.bfd_profile, &self.options.bfd) else {
+            return;
+        };
+        self.bfd = source.watch(&self.cfg);
+        let up = self.bfd.as_mut().is_some_and(|rx| *rx.borrow_and_update());
+        self.bfd_up = up;
+        self.status(|s| s.bfd = if up { BfdState::Up } else { BfdState::Down });
+    }
+
     async fn bfd_changed(&mut self, up: bool) {
         let was = self.bfd_up;
         self.bfd_up = up;
@@ -438,6 +454,7 @@ impl PeerTask {
             s.last_error = None;
         });
         self.metric(|m, l| m.session_up.get_or_create(l).set(1));
+        self.watch_bfd();
         self.sent.clear();
         self.routes.borrow_and_update();
         self.sync_routes().await;
