@@ -519,7 +519,8 @@ impl Events {
             reader: Some(reader),
         };
         let started = ready.is_empty()
-            || wait_until(Duration::from_secs(10), || {
+            // Long: under a loaded emulated CPU tcpdump took over 10 s to say it listens.
+            || wait_until(Duration::from_secs(60), || {
                 events.lines().iter().any(|(_, l)| l.contains(ready))
             });
         assert!(started, "`{cmd}` did not start: {:?}", events.lines());

@@ -90,7 +90,8 @@ fn agent_log(path: &PathBuf) -> String {
 }
 
 /// One node (10.0.1.2, later 10.0.1.3) peering with FRR (10.0.1.1) with BFD: the
-/// profile goes from 300 ms × 3 to 200 ms × 5 and FRR sees the new remote timers on
+/// profile goes from 900 ms × 3 to 600 ms × 5 (slow timers: the emulated lab under load
+/// stalls FRR's bfdd for over a second at times) and FRR sees the new remote timers on
 /// the same BGP session; then the node is renumbered and the session, the route's
 /// next hop, the router ID and the BFD session all move to the new address.
 #[test]
@@ -114,7 +115,7 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     conf.push_str("exit\n");
     let frr = Frr::start(&router, &conf, true);
 
-    write(&dir, "metallb.json", &objects("10.0.1.2", 300, 3));
+    write(&dir, "metallb.json", &objects("10.0.1.2", 900, 3));
     // eTP=Cluster with a ready endpoint: the node announces the address.
     let mut service = testkit::k8s::service(
         "lab",
@@ -160,7 +161,7 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     };
     let mut agent = start_agent();
 
-    // Up with 300 ms × 3: FRR's BFD session sees our timers.
+    // Up with 900 ms × 3: FRR's BFD session sees our timers.
     let timers = |peer: &str| {
         bfd_peer(&frr, peer).map(|p| {
             (
@@ -172,7 +173,7 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     };
     let up = wait_until(Duration::from_secs(120), || {
         next_hops(&fib(&router, VIP)).contains("10.0.1.2")
-            && timers("10.0.1.2") == Some(("up".into(), 300, 3))
+            && timers("10.0.1.2") == Some(("up".into(), 900, 3))
     });
     assert!(
         up,
@@ -188,9 +189,9 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     assert_eq!(established, json!(1), "{}", agent_log(&log));
 
     // The profile changes: the router sees the new timers on the same sessions.
-    write(&dir, "metallb.json", &objects("10.0.1.2", 200, 5));
+    write(&dir, "metallb.json", &objects("10.0.1.2", 600, 5));
     let retimed = wait_until(Duration::from_secs(60), || {
-        timers("10.0.1.2") == Some(("up".into(), 200, 5))
+        timers("10.0.1.2") == Some(("up".into(), 600, 5))
     });
     assert!(
         retimed,
@@ -207,13 +208,13 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
 
     // The node is renumbered: its interface, then its Node object.
     node.sh("ip addr del 10.0.1.2/24 dev eth0 && ip addr add 10.0.1.3/24 dev eth0");
-    write(&dir, "metallb.json", &objects("10.0.1.3", 200, 5));
+    write(&dir, "metallb.json", &objects("10.0.1.3", 600, 5));
     let moved = wait_until(Duration::from_secs(120), || {
         let neighbor = bgp_neighbor(&frr, "10.0.1.3");
         next_hops(&fib(&router, VIP)) == ["10.0.1.3".to_string()].into()
             && neighbor["bgpState"] == "Established"
             && neighbor["remoteRouterId"] == "10.0.1.3"
-            && timers("10.0.1.3") == Some(("up".into(), 200, 5))
+            && timers("10.0.1.3") == Some(("up".into(), 600, 5))
     });
     assert!(
         moved,
@@ -258,12 +259,12 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
         "the agent did not exit on SIGTERM\n{}",
         agent_log(&log)
     );
-    // Away for longer than BFD's detection time (200 ms x 5).
-    std::thread::sleep(Duration::from_secs(2));
+    // Away for longer than BFD's detection time (600 ms x 5).
+    std::thread::sleep(Duration::from_secs(4));
     let _agent = start_agent();
     let back = wait_until(Duration::from_secs(120), || {
         bgp_neighbor(&frr, "10.0.1.3")["connectionsEstablished"].as_u64() == Some(established + 1)
-            && timers("10.0.1.3") == Some(("up".into(), 200, 5))
+            && timers("10.0.1.3") == Some(("up".into(), 600, 5))
     });
     assert!(
         back,
