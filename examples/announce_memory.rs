@@ -11,6 +11,9 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+#[path = "support/bench_objects.rs"]
+mod bench_objects;
+
 use ipvs_proxy::lb::decision::AnnounceModel;
 use ipvs_proxy::source::static_dir::parse_manifests;
 
@@ -66,57 +69,21 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / 1048576.0
 }
 
-fn ip(v: u32) -> String {
-    std::net::Ipv4Addr::from(v).to_string()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10000);
     let per: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
     let lb: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20);
-    let mut docs = Vec::new();
-    for i in 0..n {
-        let vip = ip((10 << 24) | (96 << 16) | (1 + i));
-        let name = format!("svc-{i}");
-        let mut service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": "bench"},
-            "spec": {"clusterIP": vip, "clusterIPs": [vip],
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}});
-        if i < lb {
-            service["spec"]["type"] = "LoadBalancer".into();
-            service["status"] = serde_json::json!({"loadBalancer": {"ingress": [{"ip": ip((192 << 24) | (168 << 16) | (1 << 8) | (100 + i))}]}});
+    // The same nodes as scripts/bench-agent: one endpoint in 50 on this node (by the
+    // sum of its address's bytes), the others over 100 nodes.
+    let text = bench_objects::manifest_text(n, per, lb, |v| {
+        let last: u32 = v.to_be_bytes().iter().map(|b| u32::from(*b)).sum();
+        if last % 50 == 0 {
+            "node".to_string()
+        } else {
+            format!("node-{}", last % 100)
         }
-        docs.push(service);
-        // The same nodes as scripts/bench-agent: one endpoint in 50 on this node, the
-        // others over 100 nodes.
-        let endpoints: Vec<_> = (0..per)
-            .map(|d| {
-                let v = (10 << 24) | (128 << 16) | (i * 16 + d);
-                let last: u32 = ip(v).split('.').map(|p| p.parse::<u32>().unwrap()).sum();
-                let node = if last % 50 == 0 {
-                    "node".to_string()
-                } else {
-                    format!("node-{}", last % 100)
-                };
-                serde_json::json!({"addresses": [ip(v)], "nodeName": node, "conditions": {"ready": true}})
-            })
-            .collect();
-        docs.push(
-            serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{name}-1"), "namespace": "bench",
-                "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            "endpoints": endpoints}),
-        );
-    }
-    let text = docs
-        .iter()
-        .map(|doc| doc.to_string())
-        .collect::<Vec<_>>()
-        .join("\n---\n");
-    drop(docs);
+    });
     let manifests = parse_manifests("services.json", &text).expect("manifests parse");
     drop(text);
 

@@ -3,6 +3,9 @@
 //!   cargo run --release --example model_memory -- [services] [endpoints]
 #![allow(missing_docs)]
 
+#[path = "support/bench_objects.rs"]
+mod bench_objects;
+
 use ipvs_proxy::config;
 use ipvs_proxy::model::{Model, NodeInfo};
 use ipvs_proxy::source::static_dir::parse_manifests;
@@ -16,44 +19,17 @@ fn mib() -> f64 {
     tikv_jemalloc_ctl::stats::allocated::read().expect("jemalloc stats") as f64 / 1048576.0
 }
 
-fn ip(v: u32) -> String {
-    std::net::Ipv4Addr::from(v).to_string()
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u32 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10000);
     let per: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let mut docs = Vec::new();
-    for i in 0..n {
-        let vip = ip((10 << 24) | (96 << 16) | (1 + i));
-        let name = format!("svc-{i}");
-        docs.push(serde_json::json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": "bench"},
-            "spec": {"clusterIP": vip, "clusterIPs": [vip],
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}));
-        let endpoints: Vec<_> = (0..per)
-            .map(|d| {
-                let v = (10 << 24) | (128 << 16) | (i * 16 + d);
-                let node = if v % 50 == 0 { "node".to_string() } else { format!("node-{}", v % 100) };
-                serde_json::json!({"addresses": [ip(v)], "nodeName": node, "conditions": {"ready": true}})
-            })
-            .collect();
-        docs.push(
-            serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("{name}-1"), "namespace": "bench",
-                "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-            "endpoints": endpoints}),
-        );
-    }
-    let text = docs
-        .iter()
-        .map(|doc| doc.to_string())
-        .collect::<Vec<_>>()
-        .join("\n---\n");
-    drop(docs);
+    let text = bench_objects::manifest_text(n, per, 0, |v| {
+        if v % 50 == 0 {
+            "node".to_string()
+        } else {
+            format!("node-{}", v % 100)
+        }
+    });
     let text_again = text.clone();
     // The text is freed after parsing: count from a base without it.
     let base = mib() - text.len() as f64 / 1048576.0;

@@ -556,21 +556,19 @@ impl Outcome {
         self.0.iter().filter(|a| a.ok && a.start >= at).count()
     }
 
-    /// From the last answered request ending before `event` to the first answered
-    /// request started after it (the failover figure).
-    fn gap_around(&self, event: Instant) -> Option<Duration> {
-        let before = self
-            .0
-            .iter()
-            .filter(|a| a.ok && a.end <= event)
-            .map(|a| a.end)
-            .max()?;
-        let after = self
-            .0
-            .iter()
-            .find(|a| a.ok && a.start >= event)
-            .map(|a| a.end)?;
-        Some(after.saturating_duration_since(before))
+    /// The longest time without an answer that ends after `event`: from one answered
+    /// request's end to the next one's (the failover figure). Not simply the
+    /// answers on either side of `event`: the disruption (a link set down, a process
+    /// killed) lands some milliseconds after the instant taken before causing it, and
+    /// answers in between would hide the outage that follows.
+    fn outage_after(&self, event: Instant) -> Option<Duration> {
+        let mut ends: Vec<Instant> = self.0.iter().filter(|a| a.ok).map(|a| a.end).collect();
+        ends.sort();
+        let first = ends.iter().rposition(|end| *end <= event)?;
+        ends[first..]
+            .windows(2)
+            .map(|pair| pair[1].duration_since(pair[0]))
+            .max()
     }
 
     /// The count, the failures (where, and when from `event`), and what surrounds the
@@ -808,7 +806,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
         outcome.answered_after(killed) > 0,
         "no request answered after the kill"
     );
-    match outcome.gap_around(killed) {
+    match outcome.outage_after(killed) {
         Some(gap) => println!("failover_ms_kill: {}", gap.as_millis()),
         None => println!("agent_l2: SIGKILL: no answered request on one side of the kill"),
     }
@@ -850,7 +848,19 @@ fn three_agents_elect_one_owner_and_fail_over() {
     println!("agent_l2: SIGTERM: {}", outcome.summary(terminated));
     println!("failed_requests_sigterm: {}", outcome.failed());
     assert!(moved, "after SIGTERM: {}", lab.client.sh("ip neigh"));
-    assert_eq!(outcome.failed(), 0, "failed requests across SIGTERM");
+    // No request may go unanswered for want of an owner ("connect"). One connection
+    // open at the very moment the client's entry moves can still break: its next
+    // segments reach the new owner, whose kernel never saw it, and are reset (only
+    // IPVS connection sync, which kube-proxy does not run, would carry it). With a
+    // request every 20 ms, that is seen under load (1 in 67 once, with four VMs on
+    // two cores); more than one is a regression.
+    let unanswered = outcome
+        .0
+        .iter()
+        .filter(|a| !a.ok && a.failed_at == "connect")
+        .count();
+    assert_eq!(unanswered, 0, "requests unanswered across SIGTERM");
+    assert!(outcome.failed() <= 1, "failed requests across SIGTERM");
     lab.assert_only_answer(vip, second, "after SIGTERM of the owner");
     lab.start(owner);
     lab.assert_only_answer(vip, owner, "after the owner's second restart");
@@ -869,7 +879,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
     std::thread::sleep(Duration::from_secs(1));
     let outcome = requests.finish();
     println!("agent_l2: link-down: {}", outcome.summary(down));
-    match outcome.gap_around(down) {
+    match outcome.outage_after(down) {
         Some(gap) => println!("failover_ms_linkdown: {}", gap.as_millis()),
         None => println!("agent_l2: link-down: no answered request on one side of the event"),
     }

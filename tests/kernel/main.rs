@@ -20,6 +20,7 @@ fn br_netfilter_kept() -> std::sync::RwLockReadGuard<'static, ()> {
 
 mod agent_apiserver;
 mod agent_bgp;
+mod agent_bgp_config;
 mod agent_bgp_session;
 mod agent_e2e;
 mod agent_l2;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use metallb_config::BfdProfile;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::NodeAddresses;
 use crate::announce::bfd::{BfdManager, Config as BfdConfig, Error as BfdError, SessionKey};
@@ -17,6 +17,9 @@ pub(super) struct AgentBfd {
     manager: Arc<std::sync::OnceLock<Arc<BfdManager>>>,
     profiles: Mutex<BTreeMap<String, BfdProfile>>,
     addresses: Mutex<NodeAddresses>,
+    /// The sessions started for peers, with the profile each follows, so a changed
+    /// profile reaches its sessions.
+    sessions: Mutex<BTreeMap<SessionKey, String>>,
 }
 
 impl AgentBfd {
@@ -25,11 +28,64 @@ impl AgentBfd {
             manager,
             profiles: Mutex::new(BTreeMap::new()),
             addresses: Mutex::new(NodeAddresses::default()),
+            sessions: Mutex::new(BTreeMap::new()),
         }
     }
 
+    /// Takes the `BFDProfile`s. A profile whose timers changed is applied to its
+    /// running sessions in place: while Up, the new intervals take effect through a
+    /// poll sequence with the router (RFC 5880 §6.8.3), so the BGP session does not
+    /// flap. Must be called within a tokio runtime.
     pub(super) fn set_profiles(&self, profiles: BTreeMap<String, BfdProfile>) {
-        *self.profiles.lock().unwrap_or_else(PoisonError::into_inner) = profiles;
+        let old = std::mem::replace(
+            &mut *self.profiles.lock().unwrap_or_else(PoisonError::into_inner),
+            profiles.clone(),
+        );
+        let Some(manager) = self.manager.get().cloned() else {
+            return;
+        };
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (key, name) in sessions {
+            let Some(profile) = profiles.get(&name) else {
+                if old.contains_key(&name) {
+                    warn!(profile = %name, session = %key, "BFD profile removed: the session keeps its last timers until its peer changes");
+                }
+                continue;
+            };
+            if old.get(&name) == Some(profile) {
+                continue;
+            }
+            let config = config_of(profile);
+            let manager = manager.clone();
+            tokio::spawn(async move {
+                match manager.reconfigure(key, config).await {
+                    Ok(()) => {
+                        info!(profile = %name, session = %key, "BFD profile changed: new timers applied")
+                    }
+                    Err(error) => {
+                        warn!(profile = %name, session = %key, "BFD profile changed but the session cannot take it: {error}")
+                    }
+                }
+            });
+        }
+    }
+
+    /// Ends every session (AdminDown to the routers): the speaker stopped for good
+    /// or is restarted with other addresses.
+    pub(super) async fn release_all(&self) {
+        let keys: Vec<SessionKey> =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_keys()
+                .collect();
+        if let Some(manager) = self.manager.get() {
+            for key in keys {
+                let _ = manager.remove_session(key).await;
+            }
+        }
     }
 
     pub(super) fn set_addresses(&self, addresses: NodeAddresses) {
@@ -62,6 +118,10 @@ impl BfdSessions for AgentBfd {
         let (Some(manager), Some(key)) = (self.manager.get(), self.key_of(peer)) else {
             return;
         };
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
         // The first poll takes the session out of the table and tells its task to say
         // AdminDown; waiting for that is not needed before a new session of the same
         // key is added, so the rest of the future is dropped.
@@ -84,13 +144,7 @@ impl BfdSessions for AgentBfd {
             warn!(peer = %peer.name, "no local address of the peer's family for BFD: no BFD for this peer");
             return None;
         };
-        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-        let config = BfdConfig::from_profile(
-            Some(ms(profile.receive_interval)),
-            Some(ms(profile.transmit_interval)),
-            Some(profile.detect_multiplier),
-            profile.passive,
-        );
+        let config = config_of(&profile);
         let manager = self.manager.get_or_init(|| Arc::new(BfdManager::new()));
         let state = match manager.add_session(key, config, None) {
             Ok(state) => state,
@@ -100,8 +154,23 @@ impl BfdSessions for AgentBfd {
                 return None;
             }
         };
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, profile_name.clone());
         Some(up_down(state))
     }
+}
+
+/// A session's configuration from its profile.
+fn config_of(profile: &BfdProfile) -> BfdConfig {
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    BfdConfig::from_profile(
+        Some(ms(profile.receive_interval)),
+        Some(ms(profile.transmit_interval)),
+        Some(profile.detect_multiplier),
+        profile.passive,
+    )
 }
 
 /// A session's state as up / down, for the speaker.

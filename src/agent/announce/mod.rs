@@ -227,8 +227,9 @@ impl Announcers {
             if addresses != self.addresses {
                 info!(node = %self.node, ipv4 = ?addresses.v4, ipv6 = ?addresses.v6, "this node's InternalIPs");
                 self.bfd.set_addresses(addresses);
+                self.addresses = addresses;
+                self.restart_bgp().await;
             }
-            self.addresses = addresses;
             self.labels = node.metadata.labels.clone().unwrap_or_default();
         }
         for node in nodes {
@@ -527,6 +528,20 @@ impl Announcers {
         *self.bgp_view.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle.status_view());
         info!(%router_id, "BGP speaker started");
         self.bgp = Some(handle);
+    }
+
+    /// The node's addresses changed under a running speaker: its router ID, next hops
+    /// and BFD sources are stale, so it stops (withdrawing the routes with the old next
+    /// hops, as the old address may be gone) and starts again with the new ones.
+    async fn restart_bgp(&mut self) {
+        let Some(bgp) = self.bgp.take() else {
+            return;
+        };
+        info!("this node's addresses changed: the BGP speaker restarts with them");
+        *self.bgp_view.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        bgp.shutdown(false).await;
+        self.bfd.release_all().await;
+        self.start_bgp();
     }
 
     /// On SIGTERM: leave the membership (the others elect new owners at once), keep
