@@ -336,6 +336,10 @@ struct Attempt {
     start: Instant,
     end: Instant,
     ok: bool,
+    /// Why a failed request failed: "connect timeout" (no answer to the SYN: no ARP
+    /// answer, no route, or a stalled CPU), "connect refused" (a reset: no virtual
+    /// server) or "response" (connected, then reset or silent).
+    failed_at: &'static str,
 }
 
 /// A client sending a request every `period`, each on a new TCP connection, until
@@ -362,11 +366,12 @@ impl RequestLoop {
                             .args(["neigh", "flush", "dev", "eth0"])
                             .output();
                     }
-                    let ok = request(target);
+                    let outcome = request(target);
                     attempts.push(Attempt {
                         start,
                         end: Instant::now(),
-                        ok,
+                        ok: outcome.is_ok(),
+                        failed_at: outcome.err().unwrap_or(""),
                     });
                     if let Some(rest) = period.checked_sub(start.elapsed()) {
                         std::thread::sleep(rest);
@@ -384,21 +389,29 @@ impl RequestLoop {
     }
 }
 
-/// One HTTP/1.0 GET: whether a 200 came back. One second to connect (the kernel's
-/// first ARP retransmission comes after one) and one to answer.
-fn request(target: SocketAddr) -> bool {
+/// One HTTP/1.0 GET: Ok when a 200 came back, else where it failed. One second to
+/// connect (the kernel's first ARP retransmission comes after one) and one to answer.
+fn request(target: SocketAddr) -> Result<(), &'static str> {
     use std::io::{Read, Write};
-    let Ok(mut stream) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
-        return false;
+    let mut stream = match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+        Ok(stream) => stream,
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+            return Err("connect timeout");
+        }
+        Err(_) => return Err("connect refused"),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
-        return false;
+        return Err("response");
     }
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    response.starts_with(b"HTTP/1.") && response.windows(5).any(|w| w == b" 200 ")
+    if response.starts_with(b"HTTP/1.") && response.windows(5).any(|w| w == b" 200 ") {
+        Ok(())
+    } else {
+        Err("response")
+    }
 }
 
 /// What a request loop saw.
@@ -437,14 +450,14 @@ impl Outcome {
                 -(event.duration_since(at).as_millis() as i64)
             }
         };
-        let failures: Vec<i64> = self
+        let failures: Vec<String> = self
             .0
             .iter()
             .filter(|a| !a.ok)
-            .map(|a| ms(a.start))
+            .map(|a| format!("{} at {} ms", a.failed_at, ms(a.start)))
             .collect();
         format!(
-            "{} requests, {} failed (at ms from the event: {failures:?}), longest gap {} ms",
+            "{} requests, {} failed (from the event: {failures:?}), longest gap {} ms",
             self.0.len(),
             self.failed(),
             self.longest_gap().as_millis()
@@ -530,10 +543,16 @@ struct L2Figures {
     warm: Outcome,
     cold: Outcome,
     event: Instant,
+    /// The event's time of day, to find it in the agent's log.
+    wall: String,
 }
 
 impl L2Figures {
     fn print(&self, key: &str) {
+        println!(
+            "agent_migration: {key}: the event at {} UTC (the agent log's clock)",
+            self.wall
+        );
         println!(
             "agent_migration: {key}: warm client: {}",
             self.warm.summary(self.event)
@@ -563,13 +582,29 @@ fn l2_measured(client: &Netns, cold: &Netns, step: impl FnOnce()) -> L2Figures {
     let cold_loop = RequestLoop::start(cold, target, period, true);
     std::thread::sleep(Duration::from_secs(1));
     let event = Instant::now();
+    let wall = time_of_day();
     step();
     std::thread::sleep(Duration::from_secs(3));
     L2Figures {
         warm: warm.finish(),
         cold: cold_loop.finish(),
         event,
+        wall,
     }
+}
+
+/// The time of day (UTC), `HH:MM:SS.mmm`.
+fn time_of_day() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, ms) = (now.as_secs() % 86_400, now.subsec_millis());
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// Whether the agent reports itself the layer-2 owner of the address, answering on
@@ -768,7 +803,13 @@ fn layer2_handover_from_a_metallb_like_speaker() {
     // The bounds, as measured (docs/migrate.md): the agent-first order and the
     // rollback lose nothing; speaker first, a client with a warm entry loses nothing
     // either, and only clients that must resolve the address during the gap fail.
-    assert_eq!(agent_first.warm.failed(), 0, "agent first, warm client");
+    assert_eq!(
+        agent_first.warm.failed(),
+        0,
+        "agent first, warm client: {}\n{}",
+        agent_first.warm.summary(agent_first.event),
+        log_tail(&dir)
+    );
     assert_eq!(agent_first.cold.failed(), 0, "agent first, cold client");
     assert_eq!(rollback.warm.failed(), 0, "rollback, warm client");
     assert_eq!(rollback.cold.failed(), 0, "rollback, cold client");
