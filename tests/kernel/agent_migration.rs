@@ -12,9 +12,10 @@
 //!   first), and back (rollback); a client with a warm ARP entry and one resolving the
 //!   address before every request count their failed requests.
 //! - MetalLB's BGP (FRR mode): FRR's bgpd on the node announces the IP to a BIRD
-//!   router; bgpd stops and the agent's speaker takes the session over, without and
-//!   with graceful restart; a client behind the router counts its failed requests and
-//!   the router's FIB is sampled for the time the route was gone.
+//!   router; bgpd stops (killed or terminated) and the agent's speaker takes the
+//!   session over, without and with graceful restart, and with the agent's speaker
+//!   already retrying beside bgpd; a client behind the router counts its failed
+//!   requests and the router's FIB is sampled for the time the route was gone.
 //!
 //! Figures are printed as `key: value` lines (`migration_l2_failed_requests: N`, ...)
 //! and quoted in docs/migrate.md.
