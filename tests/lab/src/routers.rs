@@ -263,3 +263,18 @@ impl Gobgp {
         &self.dir
     }
 }
+
+impl Frr {
+    /// Stops bgpd with `signal` and waits (up to 30 s) for it to exit, then kills the
+    /// other daemons; whether bgpd exited. SIGTERM is bgpd's own shutdown (it ends its
+    /// sessions itself); SIGKILL leaves the kernel to close its connections, as when a
+    /// container runtime kills what is left of a terminated pod.
+    pub fn stop_bgpd(mut self, signal: nix::sys::signal::Signal) -> bool {
+        // bgpd is started last (see `Frr::start`).
+        let Some(mut bgpd) = self.daemons.pop() else {
+            return false;
+        };
+        bgpd.signal(signal);
+        bgpd.wait_exit(Duration::from_secs(30))
+    }
+}
