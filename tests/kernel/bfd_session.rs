@@ -164,7 +164,11 @@ impl Router {
             } else {
                 s.set_ttl_v4(ttl).unwrap();
             }
-            s.bind(&SocketAddr::new(from, 49999).into()).unwrap();
+            // A source port in RFC 5881's range that bfdd's own session does not use
+            // (it picks its source port at random from the same range).
+            let bound =
+                (49990..50100).any(|port| s.bind(&SocketAddr::new(from, port).into()).is_ok());
+            assert!(bound, "no free source port for the crafted packet");
             s.send_to(&payload, &to.into()).unwrap();
         });
     }
