@@ -4,11 +4,9 @@
 //! again from the new address with the new router ID, next hop and BFD source.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netns_lab::routers::{Frr, fib, next_hops, scratch_dir};
+use netns_lab::routers::{FibWatch, Frr, fib, next_hops, scratch_dir};
 use netns_lab::{Background, Netns, veth, wait_until};
 use serde_json::{Value, json};
 
@@ -234,24 +232,7 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     let established = bgp_neighbor(&frr, "10.0.1.3")["connectionsEstablished"]
         .as_u64()
         .unwrap_or_default();
-    let gaps = Arc::new(Mutex::new(Vec::<Instant>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (gaps, stop) = (gaps.clone(), stop.clone());
-        let router = router.name().to_string();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let out = std::process::Command::new("ip")
-                    .args(["netns", "exec", &router, "ip", "route", "show", VIP])
-                    .output()
-                    .unwrap();
-                if !next_hops(&String::from_utf8_lossy(&out.stdout)).contains("10.0.1.3") {
-                    gaps.lock().unwrap().push(Instant::now());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let watch = FibWatch::start(&router, VIP, "10.0.1.3");
     let terminated = Instant::now();
     agent.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(
@@ -275,8 +256,7 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
     );
     // Settled: still the one new session a few seconds on, and the route was never gone.
     std::thread::sleep(Duration::from_secs(5));
-    stop.store(true, Ordering::SeqCst);
-    watcher.join().unwrap();
+    let gaps = watch.finish().missing();
     let neighbor = bgp_neighbor(&frr, "10.0.1.3");
     assert_eq!(
         neighbor["connectionsEstablished"].as_u64(),
@@ -284,7 +264,6 @@ fn bfd_profile_changes_and_node_renumbering_reach_the_router() {
         "{neighbor:#}\n{}",
         agent_log(&log)
     );
-    let gaps = gaps.lock().unwrap();
     let since = |at: &Instant| at.duration_since(terminated).as_millis();
     assert!(
         gaps.is_empty(),

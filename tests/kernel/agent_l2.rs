@@ -28,14 +28,13 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netns_lab::neigh::{arping, neighbour_mac, wait_link_local};
 use netns_lab::{Background, Netns, veth, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
+use testkit::requests::{Attempt, RequestLoop};
 
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 /// The eTP=Cluster Service's address.
@@ -494,54 +493,10 @@ impl Drop for Lab {
     }
 }
 
-/// One request attempt of a [`RequestLoop`].
-#[derive(Debug, Clone, Copy)]
-struct Attempt {
-    start: Instant,
-    end: Instant,
-    ok: bool,
-    /// Where a failed request failed: "connect" (no answer to the SYN) or "response"
-    /// (connected, then reset or silent).
-    failed_at: &'static str,
-}
-
 /// The client sending a request every [`REQUEST_PERIOD`] (a new TCP connection each,
 /// short timeouts so one lost SYN does not hide the next) until stopped.
-struct RequestLoop {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<Attempt>>,
-}
-
-impl RequestLoop {
-    fn start(client: &Netns, target: SocketAddr) -> RequestLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = client.thread({
-            let stop = Arc::clone(&stop);
-            move || {
-                let mut attempts = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let start = Instant::now();
-                    let outcome = request(target);
-                    attempts.push(Attempt {
-                        start,
-                        end: Instant::now(),
-                        ok: outcome.is_ok(),
-                        failed_at: outcome.err().unwrap_or(""),
-                    });
-                    if let Some(rest) = REQUEST_PERIOD.checked_sub(start.elapsed()) {
-                        std::thread::sleep(rest);
-                    }
-                }
-                attempts
-            }
-        });
-        RequestLoop { stop, thread }
-    }
-
-    fn finish(self) -> Outcome {
-        self.stop.store(true, Ordering::Relaxed);
-        Outcome(self.thread.join().expect("the request loop panicked"))
-    }
+fn request_loop(client: &Netns, target: SocketAddr) -> RequestLoop {
+    RequestLoop::start(client, REQUEST_PERIOD, move || request(target))
 }
 
 /// What a request loop saw.
@@ -784,7 +739,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
 
     // SIGKILL of the owner's agent: the runner-up takes over; the client's entries move
     // to its MAC and requests go on through it.
-    let requests = RequestLoop::start(&lab.client, SocketAddr::new(vip, 80));
+    let requests = request_loop(&lab.client, SocketAddr::new(vip, 80));
     std::thread::sleep(Duration::from_millis(500));
     let killed = Instant::now();
     lab.agent(owner).signal(Signal::SIGKILL);
@@ -800,7 +755,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
         lab.logs()
     );
     std::thread::sleep(Duration::from_secs(1));
-    let outcome = requests.finish();
+    let outcome = Outcome(requests.finish());
     println!("agent_l2: SIGKILL: {}", outcome.summary(killed));
     assert!(
         outcome.answered_after(killed) > 0,
@@ -828,7 +783,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
     // has announced itself by then, so the client's requests never fail.
     // (Settled first: the restarted owner's takeover burst runs 2 s.)
     std::thread::sleep(Duration::from_secs(3));
-    let requests = RequestLoop::start(&lab.client, SocketAddr::new(vip, 80));
+    let requests = request_loop(&lab.client, SocketAddr::new(vip, 80));
     std::thread::sleep(Duration::from_millis(500));
     let terminated = Instant::now();
     lab.agent(owner).signal(Signal::SIGTERM);
@@ -844,7 +799,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
     );
     let moved = eventually(Duration::from_secs(30), || lab.neighbour_is(vip, second));
     std::thread::sleep(Duration::from_secs(2));
-    let outcome = requests.finish();
+    let outcome = Outcome(requests.finish());
     println!("agent_l2: SIGTERM: {}", outcome.summary(terminated));
     println!("failed_requests_sigterm: {}", outcome.failed());
     assert!(moved, "after SIGTERM: {}", lab.client.sh("ip neigh"));
@@ -867,7 +822,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
     std::thread::sleep(Duration::from_secs(3));
 
     // Link-down of the owner: the others see it dead and the runner-up takes over.
-    let requests = RequestLoop::start(&lab.client, SocketAddr::new(vip, 80));
+    let requests = request_loop(&lab.client, SocketAddr::new(vip, 80));
     std::thread::sleep(Duration::from_millis(500));
     let down = Instant::now();
     lab.nodes[owner].ns.sh("ip link set eth0 down");
@@ -877,7 +832,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
         lab.get(vip).is_some()
     });
     std::thread::sleep(Duration::from_secs(1));
-    let outcome = requests.finish();
+    let outcome = Outcome(requests.finish());
     println!("agent_l2: link-down: {}", outcome.summary(down));
     match outcome.outage_after(down) {
         Some(gap) => println!("failover_ms_linkdown: {}", gap.as_millis()),
@@ -915,7 +870,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
     // until the partition heals (SWIM chooses availability; see
     // announce::membership's documentation): observed and printed, not hidden.
     std::thread::sleep(Duration::from_secs(3));
-    let requests = RequestLoop::start(&lab.client, SocketAddr::new(vip, 80));
+    let requests = request_loop(&lab.client, SocketAddr::new(vip, 80));
     let cut = Instant::now();
     lab.nodes[owner].ns.sh(&format!(
         "iptables -w -I INPUT -p udp --dport {MEMBERSHIP_PORT} -j DROP && \
@@ -963,7 +918,7 @@ fn three_agents_elect_one_owner_and_fail_over() {
         heal.elapsed().as_millis(),
         neighbour_mac(&lab.client, "eth0", vip)
     );
-    let outcome = requests.finish();
+    let outcome = Outcome(requests.finish());
     println!("agent_l2: partition: {}", outcome.summary(cut));
     assert!(
         eventually(Duration::from_secs(30), || lab.get(vip).is_some()),

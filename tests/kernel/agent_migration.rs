@@ -24,15 +24,14 @@ use testkit as support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netns_lab::neigh::{arping, neighbour_mac};
-use netns_lab::routers::{Bird, Frr, bird_bgp, fib, next_hops, scratch_dir};
+use netns_lab::routers::{Bird, FibWatch, Frr, bird_bgp, fib, next_hops, scratch_dir};
 use netns_lab::{Background, Netns, veth, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
+use testkit::requests::{Attempt, RequestLoop};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_ipvs-proxy");
 
@@ -331,63 +330,20 @@ fn agent_json(ns: &Netns, dir: &Path, command: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
-/// One request of a [`RequestLoop`].
-#[derive(Debug, Clone, Copy)]
-struct Attempt {
-    start: Instant,
-    end: Instant,
-    ok: bool,
-    /// Why a failed request failed: "connect timeout" (no answer to the SYN: no ARP
-    /// answer, no route, or a stalled CPU), "connect refused" (a reset: no virtual
-    /// server) or "response" (connected, then reset or silent).
-    failed_at: &'static str,
-}
-
 /// A client sending a request every `period`, each on a new TCP connection, until
 /// stopped. A `cold` client forgets its neighbour entries before every request, so
 /// each one starts with an ARP resolution: a station whose entry expired during the
 /// handover, or a new one (a router sending its first packet to the address).
-struct RequestLoop {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<Attempt>>,
-}
-
-impl RequestLoop {
-    fn start(client: &Netns, target: SocketAddr, period: Duration, cold: bool) -> RequestLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = client.thread({
-            let stop = Arc::clone(&stop);
-            move || {
-                let mut attempts = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let start = Instant::now();
-                    if cold {
-                        // The child inherits this thread's namespace.
-                        let _ = std::process::Command::new("ip")
-                            .args(["neigh", "flush", "dev", "eth0"])
-                            .output();
-                    }
-                    let outcome = request(target);
-                    attempts.push(Attempt {
-                        start,
-                        end: Instant::now(),
-                        ok: outcome.is_ok(),
-                        failed_at: outcome.err().unwrap_or(""),
-                    });
-                    if let Some(rest) = period.checked_sub(start.elapsed()) {
-                        std::thread::sleep(rest);
-                    }
-                }
-                attempts
-            }
-        });
-        RequestLoop { stop, thread }
-    }
-
-    fn finish(self) -> Outcome {
-        self.stop.store(true, Ordering::Relaxed);
-        Outcome(self.thread.join().expect("the request loop panicked"))
-    }
+fn request_loop(client: &Netns, target: SocketAddr, period: Duration, cold: bool) -> RequestLoop {
+    RequestLoop::start(client, period, move || {
+        if cold {
+            // The child inherits this thread's namespace.
+            let _ = std::process::Command::new("ip")
+                .args(["neigh", "flush", "dev", "eth0"])
+                .output();
+        }
+        request(target)
+    })
 }
 
 /// One HTTP/1.0 GET: Ok when a 200 came back, else where it failed. One second to
@@ -587,16 +543,16 @@ impl L2Figures {
 fn l2_measured(client: &Netns, cold: &Netns, step: impl FnOnce()) -> L2Figures {
     let target = SocketAddr::new(IpAddr::V4(L2_VIP), 80);
     let period = Duration::from_millis(50);
-    let warm = RequestLoop::start(client, target, period, false);
-    let cold_loop = RequestLoop::start(cold, target, period, true);
+    let warm = request_loop(client, target, period, false);
+    let cold_loop = request_loop(cold, target, period, true);
     std::thread::sleep(Duration::from_secs(1));
     let event = Instant::now();
     let wall = time_of_day();
     step();
     std::thread::sleep(Duration::from_secs(3));
     L2Figures {
-        warm: warm.finish(),
-        cold: cold_loop.finish(),
+        warm: Outcome(warm.finish()),
+        cold: Outcome(cold_loop.finish()),
         event,
         wall,
     }
@@ -867,61 +823,6 @@ const NODE_AS: u32 = 64512;
 const BGP_VIP: &str = "198.51.100.10";
 const NODE_IP: &str = "10.0.1.2";
 
-/// Samples the router's FIB for a prefix every 50 ms until stopped: when the next hop
-/// was there.
-struct FibWatch {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(Instant, bool)>>,
-}
-
-impl FibWatch {
-    fn start(router: &Netns, prefix: &str, next_hop: &str) -> FibWatch {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (prefix, next_hop) = (prefix.to_string(), next_hop.to_string());
-        let thread = router.thread({
-            let stop = Arc::clone(&stop);
-            move || {
-                let mut samples = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let out = std::process::Command::new("ip")
-                        .args(["route", "show", &prefix])
-                        .output()
-                        .expect("ip route show");
-                    let present =
-                        next_hops(&String::from_utf8_lossy(&out.stdout)).contains(&next_hop);
-                    samples.push((Instant::now(), present));
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                samples
-            }
-        });
-        FibWatch { stop, thread }
-    }
-
-    /// The longest time the next hop was missing: from the first sample without it to
-    /// the next sample with it (or the last sample).
-    fn finish(self) -> Duration {
-        self.stop.store(true, Ordering::Relaxed);
-        let samples = self.thread.join().expect("the FIB watch panicked");
-        let mut longest = Duration::ZERO;
-        let mut missing_since = None;
-        for (at, present) in &samples {
-            match (present, missing_since) {
-                (false, None) => missing_since = Some(*at),
-                (true, Some(since)) => {
-                    longest = longest.max(at.duration_since(since));
-                    missing_since = None;
-                }
-                _ => {}
-            }
-        }
-        if let (Some(since), Some((last, _))) = (missing_since, samples.last()) {
-            longest = longest.max(last.duration_since(since));
-        }
-        longest
-    }
-}
-
 /// What one BGP handover cost.
 struct BgpFigures {
     key: &'static str,
@@ -1103,7 +1004,7 @@ fn bgp_handover(
     println!("agent_migration: {key}: BIRD's session with bgpd:\n{gr_seen}");
 
     // The switch: bgpd stops, the agent restarts with its speaker.
-    let requests = RequestLoop::start(
+    let requests = request_loop(
         &client,
         format!("{BGP_VIP}:80").parse().unwrap(),
         Duration::from_millis(50),
@@ -1157,8 +1058,8 @@ fn bgp_handover(
         next_hops(&fib(&router, BGP_VIP)).contains(NODE_IP)
     });
     std::thread::sleep(Duration::from_secs(3));
-    let fib_missing = watch.finish();
-    let requests = requests.finish();
+    let fib_missing = watch.finish().longest_missing();
+    let requests = Outcome(requests.finish());
     println!("agent_migration: {key}: BIRD right after bgpd's stop:\n{after_stop}");
 
     // The route is the agent's now: via the node in the router's FIB, BIRD's session

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::frr::RunDir;
 use crate::{Background, Netns, veth, wait_until};
@@ -276,5 +276,79 @@ impl Frr {
         };
         bgpd.signal(signal);
         bgpd.wait_exit(Duration::from_secs(30))
+    }
+}
+
+/// Samples a router's FIB for a prefix every 50 ms until stopped: whether a next hop
+/// was there, and when.
+pub struct FibWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, bool)>>,
+}
+
+impl FibWatch {
+    /// Starts sampling `ip route show <prefix>` in `router` for `next_hop`.
+    pub fn start(router: &Netns, prefix: &str, next_hop: &str) -> FibWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (prefix, next_hop) = (prefix.to_string(), next_hop.to_string());
+        let thread = router.thread({
+            let stop = std::sync::Arc::clone(&stop);
+            move || {
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let out = Command::new("ip")
+                        .args(["route", "show", &prefix])
+                        .output()
+                        .expect("ip route show");
+                    let present =
+                        next_hops(&String::from_utf8_lossy(&out.stdout)).contains(&next_hop);
+                    samples.push((Instant::now(), present));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                samples
+            }
+        });
+        FibWatch { stop, thread }
+    }
+
+    /// Stops sampling; the samples, in order.
+    pub fn finish(self) -> FibSamples {
+        self.stop.store(true, Ordering::Relaxed);
+        FibSamples(self.thread.join().expect("the FIB watch panicked"))
+    }
+}
+
+/// What a [`FibWatch`] saw: (when, whether the next hop was there).
+pub struct FibSamples(pub Vec<(Instant, bool)>);
+
+impl FibSamples {
+    /// When the next hop was missing.
+    pub fn missing(&self) -> Vec<Instant> {
+        self.0
+            .iter()
+            .filter(|(_, present)| !present)
+            .map(|(at, _)| *at)
+            .collect()
+    }
+
+    /// The longest time the next hop was missing: from the first sample without it to
+    /// the next sample with it (or the last sample).
+    pub fn longest_missing(&self) -> Duration {
+        let mut longest = Duration::ZERO;
+        let mut missing_since = None;
+        for (at, present) in &self.0 {
+            match (present, missing_since) {
+                (false, None) => missing_since = Some(*at),
+                (true, Some(since)) => {
+                    longest = longest.max(at.duration_since(since));
+                    missing_since = None;
+                }
+                _ => {}
+            }
+        }
+        if let (Some(since), Some((last, _))) = (missing_since, self.0.last()) {
+            longest = longest.max(last.duration_since(since));
+        }
+        longest
     }
 }

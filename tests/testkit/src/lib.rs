@@ -15,6 +15,7 @@ pub mod agent;
 pub mod apiserver;
 pub mod cluster;
 pub mod k8s;
+pub mod requests;
 pub mod speaker;
 pub mod store_server;
 
